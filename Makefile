@@ -1,0 +1,37 @@
+# One command each on a fresh machine: `make demo`, `make test` (both run `setup` when needed).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.edgekit-installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "edgekit needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	$(PY) -m pip install -e '.[all]'
+	# onnx2tf's wheel hard-pins old numpy/onnx/tensorflow: install it without its pins
+	$(PY) -m pip install --no-deps onnx2tf==1.29.24 simple_onnx_processing_tools==1.1.32
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 && dpkg -s libvulkan1 >/dev/null 2>&1) || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1; }; \
+	else echo "not root: install mesa-vulkan-drivers yourself for the Vulkan (software GPU) tests"; fi
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/edgekit demo
+
+test: setup
+	$(PY) -m pytest -q --durations=15
+
+lint: setup
+	$(VENV)/bin/ruff check edgekit tests benchmarks models
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,274 @@
+"""The ``edgekit`` command line. It parses arguments, calls the Python API and prints; it is the
+only place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from edgekit.errors import EdgekitError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _fmt_bool(v) -> str:
+    return {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}[v]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgekit")
+def cli():
+    """Convert, validate, run and profile small vision models for edge devices.
+
+    \b
+    Examples:
+      edgekit inspect models/portrait-seg/student.onnx
+      edgekit convert models/portrait-seg/student.onnx --target onnx-int8
+      edgekit convert student.onnx --target tflite-int8 --input-shape image:1x3x144x256
+      edgekit run out/student-onnx-int8 --threads 2
+      edgekit validate out/student-onnx-int8
+      edgekit doctor
+    """
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1x3xHxW",
+              help="Fix dynamic input dims (repeat per input).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def inspect(model, input_shapes, as_json):
+    """IO, parameters, MACs per op type, op histogram and per-target op support of MODEL.
+
+    \b
+    Example:  edgekit inspect student.onnx --input-shape image:1x3x256x256
+    """
+    from edgekit.api import inspect as do_inspect
+
+    info = do_inspect(model, list(input_shapes))
+    if as_json:
+        return _emit_json(info.to_dict())
+    out.print(f"[bold]{info.path}[/]  sha256 {info.sha256[:12]}  params {info.params:,}  MACs {info.macs / 1e6:.1f} M")
+    io = Table("direction", "name", "shape", "dtype", "layout", "pre/post-processing", title="IO")
+    for direction, specs in (("in", info.io.inputs), ("out", info.io.outputs)):
+        for t in specs:
+            pre = f"{t.color} range {list(t.value_range)} mean {list(t.mean)} std {list(t.std)}" if direction == "in" \
+                else f"kind {t.kind}"
+            io.add_row(direction, t.name, "x".join(map(str, t.shape)), t.dtype, t.layout, pre)
+    out.print(io)
+    formats = list(info.support)
+    ops = Table("op", "count", "MMACs", *formats, title="Ops (support per target format)")
+    for op, count in info.op_histogram.items():
+        ops.add_row(op, str(count), f"{info.macs_by_op.get(op, 0) / 1e6:.2f}",
+                    *(_fmt_bool(info.support[f][op]) for f in formats))
+    out.print(ops)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--target", "-t", required=True, help="e.g. onnx-fp32, onnx-int8, tflite-int8, openvino-fp16.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Artifact directory (default out/NAME-TARGET).")
+@click.option("--calib", type=click.Path(path_type=Path), help="Folder of images or .npy batch for calibration.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1x3xHxW", help="Fix dynamic dims.")
+@click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), help="Layout of the artifact's IO (TFLite).")
+@click.option("--io-dtype", type=click.Choice(["float", "int8"]), help="IO dtype of full-int8 targets.")
+@click.option("--calib-samples", default=32, show_default=True, help="Calibration samples to use.")
+@click.option("--json", "as_json", is_flag=True, help="Print the artifact manifest as JSON.")
+def convert(model, target, output, calib, input_shapes, io_layout, io_dtype, calib_samples, as_json):
+    """Convert MODEL (ONNX file or PyTorch reference) to TARGET and prove parity.
+
+    \b
+    Examples:
+      edgekit convert student.onnx --target onnx-int8 --calib photos/
+      edgekit convert student.onnx --target tflite-int8 --io-layout nhwc
+      edgekit convert mypkg.models:build --target onnx-fp32 --input-shape 1x3x256x256
+    The artifact is written only if its parity gate passes.
+    """
+    from edgekit.conversion import convert as do_convert
+
+    options = {k: v for k, v in (("io_layout", io_layout), ("io_dtype", io_dtype)) if v}
+    with err.status("converting") as status:
+        art = do_convert(model, target, output, calib=calib, input_shapes=list(input_shapes),
+                         calib_samples=calib_samples, options=options,
+                         progress=lambda msg: status.update(msg))
+    if as_json:
+        return _emit_json(art.to_dict())
+    out.print(f"[green]✓[/] {art.target} -> {art.path}  ({art.size_bytes / 1024:.0f} KiB, route {art.route})")
+    _print_parity(art.parity)
+    for note in art.notes:
+        out.print(f"  note: {note}")
+
+
+def _print_parity(parity: dict) -> None:
+    t = Table("output", "max |diff|", "mean |diff|", "cosine", "mask IoU", "PSNR dB", "result",
+              title=f"parity vs ONNX Runtime fp32 ({parity['samples']} inputs, {parity['precision_class']} tolerances)")
+    for o in parity["outputs"]:
+        t.add_row(o["name"], f"{o['max_abs']:.3g}", f"{o['mean_abs']:.3g}", f"{o['cosine']:.6f}",
+                  "-" if o["iou"] is None else f"{o['iou']:.4f} (min {o['iou_min']:.4f})",
+                  "-" if o["psnr"] is None else f"{o['psnr']:.1f}",
+                  "[red]" + "; ".join(o["failures"]) + "[/]" if o["failures"] else "[green]pass[/]")
+    out.print(t)
+    if parity.get("kept_float"):
+        out.print(f"  kept in float: {', '.join(parity['kept_float'])}")
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--input", "input_file", type=click.Path(path_type=Path), help=".npy array or an image file.")
+@click.option("--threads", default=1, show_default=True)
+@click.option("--delegate", default="cpu", show_default=True, help="cpu, gpu, npu, ... (per runtime).")
+@click.option("--runs", default=50, show_default=True, help="Timed runs after 10 warm-up runs.")
+@click.option("--placement", is_flag=True, help="Show which unit ran how many ops.")
+@click.option("--save", type=click.Path(path_type=Path), help="Save outputs to this .npz file.")
+@click.option("--json", "as_json", is_flag=True)
+def run(artifact, input_file, threads, delegate, runs, placement, save, as_json):
+    """Run ARTIFACT on an input (or a generated one) and report latency and outputs.
+
+    \b
+    Example:  edgekit run out/student-onnx-int8 --input face.jpg --threads 2 --placement
+    """
+    import numpy as np
+
+    from edgekit import calibration
+    from edgekit.api import load
+    from edgekit.profiling.latency import measure
+
+    sess = load(artifact, threads=threads, delegate=delegate)
+    inputs = _read_input(input_file, sess.io, calibration)
+    outputs = sess.run(inputs)
+    lat = measure(sess, inputs, runs=runs)
+    if save:
+        np.savez(save, **outputs)
+    result = {"artifact": str(artifact), "threads": threads, "delegate": delegate, "latency": lat.to_dict(),
+              "outputs": {k: {"shape": list(v.shape), "min": float(v.min()), "max": float(v.max()),
+                              "mean": float(v.mean())} for k, v in outputs.items()}}
+    if placement:
+        result["placement"] = sess.placement().to_dict()
+    if as_json:
+        return _emit_json(result)
+    out.print(f"{artifact}: p50 {lat.p50_ms:.2f} ms  p90 {lat.p90_ms:.2f} ms  ({runs} runs, {threads} thread(s), "
+              f"{delegate})")
+    t = Table("output", "shape", "min", "max", "mean")
+    for k, v in result["outputs"].items():
+        t.add_row(k, "x".join(map(str, v["shape"])), f"{v['min']:.4g}", f"{v['max']:.4g}", f"{v['mean']:.4g}")
+    out.print(t)
+    if placement:
+        p = result["placement"]
+        out.print("placement: " + ", ".join(f"{u}: {n} ops" for u, n in p["ops_per_unit"].items()))
+
+
+def _read_input(path, io, calibration):
+    from edgekit.errors import InputError
+
+    if path is None:
+        return calibration.samples(io, None, n=1, seed=7)[0]
+    if len(io.inputs) != 1:
+        raise InputError("--input feeds single-input models; this one has several")
+    if path.suffix == ".npy":
+        return {io.inputs[0].name: calibration.load_npy(path, io.inputs[0])[:1]}
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:  # reuse the image loader (resize + normalize)
+        link = Path(d) / path.name
+        link.symlink_to(path.absolute())
+        return {io.inputs[0].name: calibration.load_images(Path(d), io.inputs[0], 1)}
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Path(path_type=Path), help="Compare against this model instead.")
+@click.option("--data", type=click.Path(path_type=Path), help="Folder of images or .npy (default: generated).")
+@click.option("--samples", default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def validate(artifact, reference, data, samples, as_json):
+    """Re-run the parity gate of ARTIFACT on fresh inputs (exit code 6 when it fails).
+
+    \b
+    Example:  edgekit validate out/student-tflite-int8 --data photos/
+    """
+    from edgekit.api import validate as do_validate
+
+    report = do_validate(artifact, reference, data, samples, raise_on_fail=False)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        _print_parity(report.to_dict())
+    report.raise_if_failed(str(artifact))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json):
+    """List each backend: installed or not, versions, devices/delegates it sees here."""
+    from edgekit import doctor as doc
+
+    rows = doc.report()
+    if as_json:
+        return _emit_json(doc.to_dict(rows))
+    t = Table("backend", "installed", "versions", "devices here", "note",
+              title=f"edgekit doctor ({doc.system()['platform']})")
+    for r in rows:
+        t.add_row(r.name, _fmt_bool(r.installed), ", ".join(f"{k} {v or '-'}" for k, v in r.packages.items()),
+                  ", ".join(r.devices) or "-", r.note)
+    out.print(t)
+
+
+@cli.command()
+@click.option("--model", type=click.Path(path_type=Path), help="Default: the bundled portrait-seg student.")
+@click.option("--target", "targets", multiple=True, help="Targets (default: every one installed here).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True)
+@click.option("--runs", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def demo(model, targets, output, runs, as_json):
+    """Convert the bundled student to every implemented target; one table of size, parity, latency."""
+    from edgekit.profiling.matrix import BUNDLED_MODEL, available_targets, run_matrix
+
+    model = model or BUNDLED_MODEL
+    targets = list(targets) or available_targets()
+    with err.status("demo") as status:
+        rows = run_matrix(model, targets, [(256, 256)], output, runs=runs, progress=lambda m: status.update(m))
+    if as_json:
+        return _emit_json([r.to_dict() for r in rows])
+    t = Table("target", "size KiB", "parity", "mask IoU", "max |diff|", "p50 ms 1T", "p50 ms 2T",
+              title=f"{model} at 256x256 -> {output}")
+    for r in rows:
+        t.add_row(r.target, f"{r.size_kib:.0f}", r.parity if not r.error else f"[red]{r.error}[/]",
+                  "-" if r.iou is None else f"{r.iou:.4f}", f"{r.max_abs:.2g}",
+                  *(f"{r.p50_ms[n]:.2f}" if n in r.p50_ms else "-" for n in (1, 2)))
+    out.print(t)
+    if any(r.error for r in rows):
+        raise EdgekitError("some targets failed; see the table")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, map edgekit errors to one stderr line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except EdgekitError as e:
+        err.print(f"[red]edgekit: error:[/] {e}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        err.print("edgekit: interrupted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("edgekit: interrupted; nothing was written")
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Converters: one per artifact format, each implementing :class:`~edgekit.converters.base.Converter`."""

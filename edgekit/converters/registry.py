@@ -1,0 +1,58 @@
+"""The one converter registry: built-ins listed here, third parties via the ``edgekit.converters``
+entry-point group. Registering a format twice is an error."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+
+from edgekit.errors import EdgekitError, InputError
+
+#: format -> "module:Class" of the built-in converters (imported only when used)
+BUILTIN = {
+    "onnx": "edgekit.converters.onnx:OnnxConverter",
+    "tflite": "edgekit.converters.tflite:TFLiteConverter",
+}
+
+#: format -> precisions, declared here so that parsing a target imports no converter module
+PRECISIONS = {
+    "onnx": ("fp32", "int8"),
+    "tflite": ("fp32", "fp16", "int8-dynamic", "int8"),
+}
+
+_instances: dict = {}
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group="edgekit.converters"):
+        if ep.name in BUILTIN:
+            raise EdgekitError(f"converter plugin '{ep.value}' registers format '{ep.name}' twice")
+        cls = ep.load()
+        BUILTIN[ep.name] = f"{cls.__module__}:{cls.__qualname__}"
+        PRECISIONS[ep.name] = tuple(cls.precisions)
+
+
+def formats() -> list[str]:
+    _load_plugins()
+    return list(BUILTIN)
+
+
+def all_targets() -> list[str]:
+    _load_plugins()
+    return [f"{f}-{p}" for f in BUILTIN for p in PRECISIONS[f]]
+
+
+def get(fmt: str):
+    """The converter instance for a format."""
+    _load_plugins()
+    if fmt not in BUILTIN:
+        raise InputError(f"unknown format '{fmt}'; known: {', '.join(BUILTIN)}")
+    if fmt not in _instances:
+        module, _, cls = BUILTIN[fmt].partition(":")
+        _instances[fmt] = getattr(importlib.import_module(module), cls)()
+    return _instances[fmt]

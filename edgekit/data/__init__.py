@@ -1,0 +1,1 @@
+"""Data: synthetic portrait composites and image loading."""

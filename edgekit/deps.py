@@ -1,0 +1,80 @@
+"""Lazy imports of optional packages, with errors that name the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from types import ModuleType
+
+from edgekit.errors import MissingDependencyError
+
+#: distribution name -> edgekit extra that installs it
+EXTRAS = {
+    "onnxruntime": "core",
+    "onnx": "core",
+    "onnxslim": "core",
+    "torch": "train",
+    "torchvision": "train",
+    "tensorflow": "tflite",
+    "ai_edge_litert": "tflite",
+    "onnx2tf": "tflite",
+    "litert_torch": "tflite",
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "ncnn": "ncnn",
+    "pnnx": "ncnn",
+    "coremltools": "coreml",
+    "onnx2torch": "coreml",
+}
+
+#: packages that cannot be expressed as an extra because their wheel pins clash with the rest
+NO_DEPS_HINTS = {
+    "onnx2tf": "pip install --no-deps onnx2tf==1.29.24 simple_onnx_processing_tools==1.1.32",
+}
+
+DIST_NAMES = {"ai_edge_litert": "ai-edge-litert", "litert_torch": "litert-torch", "tensorflow": "tensorflow-cpu"}
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra that provides it."""
+    top = module.split(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if e.name is not None and e.name.split(".")[0] != top:
+            raise  # the package is there but one of its own imports is broken: show that
+        raise MissingDependencyError(top, EXTRAS.get(top, "all"), NO_DEPS_HINTS.get(top)) from e
+
+
+def require_installed(module: str) -> None:
+    """Like :func:`require` but without importing (for packages run in a subprocess)."""
+    if importlib.util.find_spec(module) is None:
+        top = module.split(".")[0]
+        raise MissingDependencyError(top, EXTRAS.get(top, "all"), NO_DEPS_HINTS.get(top))
+
+
+def version(package: str) -> str | None:
+    """Installed version of ``package`` (import name or distribution name), or None."""
+    for name in (DIST_NAMES.get(package), package, package.replace("_", "-")):
+        if not name:
+            continue
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def is_installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def tool_versions(*packages: str) -> dict[str, str]:
+    """Versions of the given packages that are installed (for ``artifact.json``)."""
+    out = {"edgekit": version("edgekit") or "dev"}
+    for p in packages:
+        v = version(p)
+        if v:
+            out[p] = v
+    return out

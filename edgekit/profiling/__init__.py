@@ -1,0 +1,1 @@
+"""Profiling: latency/memory measurement, sweeps and configuration choice."""

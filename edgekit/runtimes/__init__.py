@@ -1,0 +1,1 @@
+"""Runtimes: one :class:`~edgekit.runtimes.base.Session` implementation per artifact format."""

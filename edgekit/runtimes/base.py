@@ -1,0 +1,101 @@
+"""The session API every runtime implements.
+
+Callers always speak the *source* IO spec (the layout and dtype of the original model, usually
+float NCHW). The base class converts to the artifact's native IO (NHWC, int8 with scale/zero
+point) and back, so validation, calibration and apps' code are the same for every target.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgekit.errors import InputError
+from edgekit.spec import IOSpec, TensorSpec, to_layout
+
+
+@dataclass
+class Placement:
+    """Where the parts of a model really ran: ``{unit: number of ops}`` plus fallbacks."""
+
+    device: str
+    ops_per_unit: dict[str, int] = field(default_factory=dict)
+    detail: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fallback_ops(self) -> int:
+        return sum(n for u, n in self.ops_per_unit.items() if u.lower().startswith("cpu") and u != self.device)
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "ops_per_unit": self.ops_per_unit, "detail": self.detail}
+
+
+class Session(ABC):
+    """Runs one artifact. ``run`` takes and returns ``{name: ndarray}`` in the source's IO spec."""
+
+    #: delegates/devices this runtime knows by name (``cpu`` always first)
+    delegates: tuple[str, ...] = ("cpu",)
+
+    def __init__(self, native_io: IOSpec, source_io: IOSpec, threads: int, delegate: str):
+        self.native_io = native_io
+        self.io = source_io
+        self.threads = threads
+        self.delegate = delegate
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        """Delegates/devices this runtime can use on this machine."""
+        return ["cpu"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference; inputs and outputs follow :attr:`io` (the source model's spec)."""
+        native = {}
+        for spec, nspec in zip(self.io.inputs, self.native_io.inputs):
+            if spec.name not in inputs:
+                raise InputError(f"missing input '{spec.name}' (inputs: {[s.name for s in self.io.inputs]})")
+            x = np.asarray(inputs[spec.name])
+            if spec.is_static and tuple(x.shape) != tuple(spec.shape):
+                raise InputError(f"input '{spec.name}' has shape {x.shape}, expected {tuple(spec.shape)}")
+            native[nspec.name] = _to_native(x, spec, nspec)
+        out = self._run_native(native)
+        return {spec.name: _from_native(out[nspec.name], nspec, spec)
+                for spec, nspec in zip(self.io.outputs, self.native_io.outputs)}
+
+    @abstractmethod
+    def _run_native(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run with inputs already in the artifact's native layout/dtype."""
+
+    def placement(self) -> Placement:
+        """Which unit ran which ops. Runtimes that can tell override this."""
+        return Placement(device=self.delegate, ops_per_unit={self.delegate: -1},
+                         detail={"note": "this runtime does not report per-op placement"})
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release native resources (optional)."""
+
+
+def _to_native(x: np.ndarray, spec: TensorSpec, native: TensorSpec) -> np.ndarray:
+    x = to_layout(x, spec.layout, native.layout)
+    if native.quant and native.dtype in ("int8", "uint8"):
+        scale, zp = native.quant
+        info = np.iinfo(native.dtype)
+        return np.clip(np.round(x / scale) + zp, info.min, info.max).astype(native.dtype)
+    return np.ascontiguousarray(x, dtype=native.dtype)
+
+
+def _from_native(y: np.ndarray, native: TensorSpec, spec: TensorSpec) -> np.ndarray:
+    if native.quant and native.dtype in ("int8", "uint8"):
+        scale, zp = native.quant
+        y = (y.astype(np.float32) - zp) * scale
+    y = np.asarray(y, dtype=np.float32) if spec.dtype == "float32" else y
+    if y.ndim == 4 and native.layout != spec.layout:
+        y = to_layout(y, native.layout, spec.layout)
+    return y
+
+
+def check_threads(threads: int) -> int:
+    if not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
+    return threads

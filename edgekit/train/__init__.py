@@ -1,0 +1,1 @@
+"""Training of students (needs ``edgekit[train]``)."""

@@ -1,0 +1,1 @@
+"""Reference model definitions (PyTorch; import torch lazily through these modules only)."""

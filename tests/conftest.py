@@ -1,0 +1,73 @@
+"""Shared, session-scoped artifacts: each real conversion happens once per test run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDENT = ROOT / "models" / "portrait-seg" / "student.onnx"
+
+
+@pytest.fixture(scope="session")
+def student_onnx() -> Path:
+    return STUDENT
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("edgekit")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(workdir) -> Path:
+    """A small random-init student at 64x64 with dynamic H/W and a model card (fast to convert)."""
+    torch = pytest.importorskip("torch")
+    from edgekit.ingest import export_torch
+    from edgekit.zoo.portrait_seg import build
+
+    torch.manual_seed(0)
+    folder = workdir / "tiny"
+    folder.mkdir()
+    path = folder / "tiny.onnx"
+    export_torch(build(width=0.5), path, (1, 3, 64, 64), input_name="image", output_names=["mask"], dynamic_hw=True)
+    card = (STUDENT.parent / "model.yaml").read_text().replace("[1, 3, 256, 256]", "[1, 3, 64, 64]")
+    (folder / "model.yaml").write_text(card)
+    return path
+
+
+@pytest.fixture(scope="session")
+def student_artifacts(workdir, student_onnx):
+    """Conversions of the bundled student, made on first use and shared: {target: Artifact}."""
+    from edgekit.conversion import convert
+
+    cache: dict = {}
+
+    def get(target: str, **kw):
+        key = (target, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = convert(student_onnx, target, workdir / "student" / f"{target}-{len(cache)}", **kw)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def portraits():
+    """Real-looking held-out inputs (synthetic composites, never used in training) at 256x256."""
+    from edgekit.data.synthetic import dataset
+
+    return dataset(12, 256, 256, seed=31337)
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def as_input(imgs: np.ndarray) -> np.ndarray:
+    """N x H x W x 3 [0, 1] -> the student's normalized NCHW input."""
+    return ((imgs - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32)

@@ -1,0 +1,101 @@
+"""onnx-fp32 / onnx-int8 on the bundled student, through the real parity gate and ONNX Runtime."""
+
+import json
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.artifact import Artifact, sha256_file
+from edgekit.errors import InputError, ParityError
+from edgekit.parity import mask_iou
+from tests.conftest import as_input
+
+
+def test_fp32_artifact_manifest(student_artifacts, student_onnx):
+    art = student_artifacts("onnx-fp32")
+    manifest = json.loads((art.path / "artifact.json").read_text())
+    assert manifest["target"] == "onnx-fp32"
+    assert manifest["source"]["sha256"] == sha256_file(student_onnx)
+    assert manifest["files"]["model"]["sha256"] == sha256_file(art.file())
+    assert manifest["io"]["inputs"][0]["shape"] == [1, 3, 256, 256]
+    assert manifest["io"]["inputs"][0]["mean"] == [0.5, 0.5, 0.5]
+    assert manifest["io"]["outputs"][0]["kind"] == "probability"
+    assert "onnxruntime" in manifest["tools"]
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["samples"] == 40
+    assert parity["outputs"][0]["max_abs"] < 1e-5
+
+
+def test_int8_keeps_mask_iou(student_artifacts, portraits):
+    art = student_artifacts("onnx-int8")
+    assert art.parity["passed"]
+    assert art.parity["outputs"][0]["iou"] >= 0.97
+    ref = edgekit.load(student_artifacts("onnx-fp32").path)
+    q = edgekit.load(art.path, threads=2)
+    x = as_input(portraits[0])
+    ious = [mask_iou(ref.run({"image": x[i:i + 1]})["mask"] > 0.5, q.run({"image": x[i:i + 1]})["mask"] > 0.5)
+            for i in range(len(x))]
+    assert np.mean(ious) >= 0.97
+    assert art.size_bytes < 0.6 * student_artifacts("onnx-fp32").size_bytes
+
+
+def test_landscape_resolution(student_artifacts):
+    art = student_artifacts("onnx-fp32", input_shapes={"image": (1, 3, 144, 256)})
+    assert art.io.inputs[0].shape == (1, 3, 144, 256)
+    out = edgekit.load(art.path).run({"image": np.zeros((1, 3, 144, 256), np.float32)})
+    assert out["mask"].shape == (1, 1, 144, 256)
+
+
+def test_validate_again_and_detect_tampering(student_artifacts, workdir):
+    art = student_artifacts("onnx-int8")
+    report = edgekit.validate(art.path)
+    assert report.passed and report.outputs[0].iou >= 0.97
+    # shift the last conv's bias of a copy: the mask changes and the gate must fail
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    bad = workdir / "tampered"
+    shutil.copytree(student_artifacts("onnx-fp32").path, bad)
+    m = onnx.load(str(bad / "model.onnx"))
+    last = [n for n in m.graph.node if n.op_type == "Conv"][-1]
+    bias = next(i for i in m.graph.initializer if i.name == last.input[2])
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) - 3.0, bias.name))
+    onnx.save(m, str(bad / "model.onnx"))
+    with pytest.raises(ParityError, match="mask IoU"):
+        edgekit.validate(bad)
+
+
+def test_session_rejects_wrong_shape(student_artifacts):
+    sess = edgekit.load(student_artifacts("onnx-fp32").path)
+    with pytest.raises(InputError, match="expected"):
+        sess.run({"image": np.zeros((1, 3, 64, 64), np.float32)})
+    p = sess.placement()
+    assert p.ops_per_unit["cpu"] > 10
+
+
+def test_artifact_load_rejects_incomplete(student_artifacts, workdir):
+    import shutil
+
+    broken = workdir / "incomplete"
+    shutil.copytree(student_artifacts("onnx-fp32").path, broken)
+    (broken / "model.onnx").unlink()
+    with pytest.raises(InputError, match="missing"):
+        Artifact.load(broken)
+
+
+def test_torch_module_source(workdir):
+    torch = pytest.importorskip("torch")
+    from edgekit.zoo.portrait_seg import build
+
+    torch.manual_seed(1)
+    art = edgekit.convert(build(width=0.5), "onnx-fp32", workdir / "from-torch", input_shapes={"": (1, 3, 64, 64)})
+    assert art.source["kind"] == "torch"
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    torch.manual_seed(1)
+    m = build(width=0.5).eval()
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(edgekit.load(art.path).run({"input": x})["output"], ref, atol=1e-5)
