@@ -12,12 +12,16 @@ from edgekit.errors import EdgekitError, InputError
 BUILTIN = {
     "onnx": "edgekit.converters.onnx:OnnxConverter",
     "tflite": "edgekit.converters.tflite:TFLiteConverter",
+    "openvino": "edgekit.converters.openvino:OpenVINOConverter",
+    "ncnn": "edgekit.converters.ncnn:NcnnConverter",
 }
 
 #: format -> precisions, declared here so that parsing a target imports no converter module
 PRECISIONS = {
     "onnx": ("fp32", "int8"),
     "tflite": ("fp32", "fp16", "int8-dynamic", "int8"),
+    "openvino": ("fp32", "fp16", "int8"),
+    "ncnn": ("fp32", "fp16"),
 }
 
 _instances: dict = {}

@@ -10,6 +10,8 @@ from edgekit.errors import EdgekitError, InputError
 BUILTIN = {
     "onnx": "edgekit.runtimes.onnxruntime:OrtSession",
     "tflite": "edgekit.runtimes.litert:LiteRTSession",
+    "openvino": "edgekit.runtimes.openvino:OpenVINOSession",
+    "ncnn": "edgekit.runtimes.ncnn:NcnnSession",
 }
 _loaded = False
 
