@@ -47,7 +47,7 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
     converter.check_available()
     shapes = input_shapes if isinstance(input_shapes, dict) else parse_input_shapes(input_shapes)
     out = Path(output) if output else default_output(model, tgt)
-    with tempfile.TemporaryDirectory(prefix="edgekit-work-") as work, staging(out) as stage:
+    with tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
         say("loading and simplifying the model")
         src = load_source(model, Path(work), shapes)
         say("preparing calibration and validation inputs")
@@ -56,9 +56,10 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
         job = ConversionJob(src, tgt, cal, dict(options or {}))
         reference = OrtSession.reference(src)
         ref_out = [reference.run(s) for s in data]
-        artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say)
-        artifact.parity = report.to_dict()
-        artifact.save()
+        with staging(out) as stage:
+            artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say)
+            artifact.parity = report.to_dict()
+            artifact.save()
     artifact.path = out.absolute()
     say(f"wrote {out}")
     return artifact
@@ -67,10 +68,12 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
 def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress):
     artifact, report = _attempt(converter, job, stage, data, ref_out, say)
     for override in [] if report.passed else converter.alternatives(job):
-        say(f"parity failed ({report.summary()}); retrying with {override}")
+        failed = report.summary()
+        say(f"parity failed ({failed}); retrying with {override}")
         _clear(stage)
         job.options.update(override)
         artifact, report = _attempt(converter, job, stage, data, ref_out, say)
+        artifact.notes.append(f"first attempt failed the parity gate ({failed}); retried with {override}")
         if report.passed:
             break
     if report.passed or not (job.target.is_quantized and converter.supports_keep_float):

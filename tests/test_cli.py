@@ -34,7 +34,7 @@ def test_run_and_validate_json(student_artifacts):
     assert out["outputs"]["mask"]["shape"] == [1, 1, 256, 256]
     assert 0 <= out["outputs"]["mask"]["min"] and out["outputs"]["mask"]["max"] <= 1
     assert out["latency"]["p50_ms"] > 0 and out["placement"]["ops_per_unit"]["cpu"] > 0
-    res = edgekit("validate", art.path, "--samples", "4", "--json")
+    res = edgekit("validate", art.path, "--samples", "16", "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["passed"] is True
 

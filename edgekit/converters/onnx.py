@@ -80,8 +80,65 @@ def quantize_static_qdq(job: ConversionJob, out: Path) -> dict:
 def _quantize(quantize_static, pre: Path, out: Path, job: ConversionJob, method) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType
 
+    excluded = float_region(job.source.model, job.keep_float)
     with contextlib.redirect_stdout(io.StringIO()):  # ORT prints calibration chatter to stdout
         quantize_static(str(pre), str(out), _Reader(job.calibration), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=method, nodes_to_exclude=list(job.keep_float),
+                        calibrate_method=method, nodes_to_exclude=excluded,
                         extra_options={"CalibPercentile": 99.99})
+    if excluded:
+        import onnx
+
+        model = onnx.load(str(out))
+        strip_qdq_before(model, set(excluded))
+        onnx.save(model, str(out))
+
+
+#: single-input ops that ONNX Runtime quantizes on their own; their output feeds a kept-float layer
+ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "PRelu"}
+
+
+def float_region(model, keep: tuple[str, ...]) -> list[str]:
+    """The kept layers plus the activations feeding them (walked back through single-input ops)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = list(keep)
+    stack = [i for n in model.graph.node if n.name in keep for i in n.input[:1]]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is not None and node.op_type in ACTIVATIONS and node.name not in out:
+            out.append(node.name)
+            stack.append(node.input[0])
+    return out
+
+
+def strip_qdq_before(model, float_nodes: set[str]) -> None:
+    """Remove Quantize/Dequantize pairs whose output only feeds float nodes.
+
+    ONNX Runtime's ``nodes_to_exclude`` computes a node in float but still quantizes the activation
+    feeding it (as the producer's output); for a layer kept float because its *input* does not survive
+    int8, that pair must go too.
+    """
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    drop = set()
+    for dq in model.graph.node:
+        if dq.op_type != "DequantizeLinear" or dq.input[0] not in producer:
+            continue
+        q = producer[dq.input[0]]
+        users = consumers.get(dq.output[0], [])
+        if q.op_type != "QuantizeLinear" or not users or any(u.name not in float_nodes for u in users):
+            continue
+        for u in users:
+            for k, name in enumerate(u.input):
+                if name == dq.output[0]:
+                    u.input[k] = q.input[0]
+        if len(consumers.get(q.output[0], [])) == 1:
+            drop.update({id(q), id(dq)})
+        else:
+            drop.add(id(dq))
+    kept = [n for n in model.graph.node if id(n) not in drop]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)

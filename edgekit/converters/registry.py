@@ -21,7 +21,7 @@ PRECISIONS = {
     "onnx": ("fp32", "int8"),
     "tflite": ("fp32", "fp16", "int8-dynamic", "int8"),
     "openvino": ("fp32", "fp16", "int8"),
-    "ncnn": ("fp32", "fp16"),
+    "ncnn": ("fp32", "fp16", "int8"),
 }
 
 _instances: dict = {}

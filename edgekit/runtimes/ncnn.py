@@ -66,9 +66,11 @@ class NcnnSession(Session):
     def _run_native(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ncnn = require("ncnn")
         ex = self._net.create_extractor()
+        arrays = {}  # ncnn.Mat wraps numpy memory without a reference: keep the arrays alive
         for spec in self.native_io.inputs:
             x = inputs[spec.name]
-            ex.input(spec.name, ncnn.Mat(np.ascontiguousarray(x[0] if x.shape[0] == 1 else x)).clone())
+            arrays[spec.name] = np.ascontiguousarray(x[0] if x.shape[0] == 1 else x)
+            ex.input(spec.name, ncnn.Mat(arrays[spec.name]).clone())
         out = {}
         for spec in self.native_io.outputs:
             ret, mat = ex.extract(spec.name)

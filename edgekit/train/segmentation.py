@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edgekit.deps import require
@@ -18,8 +19,8 @@ MEAN, STD = 0.5, 0.5
 class TrainConfig:
     steps: int = 1500
     batch: int = 16
-    size: int = 128
-    pool: int = 3000       # pre-generated composites (random crops and flips make more)
+    size: int = 128        # smallest training crop; crops up to 1.5x this are drawn too
+    pool: int = 3000       # pre-generated composites (random crops, rescales and flips make more)
     lr: float = 4e-3
     seed: int = 0
 
@@ -38,17 +39,21 @@ def train(model, cfg: TrainConfig, progress: Callable[[int, float], None] | None
     from edgekit.data.synthetic import dataset
 
     torch.manual_seed(cfg.seed)
-    pad = cfg.size // 4
-    imgs, masks = dataset(cfg.pool, cfg.size + pad, cfg.size + pad, seed=cfg.seed + 1000)
+    full = int(cfg.size * 1.875)  # people at the pixel scale of 256x256 frames when size=128
+    imgs, masks = dataset(cfg.pool, full, full, seed=cfg.seed + 1000)
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     model.train()
     for step in range(cfg.steps):
         idx = rng.integers(0, cfg.pool, cfg.batch)
-        y0, x0 = rng.integers(0, pad + 1, 2)
-        xb = imgs[idx, y0 : y0 + cfg.size, x0 : x0 + cfg.size]
-        mb = masks[idx, y0 : y0 + cfg.size, x0 : x0 + cfg.size]
+        s = int(rng.choice([cfg.size, cfg.size * 5 // 4, cfg.size * 3 // 2]))
+        if rng.random() < 0.5:  # a crop: people at full pixel scale
+            y0, x0 = rng.integers(0, full - s + 1, 2)
+            xb, mb = imgs[idx, y0 : y0 + s, x0 : x0 + s], masks[idx, y0 : y0 + s, x0 : x0 + s]
+        else:  # the whole frame, downscaled: people smaller in pixels
+            xb = np.stack([cv2.resize(imgs[i], (s, s), interpolation=cv2.INTER_AREA) for i in idx])
+            mb = np.stack([cv2.resize(masks[i], (s, s), interpolation=cv2.INTER_AREA) for i in idx])
         if rng.random() < 0.5:
             xb, mb = xb[:, :, ::-1], mb[:, :, ::-1]
         x = to_tensor(xb)
@@ -62,7 +67,7 @@ def train(model, cfg: TrainConfig, progress: Callable[[int, float], None] | None
         opt.step()
         sched.step()
         if progress:
-            progress(step, float(loss))
+            progress(step, float(loss.detach()))
     model.eval()
     return model
 

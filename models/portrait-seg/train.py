@@ -31,16 +31,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, help="Start from these weights (a student.pt) instead of scratch.")
+    ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = build()
-    cfg = TrainConfig(steps=args.steps, batch=args.batch, seed=args.seed)
+    if args.init:
+        model.load_state_dict(torch.load(args.init))
+    cfg = TrainConfig(steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr)
     with Progress() as bar:
         task = bar.add_task("training", total=cfg.steps)
         train(model, cfg, progress=lambda s, loss: bar.update(task, completed=s + 1,
                                                                description=f"training loss={loss:.3f}"))
-    metrics = {"params": n_params(model), "train": vars(cfg), "held_out": {}}
+    metrics = {"params": n_params(model), "train": {**vars(cfg), "init": str(args.init) if args.init else None},
+               "held_out": {}}
     predict = torch_predictor(model)
     for h, w in ((256, 256), (144, 256)):
         imgs, masks = dataset(200, h, w, seed=HELD_OUT_SEED)

@@ -1,0 +1,86 @@
+"""NCNN targets: pnnx export, the real ncnn runtime on CPU and on the Vulkan software GPU (lavapipe)."""
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.errors import DeviceError
+
+ncnn = pytest.importorskip("ncnn")
+
+
+@pytest.mark.parametrize("target,min_iou", [("ncnn-fp32", 0.999), ("ncnn-fp16", 0.99)])
+def test_student_variants_pass_gate(student_artifacts, target, min_iou):
+    art = student_artifacts(target)
+    assert art.route == "pnnx" and art.parity["passed"] and art.parity["outputs"][0]["iou"] >= min_iou
+    assert [t.name for t in art.io.inputs] == ["in0"] and art.source_io.inputs[0].name == "image"
+
+
+def test_fp16_weights_halve_the_file(student_artifacts):
+    assert student_artifacts("ncnn-fp16").file("weights").stat().st_size < \
+        0.6 * student_artifacts("ncnn-fp32").file("weights").stat().st_size
+
+
+def test_vulkan_gpu_matches_cpu(student_artifacts, portraits):
+    if ncnn.get_gpu_count() == 0:
+        pytest.fail("no Vulkan device: `make setup` installs mesa-vulkan-drivers (lavapipe) for this test")
+    art = student_artifacts("ncnn-fp32")
+    x = {"image": ((portraits[0][:2] - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32)}
+    cpu = edgekit.load(art.path)
+    gpu = edgekit.load(art.path, delegate="gpu")
+    for i in range(2):
+        xi = {"image": x["image"][i:i + 1]}
+        a, b = cpu.run(xi)["mask"], gpu.run(xi)["mask"]
+        assert np.abs(a - b).max() < 5e-3
+    p = gpu.placement()
+    assert p.device.startswith("gpu:") and p.ops_per_unit[p.device] > 50
+
+
+def test_missing_vulkan_device_is_an_error(student_artifacts):
+    with pytest.raises(DeviceError, match="no Vulkan GPU 7"):
+        edgekit.load(student_artifacts("ncnn-fp32").path, delegate="gpu:7")
+
+
+def test_int8_runs_on_stock_ncnn(student_artifacts, portraits):
+    from edgekit.converters import ncnn_model
+    from edgekit.parity import mask_iou
+    from tests.conftest import as_input
+
+    art = student_artifacts("ncnn-int8")
+    assert art.parity["passed"] and art.parity["outputs"][0]["iou"] >= 0.97
+    layers = ncnn_model.read(art.file("model"), art.file("weights"))
+    quantized = [ly for ly in layers if ly.params.get(8)]
+    assert len(quantized) == art.options["int8_layers"] > 20
+    conv = next(ly for ly in quantized if ly.type == "Convolution")
+    assert conv.arrays["weight"][0] == ncnn_model.TAG_INT8 and conv.arrays["weight"][1].dtype == np.int8
+    assert conv.arrays["weight_scales"][1].shape == (int(conv.params[0]),)
+    table = art.file("table").read_text().splitlines()
+    assert len(table) == 2 * len(quantized) and table[0].startswith(f"{quantized[0].name}_param_0 ")
+    assert art.size_bytes < 0.5 * student_artifacts("ncnn-fp32").size_bytes
+    # int8 inference really happens: turning it off changes the numbers
+    q = edgekit.load(art.path)
+    x = {"image": as_input(portraits[0][:1])}
+    ref = edgekit.load(student_artifacts("onnx-fp32").path).run(x)["mask"]
+    got = q.run(x)["mask"]
+    assert mask_iou(ref > 0.5, got > 0.5) > 0.9 and np.abs(ref - got).max() > 1e-3
+
+
+def test_kl_threshold_clips_outliers():
+    from edgekit.converters.ncnn_int8 import aciq_clip, kl_threshold
+
+    rng = np.random.default_rng(0)
+    x = np.abs(np.concatenate([rng.standard_normal(100_000), [40.0]]))
+    hist, edges = np.histogram(x, bins=2048, range=(0, x.max()))
+    t = kl_threshold(hist.astype(np.float64), edges[1])
+    assert 2.0 < t < 10.0  # far below the 40.0 outlier, above the bulk
+    assert 0 < aciq_clip(40.0, x.size) < 40.0
+
+
+def test_param_bin_roundtrip(student_artifacts, tmp_path):
+    from edgekit.converters import ncnn_model
+
+    for target in ("ncnn-fp32", "ncnn-fp16", "ncnn-int8"):
+        art = student_artifacts(target)
+        layers = ncnn_model.read(art.file("model"), art.file("weights"))
+        ncnn_model.write(layers, tmp_path / "m.param", tmp_path / "m.bin")
+        assert (tmp_path / "m.bin").read_bytes() == art.file("weights").read_bytes()

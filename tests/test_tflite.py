@@ -1,0 +1,76 @@
+"""TFLite targets on the real converters (onnx2tf, litert-torch) and the real LiteRT interpreter."""
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.errors import DeviceError
+from edgekit.parity import mask_iou
+from tests.conftest import STUDENT, as_input
+
+pytest.importorskip("ai_edge_litert")
+
+
+@pytest.mark.parametrize("target,min_iou", [("tflite-fp32", 0.999), ("tflite-fp16", 0.99),
+                                            ("tflite-int8-dynamic", 0.97), ("tflite-int8", 0.97)])
+def test_student_variants_pass_gate(student_artifacts, target, min_iou):
+    art = student_artifacts(target)
+    assert art.route == "onnx2tf" and art.parity["passed"]
+    assert art.parity["outputs"][0]["iou"] >= min_iou
+    assert art.io.inputs[0].layout == "NHWC" and art.io.inputs[0].shape == (1, 256, 256, 3)
+    assert art.source_io.inputs[0].layout == "NCHW"
+    if target == "tflite-fp32":
+        assert art.parity["outputs"][0]["max_abs"] < 1e-4
+
+
+def test_full_int8_on_real_looking_inputs(student_artifacts, portraits):
+    q = edgekit.load(student_artifacts("tflite-int8").path, threads=2)
+    ref = edgekit.load(student_artifacts("onnx-fp32").path)
+    x = as_input(portraits[0])
+    ious = [mask_iou(ref.run({"image": x[i:i + 1]})["mask"] > 0.5, q.run({"image": x[i:i + 1]})["mask"] > 0.5)
+            for i in range(len(x))]
+    assert np.mean(ious) >= 0.97
+
+
+def test_int8_io_dtype(student_artifacts):
+    art = student_artifacts("tflite-int8", options={"io_dtype": "int8"})
+    inp, out = art.io.inputs[0], art.io.outputs[0]
+    assert inp.dtype == "int8" and out.dtype == "int8" and inp.quant and out.quant
+    assert art.parity["passed"] and art.parity["outputs"][0]["iou"] >= 0.97
+    y = edgekit.load(art.path).run({"image": np.zeros((1, 3, 256, 256), np.float32)})["mask"]
+    assert y.dtype == np.float32 and y.shape == (1, 1, 256, 256)
+
+
+def test_placement_reports_xnnpack_and_cpu_kernels(student_artifacts):
+    art = student_artifacts("tflite-fp32")
+    p = edgekit.load(art.path).placement()
+    assert p.ops_per_unit["cpu:xnnpack"] > 20
+    ref = edgekit.load(art.path, delegate="cpu-ref").placement()
+    assert set(ref.ops_per_unit) == {"cpu:builtin"}
+    assert sum(ref.ops_per_unit.values()) == sum(p.ops_per_unit.values())
+
+
+def test_gpu_delegate_missing_is_an_error(student_artifacts, tmp_path):
+    art = student_artifacts("tflite-fp32")
+    with pytest.raises(DeviceError, match="only the CPU"):
+        edgekit.load(art.path, delegate="gpu")
+    with pytest.raises(DeviceError, match="not found"):
+        edgekit.load(art.path, delegate=f"gpu={tmp_path}/libnothing.so")
+    fake = tmp_path / "libfake.so"
+    fake.write_bytes(b"\x7fELF not really")
+    with pytest.raises(DeviceError, match="cannot load gpu delegate"):
+        edgekit.load(art.path, delegate=f"gpu={fake}")
+
+
+def test_pytorch_source_uses_litert_torch(workdir):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    from edgekit.zoo.portrait_seg import build
+
+    model = build()
+    model.load_state_dict(torch.load(STUDENT.with_suffix(".pt")))
+    for target in ("tflite-fp32", "tflite-int8"):
+        art = edgekit.convert(model, target, workdir / f"torch-{target}", input_shapes={"": (1, 3, 128, 128)})
+        assert art.route == "litert-torch"
+        assert art.io.inputs[0].layout == "NCHW"
+        assert art.parity["passed"]
