@@ -38,7 +38,7 @@ class OpenVINOConverter:
         ov = require("openvino")
         try:
             model = ov.convert_model(str(job.source.onnx_path))
-        except (RuntimeError, ov.exceptions.OVError if hasattr(ov, "exceptions") else RuntimeError) as e:
+        except (RuntimeError, ov.exceptions.OVError) as e:
             raise ConversionError(f"OpenVINO could not read the model: {e}") from e
         options = {"inference_precision": job.options.get("inference_precision", "f32")}
         if job.target.is_quantized:
@@ -72,7 +72,7 @@ def _quantize(model, job: ConversionJob):
                 _validation_fn(job, names), max_drop=0.01, subset_size=len(job.calibration), ignored_scope=ignored)
         else:
             quantized = nncf.quantize(model, dataset, subset_size=len(job.calibration), ignored_scope=ignored)
-    except (RuntimeError, ValueError, nncf.errors.ValidationError if hasattr(nncf, "errors") else ValueError) as e:
+    except (RuntimeError, ValueError, nncf.errors.ValidationError, nncf.errors.UnsupportedModelError) as e:
         raise ConversionError(f"NNCF quantization failed: {e}") from e
     return quantized, options
 
