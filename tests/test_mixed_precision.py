@@ -59,9 +59,10 @@ def test_sensitivity_ranks_the_outlier_layer_first(outlier_model, tmp_path):
     assert ranking[0].node == "conv2" and ranking[0].sqnr_db < ranking[1].sqnr_db - 10
 
 
-@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8", "ncnn-int8"])
+@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8", "ncnn-int8", "tflite-int8"])
 def test_gate_keeps_sensitive_layer_in_float(outlier_model, workdir, target):
-    pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn"}[target.split("-")[0]])
+    pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn",
+                         "tflite": "ai_edge_litert"}[target.split("-")[0]])
     art = edgekit.convert(outlier_model, target, workdir / f"outlier-{target}", calib_samples=16)
     assert art.parity["passed"] and art.parity["outputs"][0]["iou"] >= 0.97
     if art.options.get("nncf_mode") == "accuracy_control":  # NNCF restored accuracy itself, and it says so

@@ -42,7 +42,7 @@ class TFLiteConverter:
     format = "tflite"
     precisions = ("fp32", "fp16", "int8-dynamic", "int8")
     extra = "tflite"
-    supports_keep_float = False
+    supports_keep_float = True  # tflite-int8 with kept layers: onnx2tf float + ai-edge-quantizer
 
     def check_available(self) -> None:
         require_installed("ai_edge_litert")
@@ -104,7 +104,8 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
         cmd += ["-k", *[t.name for t in src.io.inputs]]
     # onnx2tf downloads this sample file (even for float targets) unless one is in its working directory
     np.save(work / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
-    if job.target.is_quantized:
+    mixed = job.target.precision == "int8" and bool(job.keep_float)
+    if job.target.is_quantized and not mixed:
         cmd += ["-oiqt", "-qt", "per-channel"]
         for spec in src.io.inputs:
             data = np.concatenate([s[spec.name] for s in job.calibration])
@@ -126,6 +127,7 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     if res.returncode != 0:
         _raise_onnx2tf_error(log, str(job.target))
     key = (job.target.precision, io_dtype) if job.target.precision == "int8" else job.target.precision
+    key = "fp32" if mixed else key
     produced = work / "tf" / f"{src.onnx_path.stem}_{ONNX2TF_FILES[key]}.tflite"
     if not produced.is_file():  # onnx2tf can exit 0 without writing a variant
         tail = "\n".join(log.strip().splitlines()[-3:])
@@ -134,12 +136,16 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     os.replace(produced, final)
     _remove_tree(work)
     (workdir / ".onnx2tf.log").unlink()
-    io = native_io(final, src.io, "NCHW" if keep_nchw else "NHWC", "NHWC")
     notes = [f"onnx2tf post-process transpose on {', '.join(fixes)}"] if fixes else []
     options = {"io_layout": "nchw" if keep_nchw else "nhwc", "io_dtype": io_dtype}
+    layout = "NCHW" if keep_nchw else "NHWC"
+    if mixed:
+        options.update(quantize_keeping_float(final, job, native_io(final, src.io, layout, "NHWC")))
+        notes.append("mixed precision: onnx2tf float32, then ai-edge-quantizer (int8 IO) with the kept layers float")
+    io = native_io(final, src.io, layout, "NHWC")
     if fixes:
         options["onnx2tf_transpose_resize"] = fixes
-    return ConvertedModel(files={"model": final.name}, io=io, route="onnx2tf",
+    return ConvertedModel(files={"model": final.name}, io=io, route="onnx2tf+ai-edge-quantizer" if mixed else "onnx2tf",
                           tools=tool_versions("onnx2tf", "tensorflow", "ai_edge_litert", "onnx"),
                           options=options, notes=notes)
 
@@ -166,6 +172,66 @@ def _remove_tree(p: Path) -> None:
     import shutil
 
     shutil.rmtree(p, ignore_errors=True)
+
+
+def quantize_keeping_float(model: Path, job: ConversionJob, io: IOSpec) -> dict:
+    """Full int8 of a float .tflite with ai-edge-quantizer, leaving ``job.keep_float`` layers float."""
+    require("ai_edge_quantizer")
+    import contextlib
+    import io as _io
+
+    from ai_edge_quantizer import quantizer, recipe
+
+    kept = map_onnx_nodes(model, job)
+    entries = list(recipe.static_wi8_ai8())
+    for tensor in kept.values():
+        # ai-edge-quantizer matches the op scope: its output tensor names joined by ";", plus a trailing ";"
+        entries.append({"regex": "^" + re.escape(tensor) + ";$", "operation": "*", "algorithm_key": "no_quantize"})
+    from ai_edge_litert.interpreter import Interpreter
+
+    signature = Interpreter(model_path=str(model)).get_signature_list()["serving_default"]["inputs"]
+    names = [t.name if t.name in signature else signature[i] for i, t in enumerate(job.source.io.inputs)]
+    data = [{n: _to_layout_of(s[src.name], src, t) for n, src, t in zip(names, job.source.io.inputs, io.inputs)}
+            for s in job.calibration]
+    with contextlib.redirect_stderr(_io.StringIO()):  # tqdm bars
+        q = quantizer.Quantizer(str(model), entries)
+        result = q.quantize(q.calibrate({"serving_default": data}, num_threads=2))
+    result.export_model(str(model), overwrite=True)
+    return {"quantizer": "ai-edge-quantizer static_wi8_ai8", "float_layers": sorted(kept)}
+
+
+def _to_layout_of(x: np.ndarray, src: TensorSpec, native: TensorSpec) -> np.ndarray:
+    from edgekit.spec import to_layout
+
+    return to_layout(x, src.layout, native.layout)
+
+
+def map_onnx_nodes(model: Path, job: ConversionJob) -> dict[str, str]:
+    """ONNX Conv/Gemm/MatMul node name -> output tensor name of the TFLite op with the same weights."""
+    from ai_edge_litert.interpreter import Interpreter
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in job.source.model.graph.initializer}
+    wanted = {}
+    for node in job.source.model.graph.node:
+        if node.name in job.keep_float and len(node.input) > 1 and node.input[1] in inits:
+            w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            candidates = [w.transpose(0, 2, 3, 1), w.transpose(1, 2, 3, 0)] if w.ndim == 4 else [w, w.T]
+            wanted[node.name] = [c.ravel() for c in candidates]
+    it = Interpreter(model_path=str(model))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    out = {}
+    for op in it._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op["inputs"]) < 2:
+            continue
+        try:
+            filt = it.get_tensor(int(op["inputs"][1])).astype(np.float32).ravel()
+        except ValueError:
+            continue
+        for name, cands in wanted.items():
+            if any(c.size == filt.size and np.allclose(c, filt, atol=1e-6) for c in cands):
+                out[name] = tensors[int(op["outputs"][0])]["name"]
+    return out
 
 
 # ---------------------------------------------------------------- litert-torch route
