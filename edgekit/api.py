@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgekit import calibration
 from edgekit.artifact import Artifact
+from edgekit.converters import registry
 from edgekit.errors import InputError
 from edgekit.ingest import load_source
 from edgekit.parity import ParityReport, check
@@ -39,7 +40,7 @@ def validate(artifact: str | Path | Artifact, reference: str | Path | None = Non
                              "pass --reference to compare against it anyway")
         inputs = calibration.samples(src.io, data, n=samples, seed=seed)
         ref = OrtSession.reference(src)
-        cand = open_session(art)
+        cand = registry.get(art.target.format).verifier(art)
         report = check(ref, cand, inputs, art.target.tolerance_class)
     if raise_on_fail:
         report.raise_if_failed(f"{art.path}")

@@ -27,11 +27,21 @@ SCHEMA_VERSION = 1
 
 
 def sha256_file(path: str | Path) -> str:
+    """sha256 of a file, or of a directory (e.g. an .mlpackage): its relative paths and contents."""
+    p = Path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
+
+
+def size_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 @dataclass
@@ -56,7 +66,7 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        return sum((self.path / f).stat().st_size for f in set(self.files.values()))
+        return sum(size_bytes(self.path / f) for f in set(self.files.values()))
 
     def to_dict(self) -> dict:
         return {
@@ -108,7 +118,7 @@ class Artifact:
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{manifest} is malformed: {e}") from e
         for role, f in art.files.items():
-            if not (p / f).is_file():
+            if not (p / f).exists():
                 raise InputError(f"artifact {p} is incomplete: {role} file {f} is missing")
         return art
 

@@ -20,7 +20,6 @@ from edgekit.errors import ParityError
 from edgekit.ingest import load_source, parse_input_shapes
 from edgekit.parity import ParityReport, check
 from edgekit.runtimes.onnxruntime import OrtSession
-from edgekit.runtimes.registry import open_session
 from edgekit.target import Target
 
 Progress = Callable[[str], None]
@@ -106,7 +105,7 @@ def _attempt(converter, job: ConversionJob, stage: Path, data, ref_out, say: Pro
                         tools=converted.tools, options={**job.options, **converted.options},
                         notes=list(converted.notes))
     say("checking parity against the ONNX Runtime reference")
-    session = open_session(artifact)
+    session = converter.verifier(artifact)
     try:
         report = check(None, session, data, job.target.tolerance_class, ref_outputs=ref_out)
     finally:

@@ -54,6 +54,8 @@ class ParityReport:
     samples: int
     outputs: list[OutputParity]
     kept_float: list[str] = field(default_factory=list)
+    #: what computed the candidate's outputs (the artifact's runtime, or a reference evaluator)
+    verified_by: str = "runtime"
 
     @property
     def passed(self) -> bool:
@@ -77,7 +79,8 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {"passed": self.passed, "precision_class": self.precision_class,
                 "tolerance": asdict(self.tolerance), "samples": self.samples,
-                "outputs": [asdict(o) for o in self.outputs], "kept_float": self.kept_float}
+                "outputs": [asdict(o) for o in self.outputs], "kept_float": self.kept_float,
+                "verified_by": self.verified_by}
 
     def raise_if_failed(self, what: str) -> None:
         if not self.passed:
@@ -145,4 +148,6 @@ def check(reference, candidate, samples: list[dict[str, np.ndarray]], precision_
         raise ParityError("parity gate needs at least one input sample")
     refs = ref_outputs if ref_outputs is not None else [reference.run(s) for s in samples]
     cands = [candidate.run(s) for s in samples]
-    return compare_outputs(refs, cands, candidate.io, precision_class)
+    report = compare_outputs(refs, cands, candidate.io, precision_class)
+    report.verified_by = candidate.verified_by
+    return report

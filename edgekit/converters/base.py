@@ -13,6 +13,7 @@ from edgekit.target import Target
 
 if TYPE_CHECKING:
     from edgekit.ingest import SourceModel
+    from edgekit.runtimes.base import Session
 
 
 @dataclass
@@ -65,3 +66,24 @@ class Converter(Protocol):
 
     def alternatives(self, job: ConversionJob) -> list[dict]:
         """Option overrides to retry with, in order, when the parity gate fails (may be empty)."""
+
+    def verifier(self, artifact) -> Session:
+        """The session the parity gate runs on a fresh artifact (normally its own runtime)."""
+
+
+class BaseConverter:
+    """Defaults for the optional parts of the :class:`Converter` protocol."""
+
+    supports_keep_float = False
+
+    def op_support(self, op_type: str) -> bool | None:
+        return True
+
+    def alternatives(self, job: ConversionJob) -> list[dict]:
+        return []
+
+    def verifier(self, artifact):
+        """The session the parity gate runs: the artifact's own runtime, unless a format cannot run here."""
+        from edgekit.runtimes.registry import open_session
+
+        return open_session(artifact)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgekit.converters.base import ConversionJob, ConvertedModel
+from edgekit.converters.base import BaseConverter, ConversionJob, ConvertedModel
 from edgekit.deps import require, require_installed, tool_versions
 from edgekit.errors import ConversionError, UnsupportedOpError
 from edgekit.spec import IOSpec, TensorSpec
@@ -20,7 +20,7 @@ from edgekit.spec import IOSpec, TensorSpec
 UNSUPPORTED = frozenset({"Loop", "If", "Scan", "NonMaxSuppression", "Unique"})
 
 
-class NcnnConverter:
+class NcnnConverter(BaseConverter):
     format = "ncnn"
     precisions = ("fp32", "fp16", "int8")
     extra = "ncnn"

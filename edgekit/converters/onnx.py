@@ -7,12 +7,12 @@ import io
 import shutil
 from pathlib import Path
 
-from edgekit.converters.base import ConversionJob, ConvertedModel
+from edgekit.converters.base import BaseConverter, ConversionJob, ConvertedModel
 from edgekit.deps import require, tool_versions
 from edgekit.errors import ConversionError
 
 
-class OnnxConverter:
+class OnnxConverter(BaseConverter):
     format = "onnx"
     precisions = ("fp32", "int8")
     extra = "core"
@@ -20,12 +20,6 @@ class OnnxConverter:
 
     def check_available(self) -> None:
         require("onnxruntime")
-
-    def op_support(self, op_type: str) -> bool | None:
-        return True  # the source is ONNX; ONNX Runtime implements the default opset
-
-    def alternatives(self, job: ConversionJob) -> list[dict]:
-        return []
 
     def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
         out = workdir / "model.onnx"

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.converters.base import ConversionJob, ConvertedModel
+from edgekit.converters.base import BaseConverter, ConversionJob, ConvertedModel
 from edgekit.deps import require, tool_versions
 from edgekit.errors import ConversionError
 
 
-class OpenVINOConverter:
+class OpenVINOConverter(BaseConverter):
     format = "openvino"
     precisions = ("fp32", "fp16", "int8")
     extra = "openvino"
@@ -27,9 +27,6 @@ class OpenVINOConverter:
     def check_available(self) -> None:
         require("openvino")
         require("nncf")
-
-    def op_support(self, op_type: str) -> bool | None:
-        return True  # OpenVINO's ONNX frontend covers the default opset
 
     def alternatives(self, job: ConversionJob) -> list[dict]:
         return [{"nncf_mode": "accuracy_control"}] if job.target.is_quantized else []

@@ -14,6 +14,7 @@ BUILTIN = {
     "tflite": "edgekit.converters.tflite:TFLiteConverter",
     "openvino": "edgekit.converters.openvino:OpenVINOConverter",
     "ncnn": "edgekit.converters.ncnn:NcnnConverter",
+    "coreml": "edgekit.converters.coreml:CoreMLConverter",
 }
 
 #: format -> precisions, declared here so that parsing a target imports no converter module
@@ -22,6 +23,7 @@ PRECISIONS = {
     "tflite": ("fp32", "fp16", "int8-dynamic", "int8"),
     "openvino": ("fp32", "fp16", "int8"),
     "ncnn": ("fp32", "fp16", "int8"),
+    "coreml": ("fp32", "fp16", "w8", "w6", "w4"),
 }
 
 _instances: dict = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.converters.base import ConversionJob, ConvertedModel
+from edgekit.converters.base import BaseConverter, ConversionJob, ConvertedModel
 from edgekit.deps import require, require_installed, tool_versions
 from edgekit.errors import ConversionError, InputError, UnsupportedOpError
 from edgekit.spec import IOSpec, TensorSpec
@@ -38,7 +38,7 @@ ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 UNSUPPORTED = frozenset({"Loop", "If", "Scan", "NonMaxSuppression", "Unique", "StringNormalizer"})
 
 
-class TFLiteConverter:
+class TFLiteConverter(BaseConverter):
     format = "tflite"
     precisions = ("fp32", "fp16", "int8-dynamic", "int8")
     extra = "tflite"

@@ -37,6 +37,8 @@ class Session(ABC):
 
     #: delegates/devices this runtime knows by name (``cpu`` always first)
     delegates: tuple[str, ...] = ("cpu",)
+    #: what the parity report says computed the outputs
+    verified_by = "runtime"
 
     def __init__(self, native_io: IOSpec, source_io: IOSpec, threads: int, delegate: str):
         self.native_io = native_io
@@ -78,6 +80,7 @@ class Session(ABC):
 
 def _to_native(x: np.ndarray, spec: TensorSpec, native: TensorSpec) -> np.ndarray:
     x = to_layout(x, spec.layout, native.layout)
+    x = renormalize(x, spec, native)
     if native.quant and native.dtype in ("int8", "uint8"):
         scale, zp = native.quant
         info = np.iinfo(native.dtype)
@@ -99,3 +102,26 @@ def check_threads(threads: int) -> int:
     if not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}")
     return threads
+
+
+def renormalize(x: np.ndarray, src: TensorSpec, dst: TensorSpec) -> np.ndarray:
+    """Re-express an image tensor from ``src``'s pre-processing in ``dst``'s (e.g. normalized -> pixels).
+
+    ``x`` is already in ``dst``'s layout. A no-op when both specs pre-process alike.
+    """
+    same = (src.mean, src.std, src.value_range, src.color) == (dst.mean, dst.std, dst.value_range, dst.color)
+    if same or not dst.is_image:
+        return x
+    axis = 1 if dst.layout == "NCHW" else 3
+    shape = [1, 1, 1, 1]
+    shape[axis] = -1
+
+    def vec(v):
+        return np.asarray(v, np.float32).reshape(shape)
+
+    lo, hi = src.value_range
+    unit = (x * vec(src.std) + vec(src.mean) - lo) / (hi - lo)  # pixels in [0, 1], src colour order
+    if src.color != dst.color:
+        unit = np.flip(unit, axis=axis)
+    lo, hi = dst.value_range
+    return ((unit * (hi - lo) + lo - vec(dst.mean)) / vec(dst.std)).astype(np.float32)

@@ -12,6 +12,7 @@ BUILTIN = {
     "tflite": "edgekit.runtimes.litert:LiteRTSession",
     "openvino": "edgekit.runtimes.openvino:OpenVINOSession",
     "ncnn": "edgekit.runtimes.ncnn:NcnnSession",
+    "coreml": "edgekit.runtimes.coreml:CoreMLSession",
 }
 _loaded = False
 
