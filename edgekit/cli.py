@@ -251,6 +251,62 @@ def demo(model, targets, output, runs, as_json):
         raise EdgekitError("some targets failed; see the table")
 
 
+@cli.command()
+@click.option("--device", "-d", required=True, help="Device profile id (profiles/devices/ID.yaml) or a path.")
+@click.option("--model", type=click.Path(path_type=Path), help="Default: the bundled portrait-seg student.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/profile"), show_default=True)
+@click.option("--config-dir", type=click.Path(path_type=Path), help="Where the app config goes "
+              "(default profiles/configs/).")
+@click.option("--json", "as_json", is_flag=True)
+def profile(device, model, out_dir, config_dir, as_json):
+    """Sweep a device profile, pick the best configuration under its frame budget, write the app config.
+
+    \b
+    Examples:
+      edgekit profile --device local-cpu
+      edgekit profile --device android-gpu --model student.onnx
+    Interrupted sweeps resume: finished points are kept in OUT/DEVICE/points.jsonl.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgekit.profiling.profile import profile_device
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as bar:
+        task = bar.add_task("sweep", total=None)
+        result = profile_device(device, model, out_dir, config_dir,
+                                progress=lambda label, i, n: bar.update(task, completed=i, total=n,
+                                                                        description=label))
+    if as_json:
+        return _emit_json(result.to_dict())
+    t = Table("point", "p50 ms", "p90 ms", "peak MB", "quality", "", title=f"{result.profile.id}: budget "
+              f"{result.choice.budget_ms:.1f} ms, sweep {result.wall_s:.0f} s")
+    front = {p.key for p in result.choice.front}
+    for p in result.points:
+        mark = "[red]chosen[/]" if result.choice.chosen and p.key == result.choice.chosen.key else (
+            "fallback" if result.choice.fallback and p.key == result.choice.fallback.key else
+            ("front" if p.key in front else ""))
+        if p.ok:
+            t.add_row(p.label(), f"{p.p50_ms:.2f}", f"{p.p90_ms:.2f}", f"{p.peak_memory_mb or 0:.0f}",
+                      f"{p.quality:.4f}", mark)
+        else:
+            t.add_row(p.label(), "-", "-", "-", "-", f"[red]{p.error[:60]}[/]")
+    out.print(t)
+    out.print(result.choice.why)
+    out.print(f"config: {result.config_path or '(none: nothing fits)'}   report: {result.report_path}")
+    if result.config_path is None:
+        raise EdgekitError(result.choice.why)
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(["device-profile", "app-config"]))
+def schema(name):
+    """Print a published JSON Schema (device profiles, app configs)."""
+    from edgekit.profiling.device import schema as load_schema
+
+    _emit_json(load_schema(name))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map edgekit errors to one stderr line and an exit code."""
     try:

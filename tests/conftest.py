@@ -47,7 +47,7 @@ def student_artifacts(workdir, student_onnx):
     cache: dict = {}
 
     def get(target: str, **kw):
-        key = (target, tuple(sorted(kw.items())))
+        key = (target, repr(sorted(kw.items())))
         if key not in cache:
             cache[key] = convert(student_onnx, target, workdir / "student" / f"{target}-{len(cache)}", **kw)
         return cache[key]

@@ -6,7 +6,7 @@ import pytest
 import edgekit
 
 ARCHS = ["unet", "vit", "lraspp"]
-TARGETS = ["tflite-fp32", "openvino-fp32", "ncnn-fp32"]
+TARGETS = ["tflite-fp32", "openvino-fp32", "ncnn-fp32", "coreml-fp16"]
 
 
 @pytest.fixture(scope="session")
@@ -31,4 +31,4 @@ def test_architecture_passes_gate(arch_onnx, workdir, arch, target):
                           held_back=4)
     assert art.parity["passed"]
     o = art.parity["outputs"][0]
-    assert o["cosine"] >= 0.9999
+    assert o["cosine"] >= (0.999 if target.endswith("fp16") else 0.9999)

@@ -7,9 +7,9 @@ HEAVY = ("torch", "tensorflow", "openvino", "coremltools", "ncnn", "onnxruntime"
 
 
 def _loaded_after(code: str) -> list[str]:
-    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    probe = f"{code}\nimport sys\nprint('LOADED:' + ' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    return res.stdout.split()
+    return res.stdout.rpartition("LOADED:")[2].split()
 
 
 def test_import_edgekit_is_light():

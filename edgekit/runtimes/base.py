@@ -51,6 +51,12 @@ class Session(ABC):
         """Delegates/devices this runtime can use on this machine."""
         return ["cpu"]
 
+    @classmethod
+    def check_delegate(cls, delegate: str) -> None:
+        """Raise :class:`~edgekit.errors.DeviceError` when ``delegate`` cannot run here (before any work)."""
+        if delegate not in cls.delegates:
+            raise InputError(f"unknown delegate '{delegate}'; known: {', '.join(cls.delegates)}")
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one inference; inputs and outputs follow :attr:`io` (the source model's spec)."""
         native = {}

@@ -24,12 +24,7 @@ class CoreMLSession(Session):
 
     def __init__(self, path: Path, native_io: IOSpec, source_io: IOSpec, threads: int = 1, delegate: str = "cpu"):
         super().__init__(native_io, source_io, check_threads(threads), delegate)
-        if delegate not in COMPUTE_UNITS:
-            raise InputError(f"unknown Core ML compute unit '{delegate}'; use {', '.join(COMPUTE_UNITS)}")
-        if platform.system() != "Darwin":
-            raise RuntimeUnavailableError(
-                f"Core ML prediction needs macOS (this is {platform.system()}); the package's numbers were checked "
-                "by edgekit's MIL reference evaluator (edgekit validate), not by Apple's runtime")
+        self.check_delegate(delegate)
         from edgekit.converters.coreml import import_coremltools
 
         ct = import_coremltools()
@@ -38,6 +33,15 @@ class CoreMLSession(Session):
     @classmethod
     def open(cls, artifact, threads: int = 1, delegate: str = "cpu") -> CoreMLSession:
         return cls(artifact.file("model"), artifact.io, artifact.source_io, threads, delegate)
+
+    @classmethod
+    def check_delegate(cls, delegate: str) -> None:
+        if delegate not in COMPUTE_UNITS:
+            raise InputError(f"unknown Core ML compute unit '{delegate}'; use {', '.join(COMPUTE_UNITS)}")
+        if platform.system() != "Darwin":
+            raise RuntimeUnavailableError(
+                f"Core ML prediction needs macOS (this is {platform.system()}); the package's numbers were checked "
+                "by edgekit's MIL reference evaluator (edgekit validate), not by Apple's runtime")
 
     @classmethod
     def devices(cls) -> list[str]:

@@ -31,18 +31,12 @@ class LiteRTSession(Session):
         self._unit = {"cpu": "cpu:xnnpack", "cpu-ref": "cpu:builtin"}.get(unit, unit)
         if unit == "cpu-ref" or lib:
             kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.check_delegate(delegate)
         if unit in ("gpu", "npu"):
-            if not lib:
-                raise DeviceError(f"no {unit} delegate library given; LiteRT on this machine has only the CPU "
-                                  f"(cpu, cpu-ref). Pass --delegate {unit}=/path/to/delegate.so")
-            if not Path(lib).is_file():
-                raise DeviceError(f"{unit} delegate library not found: {lib}")
             try:
                 kwargs["experimental_delegates"] = [litert.load_delegate(lib)]
             except (ValueError, OSError, RuntimeError) as e:
                 raise DeviceError(f"cannot load {unit} delegate {lib}: {e}") from e
-        elif unit not in ("cpu", "cpu-ref"):
-            raise InputError(f"unknown LiteRT delegate '{delegate}'; use cpu, cpu-ref, gpu=LIB or npu=LIB")
         try:
             self._it = litert.Interpreter(**kwargs)
             self._it.allocate_tensors()
@@ -56,6 +50,17 @@ class LiteRTSession(Session):
     @classmethod
     def open(cls, artifact, threads: int = 1, delegate: str = "cpu") -> LiteRTSession:
         return cls(artifact.file("model"), artifact.io, artifact.source_io, threads, delegate)
+
+    @classmethod
+    def check_delegate(cls, delegate: str) -> None:
+        unit, _, lib = delegate.partition("=")
+        if unit not in ("cpu", "cpu-ref", "gpu", "npu"):
+            raise InputError(f"unknown LiteRT delegate '{delegate}'; use cpu, cpu-ref, gpu=LIB or npu=LIB")
+        if unit in ("gpu", "npu") and not lib:
+            raise DeviceError(f"no {unit} delegate library given; LiteRT on this machine has only the CPU "
+                              f"(cpu, cpu-ref). Pass --delegate {unit}=/path/to/delegate.so")
+        if lib and not Path(lib).is_file():
+            raise DeviceError(f"{unit} delegate library not found: {lib}")
 
     @classmethod
     def devices(cls) -> list[str]:

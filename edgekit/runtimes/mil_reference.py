@@ -65,10 +65,15 @@ def _conv_transpose(a):
     return y.numpy()
 
 
+def _scaled_size(x, a) -> tuple[int, int]:
+    return (int(round(x.shape[2] * float(a["scale_factor_height"]))),
+            int(round(x.shape[3] * float(a["scale_factor_width"]))))
+
+
 def _upsample_bilinear(a):
     torch = require("torch")
     x = _t(a["x"])
-    size = (int(round(x.shape[2] * float(a["scale_factor_height"]))), int(round(x.shape[3] * float(a["scale_factor_width"]))))
+    size = _scaled_size(x, a)
     align = bool(a.get("align_corners", False))
     if not align and not bool(a.get("half_pixel_centers", not align)):
         raise ParityError("upsample_bilinear with neither align_corners nor half_pixel_centers is not evaluated")
@@ -78,8 +83,7 @@ def _upsample_bilinear(a):
 def _upsample_nearest(a):
     torch = require("torch")
     x = _t(a["x"])
-    size = (int(round(x.shape[2] * float(a["scale_factor_height"]))), int(round(x.shape[3] * float(a["scale_factor_width"]))))
-    return torch.nn.functional.interpolate(x, size=size, mode="nearest").numpy()
+    return torch.nn.functional.interpolate(x, size=_scaled_size(x, a), mode="nearest").numpy()
 
 
 def _gelu(a):
@@ -171,7 +175,8 @@ def _pool(kind):
         k, s = tuple(a["kernel_sizes"]), tuple(a["strides"])
         if kind == "max":
             return torch.nn.functional.max_pool2d(x, k, s).numpy()
-        return torch.nn.functional.avg_pool2d(x, k, s, count_include_pad=not bool(a.get("exclude_padding_from_average"))).numpy()
+        include_pad = not bool(a.get("exclude_padding_from_average"))
+        return torch.nn.functional.avg_pool2d(x, k, s, count_include_pad=include_pad).numpy()
 
     return op
 
@@ -274,7 +279,8 @@ class MILReferenceSession(Session):
             args = {k: _value(v, env) for k, v in op.inputs.items()}
             result = KERNELS[op.op_type](args)
             env[op.outputs[0].name] = _round(np.asarray(result), op.outputs[0])
-        return {spec.name: env[var.name].astype(np.float32) for spec, var in zip(self.native_io.outputs, self._fn.outputs)}
+        outputs = zip(self.native_io.outputs, self._fn.outputs)
+        return {spec.name: env[var.name].astype(np.float32) for spec, var in outputs}
 
     def placement(self) -> Placement:
         return Placement(device="mil-reference", ops_per_unit={"edgekit-mil-reference": len(self._fn.operations)},

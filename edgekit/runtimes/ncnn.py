@@ -26,9 +26,8 @@ class NcnnSession(Session):
                  delegate: str = "cpu", precision: str = "fp32"):
         ncnn = require("ncnn")
         super().__init__(native_io, source_io, check_threads(threads), delegate)
+        self.check_delegate(delegate)
         unit, _, index = delegate.partition(":")
-        if unit not in ("cpu", "gpu"):
-            raise InputError(f"unknown ncnn delegate '{delegate}'; use cpu, gpu or gpu:N")
         net = ncnn.Net()
         opt = net.opt
         opt.num_threads = threads  # must be set before load_param
@@ -39,11 +38,7 @@ class NcnnSession(Session):
         opt.use_int8_inference = precision == "int8"
         self.gpu_name = ""
         if unit == "gpu":
-            count = ncnn.get_gpu_count()
             dev = int(index or 0)
-            if dev >= count:
-                raise DeviceError(f"no Vulkan GPU {dev} here (ncnn sees {count}); install a Vulkan driver "
-                                  "(e.g. Debian's mesa-vulkan-drivers for a software GPU) or use cpu")
             opt.use_vulkan_compute = True
             net.set_vulkan_device(dev)
             self.gpu_name = ncnn.get_gpu_info(dev).device_name()
@@ -56,6 +51,17 @@ class NcnnSession(Session):
     def open(cls, artifact, threads: int = 1, delegate: str = "cpu") -> NcnnSession:
         return cls(artifact.file("model"), artifact.file("weights"), artifact.io, artifact.source_io, threads,
                    delegate, artifact.target.precision)
+
+    @classmethod
+    def check_delegate(cls, delegate: str) -> None:
+        unit, _, index = delegate.partition(":")
+        if unit not in ("cpu", "gpu") or (index and not index.isdigit()):
+            raise InputError(f"unknown ncnn delegate '{delegate}'; use cpu, gpu or gpu:N")
+        if unit == "gpu":
+            count = require("ncnn").get_gpu_count()
+            if int(index or 0) >= count:
+                raise DeviceError(f"no Vulkan GPU {int(index or 0)} here (ncnn sees {count}); install a Vulkan driver "
+                                  "(e.g. Debian's mesa-vulkan-drivers for a software GPU) or use cpu")
 
     @classmethod
     def devices(cls) -> list[str]:

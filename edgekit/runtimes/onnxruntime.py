@@ -30,13 +30,8 @@ class OrtSession(Session):
                  delegate: str = "cpu"):
         ort = require("onnxruntime")
         super().__init__(native_io, source_io, check_threads(threads), delegate)
-        provider = PROVIDERS.get(delegate)
-        if provider is None:
-            raise InputError(f"unknown ONNX Runtime delegate '{delegate}'; known: {', '.join(PROVIDERS)}")
-        available = ort.get_available_providers()
-        if provider not in available:
-            names = [k for k, v in PROVIDERS.items() if v in available]
-            raise DeviceError(f"ONNX Runtime has no {provider} here; available delegates: {', '.join(names)}")
+        self.check_delegate(delegate)
+        provider = PROVIDERS[delegate]
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -57,6 +52,14 @@ class OrtSession(Session):
         ort = require("onnxruntime")
         have = ort.get_available_providers()
         return [k for k, v in PROVIDERS.items() if v in have]
+
+    @classmethod
+    def check_delegate(cls, delegate: str) -> None:
+        provider = PROVIDERS.get(delegate)
+        if provider is None:
+            raise InputError(f"unknown ONNX Runtime delegate '{delegate}'; known: {', '.join(PROVIDERS)}")
+        if delegate not in cls.devices():
+            raise DeviceError(f"ONNX Runtime has no {provider} here; available delegates: {', '.join(cls.devices())}")
 
     @classmethod
     def reference(cls, source, threads: int = 1) -> OrtSession:

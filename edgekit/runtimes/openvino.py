@@ -56,6 +56,10 @@ class OpenVINOSession(Session):
                    artifact.options.get("inference_precision", "f32"))
 
     @classmethod
+    def check_delegate(cls, delegate: str) -> None:
+        _check_device(require("openvino").Core(), ov_device(delegate.partition("@")[0]))
+
+    @classmethod
     def devices(cls) -> list[str]:
         ov = require("openvino")
         core = ov.Core()

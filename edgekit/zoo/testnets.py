@@ -44,8 +44,10 @@ class TinyViTSeg(nn.Module):
         super().__init__()
         self.patch = patch
         self.embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.heads = heads
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
         self.head = nn.Conv2d(dim, 2, 1)
@@ -54,11 +56,18 @@ class TinyViTSeg(nn.Module):
         f = self.embed(x)
         b, c, h, w = f.shape
         t = f.flatten(2).transpose(1, 2)
-        n = self.norm1(t)
-        t = t + self.attn(n, n, n, need_weights=False)[0]
+        t = t + self.attention(self.norm1(t))
         t = t + self.mlp(self.norm2(t))
         f = t.transpose(1, 2).reshape(b, c, h, w)
         return F.interpolate(self.head(f), scale_factor=float(self.patch), mode="bilinear", align_corners=False)
+
+    def attention(self, t):
+        """Multi-head self-attention written out (softmax(QK^T / sqrt(d)) V), as exporters see it."""
+        b, n, c = t.shape
+        d = c // self.heads
+        q, k, v = self.qkv(t).reshape(b, n, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / d**0.5, dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(b, n, c))
 
 
 def lraspp(input_hw: tuple[int, int] = (128, 128)) -> nn.Module:

@@ -1,0 +1,52 @@
+"""From measured points to a decision: the Pareto front (latency vs quality) and the chosen config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekit.profiling.sweep import Point
+
+
+@dataclass
+class Choice:
+    chosen: Point | None
+    fallback: Point | None
+    front: list[Point]
+    budget_ms: float
+    why: str
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """Points no other point beats on both p50 latency (lower) and quality (higher)."""
+    ok = sorted((p for p in points if p.ok), key=lambda p: (p.p50_ms, -(p.quality or 0)))
+    front, best = [], -1.0
+    for p in ok:
+        q = p.quality or 0.0
+        if q > best:
+            front.append(p)
+            best = q
+    return front
+
+
+def _rank(p: Point) -> tuple:
+    h, w = p.resolution
+    return (round(p.quality or 0.0, 3), h * w, -p.p90_ms)
+
+
+def choose(points: list[Point], budget_ms: float) -> Choice:
+    """Highest quality point whose p90 fits the budget (ties: larger input, then faster); the fallback
+    is the best fitting point on another runtime, so an app has somewhere to go if the first fails."""
+    front = pareto_front(points)
+    fitting = sorted((p for p in points if p.ok and p.p90_ms <= budget_ms), key=_rank, reverse=True)
+    if not fitting:
+        fastest = min((p for p in points if p.ok), key=lambda p: p.p90_ms, default=None)
+        why = (f"nothing fits the {budget_ms:.1f} ms budget; the fastest point is {fastest.label()} at p90 "
+               f"{fastest.p90_ms:.2f} ms") if fastest else "no point was measured successfully"
+        return Choice(None, None, front, budget_ms, why)
+    chosen = fitting[0]
+    others = [p for p in fitting[1:] if p.format != chosen.format] or fitting[1:]
+    fallback = others[0] if others else None
+    why = (f"{chosen.label()}: p90 {chosen.p90_ms:.2f} ms fits {budget_ms:.1f} ms with {chosen.quality_metric} "
+           f"{chosen.quality:.4f}, the best of {len(fitting)} fitting points"
+           + (f"; fallback {fallback.label()} (p90 {fallback.p90_ms:.2f} ms)" if fallback else "; no fallback fits"))
+    return Choice(chosen, fallback, front, budget_ms, why)

@@ -1,0 +1,57 @@
+"""``edgekit profile``: sweep a device, choose, write the app config and the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.profiling.appconfig import export_config
+from edgekit.profiling.choose import Choice, choose
+from edgekit.profiling.device import CONFIGS_DIR, DeviceProfile, load_profile
+from edgekit.profiling.matrix import BUNDLED_MODEL
+from edgekit.profiling.report import html_report, pareto_png
+from edgekit.profiling.sweep import Point, sweep
+
+
+@dataclass
+class ProfileResult:
+    profile: DeviceProfile
+    points: list[Point]
+    choice: Choice
+    config_path: Path | None
+    report_path: Path
+    wall_s: float
+
+    def to_dict(self) -> dict:
+        return {"device": self.profile.id, "budget_ms": self.choice.budget_ms, "why": self.choice.why,
+                "chosen": self.choice.chosen.to_dict() if self.choice.chosen else None,
+                "fallback": self.choice.fallback.to_dict() if self.choice.fallback else None,
+                "pareto_front": [p.to_dict() for p in self.choice.front],
+                "points": [p.to_dict() for p in self.points], "config": str(self.config_path or ""),
+                "report": str(self.report_path), "wall_s": self.wall_s}
+
+
+def profile_device(device: str | Path, model: str | Path | None = None, out_dir: str | Path = "out/profile",
+                   config_dir: str | Path | None = None,
+                   progress: Callable[[str, int, int], None] | None = None) -> ProfileResult:
+    """Sweep ``model`` (default: the bundled student) on ``device`` and write config + report.
+
+    Raises :class:`~edgekit.errors.DeviceError` before measuring anything when the device or a runtime
+    it needs is missing. When no point fits the budget the report is still written and
+    ``config_path`` is None.
+    """
+    prof = load_profile(device)
+    model = Path(model or BUNDLED_MODEL)
+    out = Path(out_dir) / prof.id
+    t0 = time.perf_counter()
+    points = sweep(model, prof, out, cache=Path(out_dir) / "artifacts", progress=progress)
+    wall = time.perf_counter() - t0
+    choice = choose(points, prof.budget_ms)
+    png = pareto_png(points, choice, out / "pareto.png", f"{prof.id}: {model.name}")
+    report = html_report(prof, points, choice, png, out / "report.html", wall)
+    config_path = None
+    if choice.chosen is not None:
+        config_path = export_config(prof, choice, Path(config_dir or CONFIGS_DIR) / f"{prof.id}.json")
+    return ProfileResult(prof, points, choice, config_path, report, wall)
