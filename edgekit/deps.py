@@ -36,9 +36,20 @@ NO_DEPS_HINTS = {
 DIST_NAMES = {"ai_edge_litert": "ai-edge-litert", "litert_torch": "litert-torch", "tensorflow": "tensorflow-cpu"}
 
 
+#: modules to load before a package, because the other order crashes natively
+#: (TensorFlow loaded before triton segfaults when torch._dynamo later imports triton)
+LOAD_BEFORE = {"tensorflow": ("triton",), "litert_torch": ("triton",), "coremltools": ("torchvision",),
+               "ai_edge_quantizer": ("triton",), "tf_keras": ("triton",)}
+
+
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise :class:`MissingDependencyError` naming the extra that provides it."""
+    import sys
+
     top = module.split(".")[0]
+    for first in LOAD_BEFORE.get(top, ()):
+        if first not in sys.modules and "tensorflow" not in sys.modules and importlib.util.find_spec(first):
+            importlib.import_module(first)
     try:
         return importlib.import_module(module)
     except ImportError as e:

@@ -8,8 +8,7 @@ import pytest
 import edgekit
 from edgekit.errors import ParityError, RuntimeUnavailableError
 
-pytest.importorskip("coremltools")
-pytest.importorskip("onnx2torch")
+pytest.importorskip("onnx2torch")  # imports torchvision, which must load before coremltools' TensorFlow
 
 
 @pytest.fixture(scope="session")

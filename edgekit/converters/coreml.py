@@ -26,17 +26,13 @@ PALETTE_BITS = {"w6": 6, "w4": 4}
 def import_coremltools():
     """coremltools for its PyTorch frontend.
 
-    It is imported after torchvision (the other order crashes in triton's native import), and with
-    TensorFlow hidden unless already loaded: coremltools imports TensorFlow just to offer its TF
-    frontends, which edgekit does not use (seconds of start-up and log noise).
+    It is imported after torchvision (see ``deps.LOAD_BEFORE``), and with TensorFlow hidden unless
+    already loaded: coremltools imports TensorFlow just to offer its TF frontends, which edgekit does
+    not use (seconds of start-up and log noise).
     """
     import sys
 
     require("torch")
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        pass
     if "coremltools" in sys.modules or "tensorflow" in sys.modules:
         return require("coremltools")
     hidden = {name: sys.modules.get(name) for name in ("tensorflow",)}

@@ -2,8 +2,8 @@
 
 * ONNX source -> **onnx2tf** (TensorFlow) in a subprocess. Its traps are handled here: it tries to
   download a sample calibration file (we place one of that name in its working directory), it can
-  transpose a Resize output wrongly when C == H == W (the parity gate catches it; the
-  :meth:`alternatives` retry adds a post-process transpose for those Resize nodes), exact GELU
+  transpose an upsampling output (Resize, ConvTranspose) wrongly when C equals H or W (the parity
+  gate catches it; the :meth:`alternatives` retry adds a post-process transpose on those nodes), exact GELU
   becomes a Flex op (we ask for pseudo-ops, and refuse a model that still has Flex/custom ops), and
   it can exit 0 without writing a variant (we check every file).
 * PyTorch source -> **litert-torch** (no TensorFlow) for ``fp32`` and ``int8`` (PT2E, per-channel
@@ -53,11 +53,15 @@ class TFLiteConverter(BaseConverter):
         return op_type not in UNSUPPORTED
 
     def alternatives(self, job: ConversionJob) -> list[dict]:
-        """Option sets to retry with when the parity gate fails (onnx2tf layout repair)."""
+        """Option sets to retry with when the parity gate fails: onnx2tf's layout repair, then (for a
+        PyTorch source at fp32/int8) the litert-torch route, which has no layout inference to get wrong."""
         if job.options.get("route", _route(job)) != "onnx2tf":
             return []
-        fixes = ambiguous_resizes(job.source.model)
-        return [{"onnx2tf_transpose_resize": fixes}] if fixes else []
+        fixes = ambiguous_upsamplers(job.source.model)
+        out = [{"onnx2tf_transpose": fixes}] if fixes else []
+        if job.source.torch_module is not None and job.target.precision in ("fp32", "int8"):
+            out.append({"route": "litert-torch", "onnx2tf_transpose": []})
+        return out
 
     def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
         io_dtype = job.options.get("io_dtype", "float")
@@ -79,8 +83,12 @@ def _route(job: ConversionJob) -> str:
 # ---------------------------------------------------------------- onnx2tf route
 
 
-def ambiguous_resizes(model) -> list[str]:
-    """Resize nodes whose 4-D output has C equal to H or W: onnx2tf may transpose them wrongly."""
+#: ops that change H/W; onnx2tf's layout inference can go wrong on their outputs
+UPSAMPLERS = ("Resize", "Upsample", "ConvTranspose", "DepthToSpace")
+
+
+def ambiguous_upsamplers(model) -> list[str]:
+    """Upsampling nodes whose 4-D output has C equal to H or W: onnx2tf may transpose them wrongly."""
     import onnx
 
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
@@ -88,7 +96,7 @@ def ambiguous_resizes(model) -> list[str]:
     out = []
     for n in model.graph.node:
         s = shapes.get(n.output[0], [])
-        if n.op_type == "Resize" and len(s) == 4 and s[1] in (s[2], s[3]):
+        if n.op_type in UPSAMPLERS and len(s) == 4 and s[1] in (s[2], s[3]):
             out.append(n.name)
     return out
 
@@ -113,7 +121,7 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
                 data = data.transpose(0, 2, 3, 1)
             np.save(work / f"calib_{spec.name}.npy", data)
             cmd += ["-cind", spec.name, str(work / f"calib_{spec.name}.npy"), "[[[[0.0]]]]", "[[[[1.0]]]]"]
-    fixes = job.options.get("onnx2tf_transpose_resize") or []
+    fixes = job.options.get("onnx2tf_transpose") or []
     if fixes:
         prf = {"format_version": 1, "operations": [
             {"op_name": name, "param_target": "outputs", "param_name": _output_of(src.model, name),
@@ -144,7 +152,7 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
         notes.append("mixed precision: onnx2tf float32, then ai-edge-quantizer (int8 IO) with the kept layers float")
     io = native_io(final, src.io, layout, "NHWC")
     if fixes:
-        options["onnx2tf_transpose_resize"] = fixes
+        options["onnx2tf_transpose"] = fixes
     return ConvertedModel(files={"model": final.name}, io=io, route="onnx2tf+ai-edge-quantizer" if mixed else "onnx2tf",
                           tools=tool_versions("onnx2tf", "tensorflow", "ai_edge_litert", "onnx"),
                           options=options, notes=notes)

@@ -78,7 +78,7 @@ def person(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.nda
             arm = np.zeros((h, w), np.uint8)
             x0 = int(cx + side * sh_half * 0.95)
             x1 = int(x0 + side * scale * rng.uniform(0.1, 0.6))
-            cv2.line(arm, (x0, int(sh_y + scale * 0.3)), (x1, h), 1, int(scale * rng.uniform(0.25, 0.4)))
+            cv2.line(arm, (x0, int(sh_y + scale * 0.3)), (x1, h), 1, max(1, int(scale * rng.uniform(0.25, 0.4))))
             img[arm > 0] = (cloth * 0.9)[None] if rng.random() < 0.7 else skin[None]
             mask |= arm
     # neck

@@ -80,7 +80,11 @@ class PortraitSegStudent(nn.Module):
         return f1, f2, f3, f4
 
     def forward_logits(self, x):
-        f1, f2, f3, f4 = self.features(x)
+        return self.logits_from_features(self.features(x))
+
+    def logits_from_features(self, feats):
+        """Decoder: logits at the input resolution from the encoder features."""
+        f1, f2, f3, f4 = feats
         y = self.head(f4)
         y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
         y = self.refine3(self.up3(torch.cat([y, f3], 1)))
@@ -92,6 +96,23 @@ class PortraitSegStudent(nn.Module):
 
     def forward(self, x):
         return torch.sigmoid(self.forward_logits(x))
+
+
+class WithFeatures(nn.Module):
+    """``forward`` returns (logits, encoder features): the form distillation (and DDP) needs.
+
+    A model without ``features``/``logits_from_features`` is taken to return logits; its features
+    are None, so only output losses (ground truth, KL) can use it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        if not hasattr(self.model, "features"):
+            return self.model(x), None
+        feats = self.model.features(x)
+        return self.model.logits_from_features(feats), feats
 
 
 def build(width: float = 1.0) -> PortraitSegStudent:

@@ -46,10 +46,12 @@ class TinyViTSeg(nn.Module):
         self.embed = nn.Conv2d(3, dim, patch, stride=patch)
         self.heads = heads
         self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, dim * 3)
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
+        # hidden width 3*dim: a hidden size equal to the token count (64) hits an onnx2tf layout bug on
+        # square (1, 64, 64) tensors, which the parity gate catches (see README, known limits)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim * 3), nn.GELU(), nn.Linear(dim * 3, dim))
         self.head = nn.Conv2d(dim, 2, 1)
 
     def forward(self, x):
@@ -65,7 +67,11 @@ class TinyViTSeg(nn.Module):
         """Multi-head self-attention written out (softmax(QK^T / sqrt(d)) V), as exporters see it."""
         b, n, c = t.shape
         d = c // self.heads
-        q, k, v = self.qkv(t).reshape(b, n, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+
+        def split(x):  # (b, n, c) -> (b, heads, n, d)
+            return x.reshape(b, n, self.heads, d).transpose(1, 2)
+
+        q, k, v = split(self.q(t)), split(self.k(t)), split(self.v(t))
         weights = torch.softmax(q @ k.transpose(-2, -1) / d**0.5, dim=-1)
         return self.proj((weights @ v).transpose(1, 2).reshape(b, n, c))
 

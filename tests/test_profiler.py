@@ -1,0 +1,146 @@
+"""The profiler: device profiles, a real sweep on this CPU, the choice, the app config and its schema."""
+
+import json
+
+import jsonschema
+import pytest
+
+from edgekit.errors import DeviceError, InputError
+from edgekit.profiling.appconfig import load_config
+from edgekit.profiling.choose import choose, pareto_front
+from edgekit.profiling.device import available_profiles, load_profile, schema
+from edgekit.profiling.reach import parse_benchmark_model
+from edgekit.profiling.sweep import Point
+
+SWEEP_PROFILE = """
+id: test-cpu
+hardware: cpu
+reach: local
+targets: [onnx-fp32, onnx-int8, ncnn-fp16]
+threads: [1]
+resolutions: [[256, 256], [144, 256]]
+budget: {fps: 30, model_share: 1.0}
+runs: 10
+warmup: 2
+"""
+
+
+def test_shipped_profiles_validate():
+    names = available_profiles()
+    assert {"local-cpu", "android-gpu", "android-cpu", "intel-npu", "apple-ane"} <= set(names)
+    for name in names:
+        p = load_profile(name)
+        assert p.budget_ms > 0 and p.targets
+
+
+def test_invalid_profile_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\nhardware: cpu\nreach: local\ntargets: [onnx-fp32]\nthreads: [1]\nresolutions: [[64, 64]]\n")
+    with pytest.raises(InputError, match="budget"):
+        load_profile(bad)
+    with pytest.raises(InputError, match="available: .*local-cpu"):
+        load_profile("no-such-device")
+
+
+@pytest.fixture(scope="session")
+def swept(workdir, student_onnx):
+    from edgekit.profiling.profile import profile_device
+
+    prof = workdir / "test-cpu.yaml"
+    prof.write_text(SWEEP_PROFILE)
+    calls = []
+    result = profile_device(prof, student_onnx, workdir / "profile", workdir / "configs",
+                            progress=lambda label, i, n: calls.append((label, i, n)))
+    return result, calls, prof
+
+
+def test_real_sweep_chooses_a_config_that_fits(swept):
+    result, calls, _ = swept
+    assert len(result.points) == 6 and all(p.ok for p in result.points), [p.error for p in result.points]
+    assert {p.resolution for p in result.points} == {(256, 256), (144, 256)}
+    assert calls[-1] == ("done", 6, 6)
+    chosen = result.choice.chosen
+    assert chosen.p90_ms <= result.choice.budget_ms
+    assert chosen.quality >= max(p.quality for p in result.points if p.p90_ms <= result.choice.budget_ms) - 1e-3
+    assert result.choice.fallback is not None and result.choice.fallback.format != chosen.format
+    for p in result.points:
+        assert p.p50_ms > 0 and p.p90_ms >= p.p50_ms and 50 < p.peak_memory_mb < 4000
+        assert p.quality_metric == "mask IoU" and 0.9 < p.quality <= 1.0
+    assert chosen.label() in result.choice.why
+    assert (result.report_path.parent / "pareto.png").stat().st_size > 10_000
+    assert "Pareto" in result.report_path.read_text() or "pareto.png" in result.report_path.read_text()
+
+
+def test_app_config_validates_and_pins_files(swept, tmp_path):
+    result, _, _ = swept
+    config = json.loads(result.config_path.read_text())
+    jsonschema.validate(config, schema("app-config"))
+    assert config["measured"]["p90_ms"] <= config["measured"]["budget_ms"]
+    assert config["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    loaded = load_config(result.config_path)
+    assert (result.config_path.parent / loaded["model"]["artifact"] / "artifact.json").is_file()
+    # a config whose model no longer matches its hash is refused
+    import shutil
+
+    copy = tmp_path / "cfg"
+    shutil.copytree(result.config_path.parent, copy)
+    cfg = copy / result.config_path.name
+    model = copy / loaded["model"]["artifact"] / loaded["model"]["files"]["model"]["path"]
+    model.write_bytes(model.read_bytes() + b"\0")
+    with pytest.raises(InputError, match="sha256"):
+        load_config(cfg)
+
+
+def test_interrupted_sweep_resumes(swept, workdir, student_onnx):
+    from edgekit.profiling.device import load_profile as lp
+    from edgekit.profiling.sweep import sweep
+
+    result, _, prof = swept
+    points_file = workdir / "profile" / "test-cpu" / "points.jsonl"
+    lines = points_file.read_text().splitlines()
+    points_file.write_text("\n".join(lines[:4]) + "\n")  # as if stopped after 4 points
+    again = sweep(student_onnx, lp(prof), workdir / "profile" / "test-cpu", cache=workdir / "profile" / "artifacts")
+    assert len(points_file.read_text().splitlines()) == 6
+    assert [p.p50_ms for p in again[:4]] == [p.p50_ms for p in result.points[:4]]  # kept, not re-measured
+
+
+@pytest.mark.parametrize("device,match", [("android-gpu", "adb"), ("intel-npu", "NPU"), ("apple-ane", "macOS")])
+def test_unreachable_devices_fail_clearly(device, match, tmp_path):
+    import platform
+    import shutil
+
+    from edgekit.profiling.profile import profile_device
+
+    if device == "android-gpu" and shutil.which("adb"):
+        pytest.skip("adb is installed here")
+    if device == "apple-ane" and platform.system() == "Darwin":
+        pytest.skip("this is macOS")
+    with pytest.raises(DeviceError, match=match):
+        profile_device(device, out_dir=tmp_path)
+    assert not (tmp_path / device / "points.jsonl").exists()  # no numbers it did not measure
+
+
+def test_parse_benchmark_model():
+    text = """INFO: Running benchmark for at least 10 iterations and at least 0.5 seconds
+INFO: count=10 first=20581 curr=5120 min=5002 max=20581 avg=6711.2 std=4620 p5=5002 median=5122 p95=20581
+INFO: Running benchmark for at least 50 iterations and at least 1 seconds
+INFO: count=50 first=5190 curr=5088 min=4950 max=6100 avg=5121.4 std=180 p5=4970 median=5080 p95=5600
+INFO: Inference timings in us: Init: 31250, First inference: 20581, Warmup (avg): 6711.2, Inference (avg): 5121.4
+INFO: Overall peak memory footprint (MB) via periodic monitoring: 48.3
+"""
+    t = parse_benchmark_model(text)
+    assert t["runs"] == 50 and t["median_ms"] == pytest.approx(5.08) and t["p90_ms"] == pytest.approx(5.6)
+    assert t["peak_memory_mb"] == pytest.approx(48.3)
+    with pytest.raises(DeviceError):
+        parse_benchmark_model("ERROR: could not open model")
+
+
+def test_pareto_and_choice_logic():
+    def pt(target, p50, q, hw=(256, 256)):
+        return Point(hw, target, "cpu", 1, p50, p50 * 1.1, 100, q, "mask IoU")
+
+    pts = [pt("onnx-fp32", 10, 1.0), pt("onnx-int8", 6, 0.98), pt("tflite-int8", 8, 0.97), pt("ncnn-fp16", 7, 0.999)]
+    assert [p.target for p in pareto_front(pts)] == ["onnx-int8", "ncnn-fp16", "onnx-fp32"]
+    c = choose(pts, budget_ms=9.0)
+    assert c.chosen.target == "ncnn-fp16" and c.fallback.target == "onnx-int8"
+    assert choose(pts, budget_ms=1.0).chosen is None
