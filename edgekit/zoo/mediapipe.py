@@ -1,0 +1,85 @@
+"""MediaPipe's published TFLite models (Apache-2.0), taken from the ``mediapipe==0.10.14`` wheel on PyPI.
+
+``edgekit models fetch mediapipe`` downloads that wheel with pip (no dependencies) and extracts the
+selfie segmenters, the short-range face detector and the 468-point face landmarker into edgekit's
+cache. Newer mediapipe wheels no longer carry them. Nothing is committed to the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from edgekit.errors import EdgekitError, InputError
+
+VERSION = "0.10.14"
+MODELS = {
+    "selfie_segmentation": "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
+    "selfie_segmentation_landscape": "mediapipe/modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
+    "face_detection_short_range": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+    "face_landmark": "mediapipe/modules/face_landmark/face_landmark.tflite",
+}
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit"))
+    return root / "mediapipe" / VERSION
+
+
+def model_path(name: str) -> Path:
+    """Path of a fetched model; a clear error says how to fetch it when it is missing."""
+    if name not in MODELS:
+        raise InputError(f"unknown MediaPipe model '{name}'; known: {', '.join(MODELS)}")
+    p = cache_dir() / f"{name}.tflite"
+    if not p.is_file():
+        raise InputError(f"MediaPipe model {name} is not in the cache ({p}); run: edgekit models fetch mediapipe")
+    return p
+
+
+def fetch() -> dict[str, Path]:
+    """Download the wheel (pip, PyPI) and extract the models; already-fetched models are kept."""
+    dest = cache_dir()
+    if all((dest / f"{n}.tflite").is_file() for n in MODELS):
+        return {n: dest / f"{n}.tflite" for n in MODELS}
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgekit-mediapipe-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+               "3.11", f"mediapipe=={VERSION}", "-d", tmp, "-q"]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("mediapipe-*.whl"))
+        if res.returncode != 0 or not wheels:
+            raise EdgekitError(f"pip could not download mediapipe=={VERSION}: {res.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as z:
+            for name, member in MODELS.items():
+                target = dest / f"{name}.tflite"
+                part = target.with_suffix(".part")
+                part.write_bytes(z.read(member))
+                part.replace(target)
+    return {n: dest / f"{n}.tflite" for n in MODELS}
+
+
+def selfie_segmenter(landscape: bool = False, threads: int = 1):
+    """MediaPipe's selfie segmenter as an edgekit Session: NCHW RGB in [0, 1] in, person probability out.
+
+    The model itself takes NHWC float [0, 1] (256x256, or 144x256 for the landscape variant); its custom
+    ``Convolution2DTransposeBias`` op runs through LiteRT's XNNPACK delegate.
+    """
+    from edgekit.runtimes.litert import LiteRTSession
+    from edgekit.spec import IOSpec, TensorSpec
+
+    path = model_path("selfie_segmentation_landscape" if landscape else "selfie_segmentation")
+    h, w = (144, 256) if landscape else (256, 256)
+    src = IOSpec((TensorSpec("image", (1, 3, h, w), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),),
+                 (TensorSpec("mask", (1, 1, h, w), kind="probability"),))
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    native = IOSpec((TensorSpec(i["name"], tuple(int(d) for d in i["shape"]), layout="NHWC", mean=(0.0, 0.0, 0.0),
+                                std=(1.0, 1.0, 1.0)),),
+                    (TensorSpec(o["name"], tuple(int(d) for d in o["shape"]), layout="NHWC", kind="probability"),))
+    return LiteRTSession(path, native, src, threads=threads)
