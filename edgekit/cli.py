@@ -345,19 +345,74 @@ def distill(config, resume, nproc, as_json):
     out.print(f"student: {Path(recipe.output) / 'student.onnx'}")
 
 
+@cli.command()
+@click.argument("pipeline")
+@click.option("--device", default="local", show_default=True, help="Where to measure (this machine).")
+@click.option("--latency-bound", default=100.0, show_default=True, help="Per-frame latency bound (ms).")
+@click.option("--run", "frames", default=0, help="Also run N synthetic 720p frames pipelined vs sequential.")
+@click.option("--timeline", type=click.Path(path_type=Path), help="Write a timeline PNG of the run.")
+@click.option("--json", "as_json", is_flag=True)
+def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
+    """Place a multi-model pipeline's stages on this machine's compute units and explain the plan.
+
+    \b
+    Examples:
+      edgekit schedule virtual-background
+      edgekit schedule profiles/pipelines/virtual-background.yaml --run 120 --timeline tl.png
+    """
+    from edgekit.pipeline.schedule import compare, synthetic_frames
+    from edgekit.pipeline.schedule import schedule as do_schedule
+
+    with err.status("measuring every stage on every unit"):
+        s = do_schedule(pipeline, device, latency_bound)
+    result = {"plan": s.plan.to_dict(), "costs_ms": {f"{k[0]}@{k[1]}": v for k, v in s.costs.items()},
+              "unavailable": {f"{k[0]}@{k[1]}": v for k, v in s.unavailable.items()},
+              "units": {u.name: u.description for u in s.units.values()}}
+    if frames:
+        with err.status(f"running {frames} frames sequentially and pipelined"):
+            result["run"] = compare(s, synthetic_frames(frames), timeline=timeline)
+    if as_json:
+        return _emit_json(result)
+    t = Table("stage", *[c for c in sorted({c.split(":")[0] for st in s.spec.stages for c in st.units})],
+              "placed on", title=f"{s.spec.name}: measured ms per frame")
+    units = sorted({c.split(":")[0] for st in s.spec.stages for c in st.units})
+    for st in s.spec.stages:
+        cells = []
+        for u in units:
+            opts = [f"{c.split(':')[1] + ' ' if ':' in c else ''}{s.costs[(st.name, c)]:.2f}" for c in st.units
+                    if c.split(":")[0] == u and (st.name, c) in s.costs]
+            cells.append(", ".join(opts) or "-")
+        t.add_row(st.name, *cells, f"[bold]{s.plan.assignment[st.name]}[/]")
+    out.print(t)
+    for u in s.units.values():
+        out.print(f"  {u.name}: {u.description}")
+    out.print(s.plan.why)
+    if frames:
+        r = result["run"]
+        out.print(f"run: {r['frames_out']} frames, pipelined {r['throughput_fps']:.1f} fps vs sequential "
+                  f"{r['sequential_fps']:.1f} fps ({r['speedup']:.2f}x); p50/p95 latency {r['latency_p50_ms']:.1f}/"
+                  f"{r['latency_p95_ms']:.1f} ms; outputs equal: {r['outputs_equal']}")
+
+
 @cli.group()
 def models():
     """Models edgekit can fetch from packages (nothing is downloaded at run time)."""
 
 
 @models.command("fetch")
-@click.argument("name", type=click.Choice(["mediapipe"]))
+@click.argument("name", type=click.Choice(["mediapipe", "photos"]))
 def models_fetch(name):
-    """Fetch MediaPipe's selfie segmenter, face detector and face landmarker (from the mediapipe wheel)."""
-    from edgekit.zoo import mediapipe
+    """Fetch MediaPipe's models (from the mediapipe wheel) or the evaluation photos (face_recognition sdist)."""
+    if name == "mediapipe":
+        from edgekit.zoo import mediapipe
 
-    for model, path in mediapipe.fetch().items():
-        out.print(f"{model}: {path}")
+        for model, path in mediapipe.fetch().items():
+            out.print(f"{model}: {path}")
+    else:
+        from edgekit.data import photos
+
+        for path in photos.fetch():
+            out.print(str(path))
 
 
 @cli.command()

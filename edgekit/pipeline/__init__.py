@@ -1,0 +1,1 @@
+"""Heterogeneous per-frame pipelines: stages placed on compute units, run concurrently."""

@@ -1,0 +1,96 @@
+"""``edgekit schedule``: measure, place, and optionally run a pipeline pipelined vs sequentially."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import DeviceError, InputError
+from edgekit.pipeline.costs import measure_costs
+from edgekit.pipeline.executor import PipelineRunner, StageCalls, run_sequential
+from edgekit.pipeline.placement import Plan, plan
+from edgekit.pipeline.report import summarize, timeline_png
+from edgekit.pipeline.spec import PipelineSpec, load_pipeline
+from edgekit.pipeline.units import local_units
+
+BUNDLED = Path(__file__).resolve().parents[2] / "profiles" / "pipelines"
+
+
+@dataclass
+class Scheduled:
+    spec: PipelineSpec
+    units: dict
+    costs: dict
+    unavailable: dict
+    plan: Plan
+
+
+def schedule(pipeline: str | Path, device: str = "local", latency_bound_ms: float = 100.0,
+             frame: np.ndarray | None = None, repeats: int = 10) -> Scheduled:
+    """Measure every (stage, unit) cost on ``device`` and choose the placement."""
+    if device != "local":
+        raise InputError(f"pipelines are measured on this machine ('local'); '{device}' is not reachable here")
+    path = Path(pipeline)
+    if not path.suffix:
+        path = BUNDLED / f"{pipeline}.yaml"
+    if not path.is_file():
+        raise InputError(f"pipeline not found: {pipeline} (bundled: "
+                         f"{', '.join(p.stem for p in BUNDLED.glob('*.yaml'))})")
+    spec = load_pipeline(path)
+    units = local_units()
+    frame = frame if frame is not None else synthetic_frames(1)[0]
+    costs, unavailable = measure_costs(spec, units, frame, repeats=repeats)
+    return Scheduled(spec, units, costs, unavailable, plan(spec, costs, latency_bound_ms))
+
+
+def synthetic_frames(n: int, hw: tuple[int, int] = (720, 1280), seed: int = 5) -> list[np.ndarray]:
+    """Camera-like BGR uint8 frames (moving composited people)."""
+    from edgekit.video.synthetic_video import synthetic_clip
+
+    frames, _ = synthetic_clip(n, hw, seed=seed)
+    return frames
+
+
+def compare(s: Scheduled, frames: list[np.ndarray], max_in_flight: int = 4, output: str = "output",
+            timeline: Path | None = None, inject: dict[str, int] | None = None) -> dict:
+    """Run the frames sequentially and pipelined; check the outputs are equal frame by frame."""
+    used = {s.spec.stages[0].unit_of(c) for c in s.plan.assignment.values()}
+    used |= {st.unit_of(c) for st in s.spec.stages for c in st.units if st.unit_of(c) in s.units}
+    units = {u: s.units[u] for u in used}
+    seq_spec = load_fresh(s.spec)
+    t0 = time.perf_counter()
+    sequential = [out for _, out in run_sequential(seq_spec, s.plan, units, frames, output=output)]
+    seq_s = time.perf_counter() - t0
+    calls = StageCalls(units)
+    calls.injected = dict(inject or {})
+    runner = PipelineRunner(load_fresh(s.spec), s.plan, units, max_in_flight=max_in_flight, calls=calls)
+    pipelined = list(runner.run(frames, output=output))
+    if [i for i, _ in pipelined] != list(range(len(frames))):
+        raise DeviceError("pipelined run lost or reordered frames")
+    equal = all(np.array_equal(a, b) for a, (_, b) in zip(sequential, pipelined))
+    summary = summarize(runner.stats, units)
+    summary.update({"sequential_fps": len(frames) / seq_s, "speedup": summary["throughput_fps"] * seq_s / len(frames),
+                    "outputs_equal": equal, "plan": s.plan.to_dict()})
+    if timeline:
+        timeline_png(runner.stats, timeline, title=f"{s.spec.name}: pipelined on {', '.join(sorted(units))}")
+        summary["timeline"] = str(timeline)
+    return summary
+
+
+def load_fresh(spec: PipelineSpec) -> PipelineSpec:
+    """A copy with fresh instances of stateful kernels (so two runs start from the same state)."""
+    import copy
+
+    return PipelineSpec(spec.name, [copy.copy(st) if not hasattr(st.kernel, "previous") else
+                                    _fresh_stage(st) for st in spec.stages])
+
+
+def _fresh_stage(stage):
+    import copy
+
+    new = copy.copy(stage)
+    new.kernel = type(stage.kernel)()
+    return new

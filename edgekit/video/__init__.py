@@ -1,0 +1,1 @@
+"""Per-frame video pre-processing: kernels, effects and the ``edgekit process`` driver."""

@@ -1,0 +1,112 @@
+"""Distillation: losses, data layer, recipes, offline/online training, resume, 2-process gloo run."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgekit.errors import InputError  # noqa: E402
+from edgekit.train import losses  # noqa: E402
+from edgekit.train.data import PortraitFolder, find_pairs  # noqa: E402
+from edgekit.train.recipe import load_recipe  # noqa: E402
+
+TINY = {"steps": 4, "batch": 2, "checkpoint_every": 2, "data": {"size": 32, "pool": 8},
+        "teacher": {"width": 1.5, "train_steps": 2}, "eval": {"samples": 4, "size": [32, 32], "real_photos": False},
+        "losses": {"gt": 1.0, "kl": 1.0, "affinity": 10.0, "attention": 1.0}}
+
+
+def test_losses_are_zero_only_when_equal():
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    assert losses.pixelwise_kl(s, s).item() == pytest.approx(0, abs=1e-6)
+    assert losses.pixelwise_kl(s, t).item() > 0.01
+    fs, ft = torch.randn(2, 16, 8, 8), torch.randn(2, 40, 8, 8)  # different channel counts
+    assert losses.pairwise_affinity(fs, fs).item() == pytest.approx(0, abs=1e-7)
+    assert losses.pairwise_affinity(fs, ft, pool=4).item() > 0
+    small = torch.randn(2, 16, 4, 4)  # attention transfer resizes the student's map
+    assert losses.attention_transfer(small, ft).item() > 0
+    assert losses.attention_transfer(ft, ft).item() == pytest.approx(0, abs=1e-7)
+    a = losses.attention_map(ft)
+    assert torch.allclose(a.norm(dim=1), torch.ones(2))
+
+
+def test_recipe_validation():
+    with pytest.raises(InputError, match="unknown key"):
+        load_recipe({"stepz": 3})
+    with pytest.raises(InputError, match="outputs only"):
+        load_recipe({"teacher": {"kind": "artifact", "artifact": "x"}, "losses": {"attention": 1.0}})
+    r = load_recipe("models/portrait-seg/distill.yaml")
+    assert r.losses.kl > 0 and r.losses.affinity > 0 and r.losses.attention > 0
+
+
+def test_dataset_layouts(tmp_path):
+    img = np.full((40, 30, 3), 128, np.uint8)
+    mask = np.zeros((40, 30), np.uint8)
+    mask[10:30, 5:25] = 255
+    (tmp_path / "a" / "images").mkdir(parents=True)
+    (tmp_path / "a" / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "images" / "p1.jpg"), img)
+    cv2.imwrite(str(tmp_path / "a" / "masks" / "p1.png"), mask)
+    (tmp_path / "b").mkdir()
+    cv2.imwrite(str(tmp_path / "b" / "p2.jpg"), img)
+    cv2.imwrite(str(tmp_path / "b" / "p2_matte.png"), mask)
+    assert len(find_pairs(tmp_path / "a")) == 1 and len(find_pairs(tmp_path / "b")) == 1
+    folder = PortraitFolder(tmp_path / "a", recompose=1.0)
+    x, m = folder.sample(np.random.default_rng(0), 24)
+    assert x.shape == (24, 24, 3) and m.shape == (24, 24) and 0 < m.mean() < 1
+    with pytest.raises(InputError, match="no image/mask pairs"):
+        find_pairs(tmp_path)
+
+
+def test_offline_distill_checkpoints_resumes_and_exports(tmp_path):
+    from edgekit.train.distill import distill
+
+    recipe = load_recipe({**TINY, "output": str(tmp_path / "run")})
+    seen = []
+    first = distill(recipe, progress=lambda what, i, n, loss: seen.append((what, i, n)))
+    assert ("teacher", 2, 2) in seen and ("student", 4, 4) in seen
+    assert (tmp_path / "run" / "teacher.pt").is_file() and 0 <= first["student"]["iou"] <= 1
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 4
+    longer = load_recipe({**TINY, "steps": 6, "output": str(tmp_path / "run")})
+    seen.clear()
+    distill(longer, resume=True, progress=lambda what, i, n, loss: seen.append((what, i)))
+    assert [i for w, i in seen if w == "student"] == [5, 6]  # continued, not restarted
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "run" / "student.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"image": np.zeros((1, 3, 64, 96), np.float32)})[0]
+    assert y.shape == (1, 1, 64, 96)
+
+
+def test_online_mode_trains_both(tmp_path):
+    from edgekit.train.distill import distill
+
+    result = distill(load_recipe({**TINY, "mode": "online", "output": str(tmp_path / "online")}))
+    assert "teacher" in result and "teacher" in torch.load(tmp_path / "online" / "checkpoint.pt", weights_only=False)
+
+
+def test_artifact_teacher_output_only(tmp_path, tiny_onnx):
+    import edgekit
+    from edgekit.train.distill import distill
+
+    art = edgekit.convert(tiny_onnx, "onnx-fp32", tmp_path / "teacher-art", input_shapes={"": (1, 3, 32, 32)})
+    recipe = load_recipe({**TINY, "output": str(tmp_path / "kd"),
+                          "teacher": {"kind": "artifact", "artifact": str(art.path)},
+                          "losses": {"gt": 1.0, "kl": 1.0}})
+    assert distill(recipe)["steps"] == 4
+
+
+def test_two_process_gloo_run(tmp_path):
+    import yaml
+
+    from edgekit.train.distill import launch
+
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "output": str(tmp_path / "ddp")}))
+    assert launch(cfg, 2, resume=False) == 0
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and (tmp_path / "ddp" / "student.onnx").is_file()
