@@ -62,24 +62,49 @@ def fetch() -> dict[str, Path]:
     return {n: dest / f"{n}.tflite" for n in MODELS}
 
 
+def tflite_session(path: Path, value_range: tuple[float, float], threads: int = 1, kinds: dict | None = None):
+    """An edgekit Session on a MediaPipe .tflite: callers pass NCHW RGB in ``value_range``; 4-D image
+    outputs come back NCHW, other outputs as the model gives them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.runtimes.litert import LiteRTSession
+    from edgekit.spec import IOSpec, TensorSpec
+
+    it = Interpreter(model_path=str(path))
+    i = it.get_input_details()[0]
+    n, h, w, c = (int(d) for d in i["shape"])
+    pre = {"mean": (0.0,) * c, "std": (1.0,) * c, "value_range": value_range}
+    native_in = TensorSpec(i["name"], (n, h, w, c), layout="NHWC", **pre)
+    source_in = TensorSpec("image", (n, c, h, w), layout="NCHW", **pre)
+    native_out, source_out = [], []
+    for o in it.get_output_details():
+        shape = tuple(int(d) for d in o["shape"])
+        kind = (kinds or {}).get(o["name"], "tensor")
+        image = len(shape) == 4 and shape[1] > 1 and shape[2] > 1
+        native_out.append(TensorSpec(o["name"], shape, layout="NHWC" if image else "ANY", kind=kind))
+        src_shape = (shape[0], shape[3], shape[1], shape[2]) if image else shape
+        source_out.append(TensorSpec(o["name"], src_shape, layout="NCHW" if image else "ANY", kind=kind))
+    return LiteRTSession(path, IOSpec((native_in,), tuple(native_out)), IOSpec((source_in,), tuple(source_out)),
+                         threads=threads)
+
+
 def selfie_segmenter(landscape: bool = False, threads: int = 1):
     """MediaPipe's selfie segmenter as an edgekit Session: NCHW RGB in [0, 1] in, person probability out.
 
     The model itself takes NHWC float [0, 1] (256x256, or 144x256 for the landscape variant); its custom
     ``Convolution2DTransposeBias`` op runs through LiteRT's XNNPACK delegate.
     """
-    from edgekit.runtimes.litert import LiteRTSession
-    from edgekit.spec import IOSpec, TensorSpec
-
     path = model_path("selfie_segmentation_landscape" if landscape else "selfie_segmentation")
-    h, w = (144, 256) if landscape else (256, 256)
-    src = IOSpec((TensorSpec("image", (1, 3, h, w), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),),
-                 (TensorSpec("mask", (1, 1, h, w), kind="probability"),))
-    from ai_edge_litert.interpreter import Interpreter
+    session = tflite_session(path, (0.0, 1.0), threads)
+    return _RenamedOutput(session, "mask")
 
-    it = Interpreter(model_path=str(path))
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    native = IOSpec((TensorSpec(i["name"], tuple(int(d) for d in i["shape"]), layout="NHWC", mean=(0.0, 0.0, 0.0),
-                                std=(1.0, 1.0, 1.0)),),
-                    (TensorSpec(o["name"], tuple(int(d) for d in o["shape"]), layout="NHWC", kind="probability"),))
-    return LiteRTSession(path, native, src, threads=threads)
+
+class _RenamedOutput:
+    """A session whose single output is called ``name`` (so callers need not know MediaPipe's names)."""
+
+    def __init__(self, session, name: str):
+        self.session, self.name = session, name
+        self.io = session.io
+
+    def run(self, inputs):
+        return {self.name: next(iter(self.session.run(inputs).values()))}

@@ -1,0 +1,1 @@
+"""Per-frame effects: background, beauty, denoise, low-light."""
