@@ -71,3 +71,26 @@ def copy_tree(src: Path, dst: Path) -> Path:
 def as_input(imgs: np.ndarray) -> np.ndarray:
     """N x H x W x 3 [0, 1] -> the student's normalized NCHW input."""
     return ((imgs - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def app_config(workdir, student_onnx) -> Path:
+    """An app config written by a real (small) profiler sweep on this CPU."""
+    from edgekit.profiling.profile import profile_device
+
+    prof = workdir / "cfg-cpu.yaml"
+    prof.write_text("id: cfg-cpu\nhardware: cpu\nreach: local\ntargets: [onnx-fp32, ncnn-fp16]\nthreads: [1]\n"
+                    "resolutions: [[144, 256]]\nbudget: {fps: 30, model_share: 1.0}\nruns: 5\nwarmup: 1\n")
+    result = profile_device(prof, student_onnx, workdir / "cfg-profile", workdir / "cfg-configs")
+    return result.config_path
+
+
+@pytest.fixture(scope="session")
+def mediapipe_models():
+    """MediaPipe's models and the evaluation photos, fetched from PyPI packages (as `make setup` does)."""
+    from edgekit.data import photos
+    from edgekit.zoo import mediapipe
+
+    mediapipe.fetch()
+    photos.fetch()
+    return mediapipe
