@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml
 	# onnx2tf's wheel hard-pins old numpy/onnx/tensorflow: install it without its pins
 	$(PY) -m pip install --no-deps onnx2tf==1.29.24 simple_onnx_processing_tools==1.1.32
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		(dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 && dpkg -s libvulkan1 >/dev/null 2>&1) || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1; }; \
-	else echo "not root: install mesa-vulkan-drivers yourself for the Vulkan (software GPU) tests"; fi
+		(dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 && dpkg -s libvulkan1 >/dev/null 2>&1 && \
+		 dpkg -s opencv-doc >/dev/null 2>&1) || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers \
+		  libvulkan1 opencv-doc; }; \
+	else echo "not root: install mesa-vulkan-drivers (software Vulkan GPU) and opencv-doc (photos) yourself"; fi
+	# MediaPipe's models (from the mediapipe wheel) and the evaluation photos (face_recognition sdist), from PyPI
+	$(VENV)/bin/edgekit models fetch mediapipe
+	$(VENV)/bin/edgekit models fetch photos
 	touch $(STAMP)
 
 demo: setup

@@ -58,7 +58,8 @@ class TFLiteConverter(BaseConverter):
         if job.options.get("route", _route(job)) != "onnx2tf":
             return []
         fixes = ambiguous_upsamplers(job.source.model)
-        out = [{"onnx2tf_transpose": fixes}] if fixes else []
+        # which post-process transpose undoes onnx2tf's mix-up depends on which dims collide: try each
+        out = [{"onnx2tf_transpose": fixes, "onnx2tf_perm": perm} for perm in TRANSPOSE_PERMS] if fixes else []
         if job.source.torch_module is not None and job.target.precision in ("fp32", "int8"):
             out.append({"route": "litert-torch", "onnx2tf_transpose": []})
         return out
@@ -82,6 +83,9 @@ def _route(job: ConversionJob) -> str:
 
 # ---------------------------------------------------------------- onnx2tf route
 
+
+#: post-process transposes that repaired onnx2tf's layout mix-up (C == H == W: the first; C == W: the others)
+TRANSPOSE_PERMS = ([0, 3, 1, 2], [0, 1, 3, 2], [0, 2, 1, 3])
 
 #: ops that change H/W; onnx2tf's layout inference can go wrong on their outputs
 UPSAMPLERS = ("Resize", "Upsample", "ConvTranspose", "DepthToSpace")
@@ -125,7 +129,8 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     if fixes:
         prf = {"format_version": 1, "operations": [
             {"op_name": name, "param_target": "outputs", "param_name": _output_of(src.model, name),
-             "post_process_transpose_perm": [0, 3, 1, 2]} for name in fixes]}
+             "post_process_transpose_perm": list(job.options.get("onnx2tf_perm", TRANSPOSE_PERMS[0]))}
+            for name in fixes]}
         (work / "replace.json").write_text(json.dumps(prf))
         cmd += ["-prf", str(work / "replace.json")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -144,7 +149,8 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     os.replace(produced, final)
     _remove_tree(work)
     (workdir / ".onnx2tf.log").unlink()
-    notes = [f"onnx2tf post-process transpose on {', '.join(fixes)}"] if fixes else []
+    perm = job.options.get("onnx2tf_perm", TRANSPOSE_PERMS[0])
+    notes = [f"onnx2tf post-process transpose {perm} on {', '.join(fixes)}"] if fixes else []
     options = {"io_layout": "nchw" if keep_nchw else "nhwc", "io_dtype": io_dtype}
     layout = "NCHW" if keep_nchw else "NHWC"
     if mixed:
@@ -152,7 +158,7 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
         notes.append("mixed precision: onnx2tf float32, then ai-edge-quantizer (int8 IO) with the kept layers float")
     io = native_io(final, src.io, layout, "NHWC")
     if fixes:
-        options["onnx2tf_transpose"] = fixes
+        options.update(onnx2tf_transpose=fixes, onnx2tf_perm=list(perm))
     return ConvertedModel(files={"model": final.name}, io=io, route="onnx2tf+ai-edge-quantizer" if mixed else "onnx2tf",
                           tools=tool_versions("onnx2tf", "tensorflow", "ai_edge_litert", "onnx"),
                           options=options, notes=notes)
