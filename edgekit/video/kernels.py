@@ -17,7 +17,7 @@ def model_input(frame_bgr: np.ndarray, hw: tuple[int, int], mean=(0.5, 0.5, 0.5)
 
 
 def refine_mask(mask: np.ndarray, frame_bgr: np.ndarray, radius: int = 4, eps: float = 1e-3,
-                work_scale: int = 2) -> np.ndarray:
+                work_scale: int = 1) -> np.ndarray:
     """Upsample a low-resolution probability mask to the frame with a fast guided filter (He & Sun):
     the linear coefficients are fitted at ``mask resolution x work_scale`` against the frame's luma, then
     upsampled, so the edges follow the frame's own edges (hair, shoulders) instead of blocky pixels."""
