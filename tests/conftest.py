@@ -94,3 +94,15 @@ def mediapipe_models():
     mediapipe.fetch()
     photos.fetch()
     return mediapipe
+
+
+def mean_iou_vs_fp32(student_artifacts, artifact, portraits) -> float:
+    """Mean mask IoU of ``artifact`` against the fp32 ONNX artifact on the held-out portraits."""
+    import edgekit
+    from edgekit.parity import mask_iou
+
+    ref = edgekit.load(student_artifacts("onnx-fp32").path)
+    cand = edgekit.load(artifact.path, threads=2)
+    x = as_input(portraits[0])
+    return float(np.mean([mask_iou(ref.run({"image": x[i:i + 1]})["mask"] > 0.5,
+                                   cand.run({"image": x[i:i + 1]})["mask"] > 0.5) for i in range(len(x))]))

@@ -8,8 +8,7 @@ import pytest
 import edgekit
 from edgekit.artifact import Artifact, sha256_file
 from edgekit.errors import InputError, ParityError
-from edgekit.parity import mask_iou
-from tests.conftest import as_input
+from tests.conftest import mean_iou_vs_fp32
 
 
 def test_fp32_artifact_manifest(student_artifacts, student_onnx):
@@ -31,12 +30,7 @@ def test_int8_keeps_mask_iou(student_artifacts, portraits):
     art = student_artifacts("onnx-int8")
     assert art.parity["passed"]
     assert art.parity["outputs"][0]["iou"] >= 0.97
-    ref = edgekit.load(student_artifacts("onnx-fp32").path)
-    q = edgekit.load(art.path, threads=2)
-    x = as_input(portraits[0])
-    ious = [mask_iou(ref.run({"image": x[i:i + 1]})["mask"] > 0.5, q.run({"image": x[i:i + 1]})["mask"] > 0.5)
-            for i in range(len(x))]
-    assert np.mean(ious) >= 0.97
+    assert mean_iou_vs_fp32(student_artifacts, art, portraits) >= 0.97
     assert art.size_bytes < 0.7 * student_artifacts("onnx-fp32").size_bytes  # QDQ keeps float biases
 
 

@@ -5,8 +5,7 @@ import pytest
 
 import edgekit
 from edgekit.errors import DeviceError, InputError
-from edgekit.parity import mask_iou
-from tests.conftest import as_input
+from tests.conftest import as_input, mean_iou_vs_fp32
 
 pytest.importorskip("openvino")
 
@@ -31,12 +30,7 @@ def test_fp32_runs_in_f32_unless_bf16_is_asked(student_artifacts, portraits):
 
 
 def test_int8_on_real_looking_inputs(student_artifacts, portraits):
-    q = edgekit.load(student_artifacts("openvino-int8").path, threads=2)
-    ref = edgekit.load(student_artifacts("onnx-fp32").path)
-    x = as_input(portraits[0])
-    ious = [mask_iou(ref.run({"image": x[i:i + 1]})["mask"] > 0.5, q.run({"image": x[i:i + 1]})["mask"] > 0.5)
-            for i in range(len(x))]
-    assert np.mean(ious) >= 0.97
+    assert mean_iou_vs_fp32(student_artifacts, student_artifacts("openvino-int8"), portraits) >= 0.97
 
 
 def test_accuracy_control_mode(student_artifacts):

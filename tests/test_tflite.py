@@ -5,8 +5,7 @@ import pytest
 
 import edgekit
 from edgekit.errors import DeviceError
-from edgekit.parity import mask_iou
-from tests.conftest import STUDENT, as_input
+from tests.conftest import STUDENT, mean_iou_vs_fp32
 
 pytest.importorskip("ai_edge_litert")
 
@@ -24,12 +23,7 @@ def test_student_variants_pass_gate(student_artifacts, target, min_iou):
 
 
 def test_full_int8_on_real_looking_inputs(student_artifacts, portraits):
-    q = edgekit.load(student_artifacts("tflite-int8").path, threads=2)
-    ref = edgekit.load(student_artifacts("onnx-fp32").path)
-    x = as_input(portraits[0])
-    ious = [mask_iou(ref.run({"image": x[i:i + 1]})["mask"] > 0.5, q.run({"image": x[i:i + 1]})["mask"] > 0.5)
-            for i in range(len(x))]
-    assert np.mean(ious) >= 0.97
+    assert mean_iou_vs_fp32(student_artifacts, student_artifacts("tflite-int8"), portraits) >= 0.97
 
 
 def test_int8_io_dtype(student_artifacts):

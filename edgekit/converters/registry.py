@@ -4,9 +4,9 @@ entry-point group. Registering a format twice is an error."""
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 
-from edgekit.errors import EdgekitError, InputError
+from edgekit.errors import InputError
+from edgekit.plugins import load_entry_points
 
 #: format -> "module:Class" of the built-in converters (imported only when used)
 BUILTIN = {
@@ -27,20 +27,11 @@ PRECISIONS = {
 }
 
 _instances: dict = {}
-_plugins_loaded = False
 
 
 def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in importlib.metadata.entry_points(group="edgekit.converters"):
-        if ep.name in BUILTIN:
-            raise EdgekitError(f"converter plugin '{ep.value}' registers format '{ep.name}' twice")
-        cls = ep.load()
-        BUILTIN[ep.name] = f"{cls.__module__}:{cls.__qualname__}"
-        PRECISIONS[ep.name] = tuple(cls.precisions)
+    load_entry_points("edgekit.converters", BUILTIN,
+                      on_load=lambda name, cls: PRECISIONS.__setitem__(name, tuple(cls.precisions)))
 
 
 def formats() -> list[str]:

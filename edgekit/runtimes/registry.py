@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 
-from edgekit.errors import EdgekitError, InputError
+from edgekit.errors import InputError
+from edgekit.plugins import load_entry_points
 
 BUILTIN = {
     "onnx": "edgekit.runtimes.onnxruntime:OrtSession",
@@ -14,18 +14,10 @@ BUILTIN = {
     "ncnn": "edgekit.runtimes.ncnn:NcnnSession",
     "coreml": "edgekit.runtimes.coreml:CoreMLSession",
 }
-_loaded = False
 
 
 def _load_plugins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for ep in importlib.metadata.entry_points(group="edgekit.runtimes"):
-        if ep.name in BUILTIN:
-            raise EdgekitError(f"runtime plugin '{ep.value}' registers format '{ep.name}' twice")
-        BUILTIN[ep.name] = ep.value
+    load_entry_points("edgekit.runtimes", BUILTIN)
 
 
 def session_class(fmt: str):
