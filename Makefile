@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel
 	$(PY) -m pip install -e '.[all]'
-	# onnx2tf's wheel hard-pins old numpy/onnx/tensorflow: install it without its pins
-	$(PY) -m pip install --no-deps onnx2tf==1.29.24 simple_onnx_processing_tools==1.1.32
+	# onnx2tf (and tf2onnx, used by a test to make a TFLite-origin ONNX) pin old numpy/onnx/tensorflow: no deps
+	$(PY) -m pip install --no-deps onnx2tf==1.29.24 simple_onnx_processing_tools==1.1.32 tf2onnx==1.17.0
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 && dpkg -s libvulkan1 >/dev/null 2>&1 && \
 		 dpkg -s opencv-doc >/dev/null 2>&1) || \

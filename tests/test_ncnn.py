@@ -84,3 +84,23 @@ def test_param_bin_roundtrip(student_artifacts, tmp_path):
         layers = ncnn_model.read(art.file("model"), art.file("weights"))
         ncnn_model.write(layers, tmp_path / "m.param", tmp_path / "m.bin")
         assert (tmp_path / "m.bin").read_bytes() == art.file("weights").read_bytes()
+
+
+def test_pnnx_pad_gap_is_repaired(mediapipe_models, workdir):
+    """MediaPipe's face detector (TFLite -> ONNX with tf2onnx) has channel Pads that pnnx leaves as a
+    layer ncnn does not know; edgekit rewrites them as ncnn Padding and the result matches ORT."""
+    import subprocess
+    import sys
+
+    import edgekit
+
+    onnx_path = workdir / "face_detection.onnx"
+    res = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tflite",
+                          str(mediapipe_models.model_path("face_detection_short_range")), "--output", str(onnx_path),
+                          "--opset", "13"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-500:]
+    art = edgekit.convert(onnx_path, "ncnn-fp32", workdir / "fd-ncnn", calib_samples=4, held_back=2)
+    repaired = [n for n in art.notes if "Pad -> Padding" in n]
+    assert len(repaired) >= 5 and art.parity["passed"]
+    assert all(o["cosine"] > 0.9999 for o in art.parity["outputs"])
+    assert "Pad " not in art.file("model").read_text()

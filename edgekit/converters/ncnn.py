@@ -1,6 +1,7 @@
 """NCNN targets: ``ncnn-fp32``, ``ncnn-fp16`` (fp16 weights) and ``ncnn-int8``, exported with pnnx.
 
-pnnx runs in a subprocess on the prepared ONNX model. The result is always loaded by the real
+pnnx runs in a subprocess on the prepared ONNX model. Known pnnx gaps are repaired on the emitted
+``.param`` (:mod:`edgekit.converters.ncnn_repair`), and the result is always loaded by the real
 ncnn runtime before the conversion counts: pnnx can exit 0 with a graph ncnn refuses.
 """
 
@@ -68,7 +69,9 @@ def export_pnnx(job: ConversionJob, workdir: Path, fp16: bool) -> tuple[Path, Pa
     if res.returncode != 0 or not param.is_file() or not binf.is_file():
         lines = [ln for ln in log.strip().splitlines() if ln.strip()]
         raise ConversionError(f"pnnx failed: {lines[-1] if lines else 'no output'}")
-    notes = []
+    from edgekit.converters.ncnn_repair import repair_pads
+
+    notes = repair_pads(param, work / "model.pnnx.param")
     for line in log.splitlines():
         if "unsupported" in line.lower():
             notes.append(f"pnnx: {line.strip()}")
