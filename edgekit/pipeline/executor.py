@@ -172,6 +172,10 @@ class PipelineRunner:
     def run(self, frames: Iterable[np.ndarray], fps: float | None = None, output: str | None = None) -> Iterator:
         """Feed ``frames`` (at ``fps`` like a camera, or as fast as the pipeline takes them) and yield
         ``(index, values)`` (or ``values[output]``) in frame order."""
+        import cv2
+
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # the units are the parallelism; OpenCV's own pool would oversubscribe the cores
         threads = [threading.Thread(target=self._worker, args=(u,), daemon=True) for u in self.units.values()]
         for t in threads:
             t.start()
@@ -203,6 +207,7 @@ class PipelineRunner:
                 q.put(_STOP)
             for t in threads:
                 t.join(timeout=5)
+            cv2.setNumThreads(cv_threads)
 
     def _drain(self, pending: dict, accepted: list[int], block: bool, output: str | None):
         while True:

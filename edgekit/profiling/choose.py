@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgekit.profiling.sweep import Point
 
 
@@ -28,16 +30,19 @@ def pareto_front(points: list[Point]) -> list[Point]:
     return front
 
 
-def _rank(p: Point) -> tuple:
+def _rank(p: Point, camera: tuple[int, int]) -> tuple:
     h, w = p.resolution
-    return (round(p.quality or 0.0, 3), h * w, -p.p90_ms)
+    aspect_error = abs(np.log((w / h) / (camera[1] / camera[0])))  # squashing a frame distorts people
+    return (round(p.quality or 0.0, 3), -round(aspect_error, 2), h * w, -p.p90_ms)
 
 
-def choose(points: list[Point], budget_ms: float) -> Choice:
-    """Highest quality point whose p90 fits the budget (ties: larger input, then faster); the fallback
-    is the best fitting point on another runtime, so an app has somewhere to go if the first fails."""
+def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720, 1280)) -> Choice:
+    """Highest quality point whose p90 fits the budget (ties: the camera's aspect ratio, then larger
+    input, then faster); the fallback is the best fitting point on another runtime, so an app has
+    somewhere to go if the first fails."""
     front = pareto_front(points)
-    fitting = sorted((p for p in points if p.ok and p.p90_ms <= budget_ms), key=_rank, reverse=True)
+    fitting = sorted((p for p in points if p.ok and p.p90_ms <= budget_ms), key=lambda p: _rank(p, camera),
+                     reverse=True)
     if not fitting:
         fastest = min((p for p in points if p.ok), key=lambda p: p.p90_ms, default=None)
         why = (f"nothing fits the {budget_ms:.1f} ms budget; the fastest point is {fastest.label()} at p90 "

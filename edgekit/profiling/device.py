@@ -43,6 +43,7 @@ class DeviceProfile:
     runs: int = 50
     warmup: int = 10
     adb: dict = field(default_factory=dict)
+    camera: tuple[int, int] = (720, 1280)
     path: str = ""
 
     @property
@@ -82,4 +83,5 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         threads=tuple(raw["threads"]), resolutions=tuple(tuple(r) for r in raw["resolutions"]),
         fps=float(budget["fps"]), model_share=float(budget.get("model_share", 0.5)),
         delegates={k: tuple(v) for k, v in raw.get("delegates", {}).items()}, description=raw.get("description", ""),
-        runs=int(raw.get("runs", 50)), warmup=int(raw.get("warmup", 10)), adb=raw.get("adb", {}), path=str(p))
+        runs=int(raw.get("runs", 50)), warmup=int(raw.get("warmup", 10)), adb=raw.get("adb", {}),
+        camera=tuple(raw.get("camera", (720, 1280))), path=str(p))

@@ -48,7 +48,7 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
     t0 = time.perf_counter()
     points = sweep(model, prof, out, cache=Path(out_dir) / "artifacts", progress=progress)
     wall = time.perf_counter() - t0
-    choice = choose(points, prof.budget_ms)
+    choice = choose(points, prof.budget_ms, prof.camera)
     png = pareto_png(points, choice, out / "pareto.png", f"{prof.id}: {model.name}")
     report = html_report(prof, points, choice, png, out / "report.html", wall)
     config_path = None

@@ -35,8 +35,10 @@ def refine_mask(mask: np.ndarray, frame_bgr: np.ndarray, radius: int = 4, eps: f
     b = mean_p - a * mean_i
     mean_a = cv2.resize(cv2.boxFilter(a, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
     mean_b = cv2.resize(cv2.boxFilter(b, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
-    full_guide = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32) * (1 / 255.0)
-    return np.clip(mean_a * full_guide + mean_b, 0.0, 1.0)
+    # full-resolution work in OpenCV (no GIL held, no temporaries): q = mean_a * I + mean_b
+    full_guide = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+    q = cv2.scaleAdd(cv2.multiply(mean_a, full_guide, dtype=cv2.CV_32F), 1 / 255.0, mean_b)
+    return cv2.min(cv2.max(q, 0.0), 1.0)
 
 
 class TemporalSmoother:
@@ -51,8 +53,10 @@ class TemporalSmoother:
         if self.previous is None or self.previous.shape != mask.shape:
             self.previous = mask
             return mask
-        w = self.min_weight + (1 - self.min_weight) * np.abs(2 * mask - 1)
-        self.previous = w * mask + (1 - w) * self.previous
+        # w = min + (1 - min) |2 mask - 1|, alpha = previous + w (mask - previous), in OpenCV (no GIL held)
+        w = cv2.absdiff(mask, 0.5)
+        w = cv2.addWeighted(w, 2 * (1 - self.min_weight), w, 0, self.min_weight)
+        self.previous = cv2.add(self.previous, cv2.multiply(w, cv2.subtract(mask, self.previous)))
         return self.previous
 
 
