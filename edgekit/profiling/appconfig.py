@@ -40,6 +40,7 @@ def export_config(profile: DeviceProfile, choice: Choice, config_path: Path) -> 
     if choice.chosen is None:
         raise InputError(f"no app config for {profile.id}: {choice.why}")
     config_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(config_path.with_suffix(""), ignore_errors=True)  # artifacts of an earlier choice
     chosen = _ship(choice.chosen, config_path)
     fallback = _ship(choice.fallback, config_path) if choice.fallback else None
     return write_config(build_config(profile, choice, chosen, fallback), config_path)
