@@ -107,15 +107,15 @@ def _reference(art):
 
 
 def markdown(rows: list[MatrixRow], threads: tuple[int, ...] = (1, 2)) -> str:
-    head = "| target | delegate | input | size KiB | parity | mask IoU vs fp32 | max abs diff | convert s | " + \
-        " | ".join(f"p50 ms {n}T" for n in threads) + " |"
+    head = "| target | delegate | input | size KiB | parity | mask IoU vs fp32 | max abs diff | convert s |" + \
+        "".join(f" p50 ms {n}T |" for n in threads)
     lines = [head, "|" + "---|" * (8 + len(threads))]
     for r in rows:
         iou = "-" if r.iou is None else f"{r.iou:.4f}"
-        lat = " | ".join(f"{r.p50_ms[n]:.2f}" if n in r.p50_ms else "-" for n in threads)
+        lat = "".join(f" {r.p50_ms[n]:.2f} |" if n in r.p50_ms else " - |" for n in threads)
         parity = r.parity if not r.error else f"{r.parity}: {r.error[:60]}"
         lines.append(f"| {r.target} | {r.delegate} | {r.resolution} | {r.size_kib:.0f} | {parity} | {iou} | "
-                     f"{r.max_abs:.2g} | {r.convert_s:.1f} | {lat} |")
+                     f"{r.max_abs:.2g} | {r.convert_s:.1f} |{lat}")
     return "\n".join(lines)
 
 
