@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +291,3 @@ def export_torch(module, path: Path, shape: tuple[int, ...], input_name: str = "
     except (RuntimeError, TypeError, ValueError) as e:
         raise ConversionError(f"torch.onnx.export failed: {e}") from e
 
-
-def with_card_defaults(source: SourceModel, **changes) -> SourceModel:
-    return replace(source, **changes)
