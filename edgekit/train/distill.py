@@ -172,8 +172,9 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
         if recipe.mode == "online":
             teacher.net.load_state_dict(ckpt["teacher"])
         opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
         start, history = ckpt["step"], ckpt.get("history", [])
+        for _ in range(min(start, recipe.steps)):  # the schedule spans this recipe's steps (it may be longer)
+            sched.step()
     rng = np.random.default_rng(recipe.seed + 31 * rank + 7919 * start)
     w = recipe.losses
     student.train()
@@ -206,7 +207,7 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
             student.train()
         if rank == 0 and (done % recipe.checkpoint_every == 0 or done == recipe.steps):
             state = {"step": done, "student": student.state_dict(), "opt": opt.state_dict(),
-                     "sched": sched.state_dict(), "history": history, "recipe": recipe.to_dict()}
+                     "history": history, "recipe": recipe.to_dict()}
             if recipe.mode == "online":
                 state["teacher"] = teacher.net.state_dict()
             _save_atomic(state, ckpt_path)
