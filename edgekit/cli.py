@@ -245,8 +245,11 @@ def demo(model, targets, output, runs, as_json):
     for r in rows:
         t.add_row(r.target, f"{r.size_kib:.0f}", r.parity if not r.error else f"[red]{r.error}[/]",
                   "-" if r.iou is None else f"{r.iou:.4f}", f"{r.max_abs:.2g}",
-                  *(f"{r.p50_ms[n]:.2f}" if n in r.p50_ms else "-" for n in (1, 2)))
+                  *(f"{r.p50_ms[n]:.2f}" if n in r.p50_ms else ("n/a" if r.note else "-") for n in (1, 2)))
     out.print(t)
+    for r in rows:
+        if r.note:
+            out.print(f"  {r.target}: {r.note}")
     if any(r.error for r in rows):
         raise EdgekitError("some targets failed; see the table")
 

@@ -32,6 +32,7 @@ class MatrixRow:
     convert_s: float = 0.0
     p50_ms: dict[int, float] = field(default_factory=dict)
     error: str = ""
+    note: str = ""  # e.g. "latency needs macOS": converted and verified, but not timed here
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +80,14 @@ def _measure(art, delegate: str, resolution: str, convert_s: float, threads, run
     out = art.parity["outputs"][0]
     row.parity, row.iou, row.max_abs = "pass", out["iou"], out["max_abs"]
     sample = calibration.samples(art.source_io, None, n=1, seed=11)[0]
+    from edgekit.errors import RuntimeUnavailableError
+    from edgekit.runtimes.registry import session_class
+
+    try:
+        session_class(art.target.format).check_delegate(delegate)
+    except RuntimeUnavailableError as e:  # a runtime this OS lacks (Core ML off macOS): verified, not timed
+        row.note = str(e).split(";")[0]
+        return row
     try:
         if delegate != "cpu":
             data = calibration.samples(art.source_io, None, n=8, seed=12)
