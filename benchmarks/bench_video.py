@@ -10,13 +10,14 @@ import numpy as np
 from edgekit.pipeline.costs import measure_costs
 from edgekit.pipeline.executor import PipelineRunner, StageCalls, run_sequential
 from edgekit.pipeline.placement import plan
+from edgekit.pipeline.spec import reset_stages
 from edgekit.pipeline.units import local_units
 from edgekit.profiling.appconfig import load_config
 from edgekit.video import kernels, quality
 from edgekit.video.effects.beauty import FaceTracker
 from edgekit.video.effects.denoise import TemporalDenoiser
 from edgekit.video.effects.lowlight import clahe, open_lowlight
-from edgekit.video.process import build_pipeline, reset_state
+from edgekit.video.process import build_pipeline
 from edgekit.video.synthetic_video import synthetic_clip
 
 CONFIG = Path("profiles/configs/local-cpu.json")
@@ -104,14 +105,12 @@ def speed_rows(cfg) -> list[str]:
         calls = StageCalls(units)
         costs, _ = measure_costs(spec, units, frames[0], repeats=10, calls=calls)
         p = plan(spec, costs)
-        for st in spec.stages:
-            reset_state(st.kernel)
+        reset_stages(spec)
         t0 = time.perf_counter()
         for _ in run_sequential(spec, p, units, frames, output="output", calls=calls):
             pass
         seq = len(frames) / (time.perf_counter() - t0)
-        for st in spec.stages:
-            reset_state(st.kernel)
+        reset_stages(spec)
         runner = PipelineRunner(spec, p, units, max_in_flight=4, calls=calls)
         for _ in runner.run(frames, output="output"):
             pass

@@ -5,8 +5,8 @@ import pytest
 from edgekit.pipeline import placement
 from edgekit.pipeline.executor import PipelineRunner, StageCalls
 from edgekit.pipeline.placement import plan
-from edgekit.pipeline.schedule import compare, load_fresh, schedule, synthetic_frames
-from edgekit.pipeline.spec import PipelineSpec, Stage, load_pipeline
+from edgekit.pipeline.schedule import compare, schedule, synthetic_frames
+from edgekit.pipeline.spec import PipelineSpec, Stage, load_pipeline, reset_stages
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +64,7 @@ def test_injected_unit_failure_loses_no_frame(scheduled, frames):
 
 
 def test_flow_limiter_drops_and_bounds_in_flight(scheduled, frames):
-    spec = load_fresh(scheduled.spec)
+    spec = reset_stages(scheduled.spec)
     runner = PipelineRunner(spec, scheduled.plan, scheduled.units, max_in_flight=2)
     out = list(runner.run(frames, fps=1000.0, output="output"))  # input far faster than the pipeline
     st = runner.stats
@@ -78,7 +78,7 @@ def test_chain_exhausted_is_an_error(scheduled, frames):
 
     calls = StageCalls(scheduled.units)
     calls.injected = {u: 0 for u in scheduled.units}  # every unit fails
-    runner = PipelineRunner(load_fresh(scheduled.spec), scheduled.plan, scheduled.units, calls=calls)
+    runner = PipelineRunner(reset_stages(scheduled.spec), scheduled.plan, scheduled.units, calls=calls)
     with pytest.raises(DeviceError, match="no unit left"):
         list(runner.run(frames[:3]))
 

@@ -13,7 +13,7 @@ from edgekit.pipeline.costs import measure_costs
 from edgekit.pipeline.executor import PipelineRunner, StageCalls, run_sequential
 from edgekit.pipeline.placement import Plan, plan
 from edgekit.pipeline.report import summarize, timeline_png
-from edgekit.pipeline.spec import PipelineSpec, load_pipeline
+from edgekit.pipeline.spec import PipelineSpec, load_pipeline, reset_stages
 from edgekit.pipeline.units import local_units
 
 BUNDLED = Path(__file__).resolve().parents[2] / "profiles" / "pipelines"
@@ -60,13 +60,13 @@ def compare(s: Scheduled, frames: list[np.ndarray], max_in_flight: int = 4, outp
     used = {s.spec.stages[0].unit_of(c) for c in s.plan.assignment.values()}
     used |= {st.unit_of(c) for st in s.spec.stages for c in st.units if st.unit_of(c) in s.units}
     units = {u: s.units[u] for u in used}
-    seq_spec = load_fresh(s.spec)
+    seq_spec = reset_stages(s.spec)
     t0 = time.perf_counter()
     sequential = [out for _, out in run_sequential(seq_spec, s.plan, units, frames, output=output)]
     seq_s = time.perf_counter() - t0
     calls = StageCalls(units)
     calls.injected = dict(inject or {})
-    runner = PipelineRunner(load_fresh(s.spec), s.plan, units, max_in_flight=max_in_flight, calls=calls)
+    runner = PipelineRunner(reset_stages(s.spec), s.plan, units, max_in_flight=max_in_flight, calls=calls)
     pipelined = list(runner.run(frames, output=output))
     if [i for i, _ in pipelined] != list(range(len(frames))):
         raise DeviceError("pipelined run lost or reordered frames")
@@ -78,19 +78,3 @@ def compare(s: Scheduled, frames: list[np.ndarray], max_in_flight: int = 4, outp
         timeline_png(runner.stats, timeline, title=f"{s.spec.name}: pipelined on {', '.join(sorted(units))}")
         summary["timeline"] = str(timeline)
     return summary
-
-
-def load_fresh(spec: PipelineSpec) -> PipelineSpec:
-    """A copy with fresh instances of stateful kernels (so two runs start from the same state)."""
-    import copy
-
-    return PipelineSpec(spec.name, [copy.copy(st) if not hasattr(st.kernel, "previous") else
-                                    _fresh_stage(st) for st in spec.stages])
-
-
-def _fresh_stage(stage):
-    import copy
-
-    new = copy.copy(stage)
-    new.kernel = type(stage.kernel)()
-    return new

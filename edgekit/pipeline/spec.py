@@ -107,3 +107,19 @@ def _models(model: dict, cache: Path) -> dict[str, str]:
     h, w = model["shape"][-2:]
     return {fmt: str(cached_artifact(model["source"], target, (h, w), cache).path)
             for fmt, target in model["targets"].items()}
+
+
+def reset_state(kernel) -> None:
+    """Forget what a stateful kernel (smoother, denoiser, tracker, ...) carried over from earlier frames."""
+    for attr in ("previous", "curves", "box"):
+        if hasattr(kernel, attr):
+            setattr(kernel, attr, None)
+    if getattr(kernel, "filter", None) is not None:
+        kernel.filter.reset()
+
+
+def reset_stages(spec: PipelineSpec) -> PipelineSpec:
+    """Reset every stateful kernel of ``spec`` so a run starts from frame 0's state; returns ``spec``."""
+    for stage in spec.stages:
+        reset_state(stage.kernel)
+    return spec

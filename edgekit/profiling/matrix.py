@@ -91,7 +91,10 @@ def _measure(art, delegate: str, resolution: str, convert_s: float, threads, run
     try:
         if delegate != "cpu":
             data = calibration.samples(art.source_io, None, n=8, seed=12)
-            report = check(_reference(art), open_session(art, 1, delegate), data, art.target.tolerance_class)
+            from edgekit.api import reference_session
+
+            report = check(reference_session(art)[0], open_session(art, 1, delegate), data,
+                           art.target.tolerance_class)
             o = report.outputs[0]
             row.parity, row.iou, row.max_abs = "pass" if report.passed else "FAIL", o.iou, o.max_abs
         for n in threads:
@@ -101,18 +104,6 @@ def _measure(art, delegate: str, resolution: str, convert_s: float, threads, run
     except EdgekitError as e:
         row.error = str(e)
     return row
-
-
-def _reference(art):
-    import tempfile
-
-    from edgekit.ingest import load_source
-    from edgekit.runtimes.onnxruntime import OrtSession
-
-    shapes = {k: tuple(v) for k, v in art.source["input_shapes"].items()}
-    with tempfile.TemporaryDirectory() as work:
-        src = load_source(art.source["path"], Path(work), shapes)
-        return OrtSession.reference(src)
 
 
 def markdown(rows: list[MatrixRow], threads: tuple[int, ...] = (1, 2)) -> str:

@@ -16,7 +16,7 @@ from edgekit.errors import EdgekitError, InputError
 from edgekit.pipeline.costs import measure_costs
 from edgekit.pipeline.executor import PipelineRunner, StageCalls, run_sequential
 from edgekit.pipeline.placement import plan
-from edgekit.pipeline.spec import PipelineSpec, Stage
+from edgekit.pipeline.spec import PipelineSpec, Stage, reset_stages
 from edgekit.pipeline.units import local_units
 from edgekit.profiling.appconfig import load_config
 from edgekit.video import kernels
@@ -148,8 +148,7 @@ def process(input: str | Path, output: str | Path, config: str | Path, effects: 
                                                             for c in s.units)}
     calls = StageCalls(units)
     costs, _ = measure_costs(spec, units, first, repeats=3, calls=calls)
-    for stage in spec.stages:  # measuring ran the stateful kernels: start the video from a clean state
-        reset_state(stage.kernel)
+    reset_stages(spec)  # measuring ran the stateful kernels: start the video from a clean state
     p = plan(spec, costs)
     writer = FrameWriter(output, src.fps)
     every = max(1, (src.expected or 60) // samples)
@@ -193,12 +192,3 @@ def process(input: str | Path, output: str | Path, config: str | Path, effects: 
     notes = [src.stopped] if src.stopped else []
     return ProcessReport(src.read, done, src.stopped, wall, done / wall if wall else 0.0, str(out_path), str(sheet),
                          p.to_dict(), {f"{k[0]}@{k[1]}": v for k, v in costs.items()}, notes)
-
-
-def reset_state(kernel) -> None:
-    """Forget what a stateful kernel carried over from earlier frames."""
-    for attr in ("previous", "curves", "box"):
-        if hasattr(kernel, attr):
-            setattr(kernel, attr, None)
-    if getattr(kernel, "filter", None) is not None:
-        kernel.filter.reset()
