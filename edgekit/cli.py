@@ -393,7 +393,9 @@ def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
     if frames:
         r = result["run"]
         out.print(f"run: {r['frames_out']} frames, pipelined {r['throughput_fps']:.1f} fps vs sequential "
-                  f"{r['sequential_fps']:.1f} fps ({r['speedup']:.2f}x); p50/p95 latency {r['latency_p50_ms']:.1f}/"
+                  f"{r['sequential_fps']:.1f} fps on one thread ({r['speedup']:.2f}x), "
+                  f"{r['sequential_library_threads_fps']:.1f} fps with threaded libraries "
+                  f"({r['speedup_vs_library_threads']:.2f}x); p50/p95 latency {r['latency_p50_ms']:.1f}/"
                   f"{r['latency_p95_ms']:.1f} ms; outputs equal: {r['outputs_equal']}")
 
 

@@ -44,7 +44,7 @@ def test_schedule_measures_real_units(scheduled):
     assert {"cpu0", "cpu1"} <= set(scheduled.units)
     assert all(v > 0 for v in scheduled.costs.values())
     assert scheduled.costs[("segment", "cpu0:onnx")] > 0
-    assert set(scheduled.plan.assignment) == {"prepare", "segment", "refine", "smooth", "blur"}
+    assert set(scheduled.plan.assignment) == {"prepare", "segment", "refine", "smooth", "background", "composite"}
     if "gpu" in scheduled.units:
         assert "software GPU" in scheduled.units["gpu"].description or "Vulkan" in scheduled.units["gpu"].description
 
@@ -89,3 +89,16 @@ def test_bad_pipeline_is_refused(tmp_path):
     with pytest.raises(InputError, match="needs \\['mask'\\]"):
         load_pipeline({"stages": [{"name": "x", "kernel": "edgekit.video.kernels:composite",
                                    "inputs": ["mask"], "outputs": ["y"], "units": ["cpu0"]}]})
+
+
+def test_units_share_one_heap():
+    """Worker threads must not each get a malloc heap (720p buffers would be faulted in again per frame)."""
+    import os
+    import platform
+
+    from edgekit.pipeline.units import share_one_heap
+
+    if "MALLOC_ARENA_MAX" in os.environ:
+        assert share_one_heap() == (os.environ["MALLOC_ARENA_MAX"] == "1")
+    else:
+        assert share_one_heap() == (platform.libc_ver()[0] == "glibc")

@@ -11,13 +11,17 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.pipeline.executor import StageCalls
 from edgekit.pipeline.spec import PipelineSpec
-from edgekit.pipeline.units import Unit
+from edgekit.pipeline.units import Unit, unit_execution
 
 
 def measure_costs(spec: PipelineSpec, units: dict[str, Unit], frame: np.ndarray, repeats: int = 10,
                   calls: StageCalls | None = None) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], str]]:
     """Median ms per (stage, choice); choices that cannot run here are returned with the reason."""
-    calls = calls or StageCalls(units)
+    with unit_execution():
+        return _measure(spec, units, frame, repeats, calls or StageCalls(units))
+
+
+def _measure(spec, units, frame, repeats, calls):
     values = {"frame": frame}
     inputs = {}
     for s in spec.stages:  # intermediate values from the first runnable choice of each stage

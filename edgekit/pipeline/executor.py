@@ -10,6 +10,8 @@ silently, and if a chain runs out the error reaches the caller.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import queue
 import threading
 import time
@@ -22,7 +24,7 @@ import numpy as np
 from edgekit.errors import DeviceError, EdgekitError
 from edgekit.pipeline.placement import Plan
 from edgekit.pipeline.spec import PipelineSpec, Stage
-from edgekit.pipeline.units import Unit
+from edgekit.pipeline.units import Unit, unit_execution
 
 _STOP = object()
 
@@ -89,6 +91,7 @@ class _Item:
     values: dict
     stage: int = 0
     t_submit: float = 0.0
+    t_done: float = 0.0
 
 
 class PipelineRunner:
@@ -102,7 +105,10 @@ class PipelineRunner:
         self.calls = calls or StageCalls(units)
         self.failed: set[tuple[str, str]] = set()
         self.stats = RunStats()
-        self._queues = {u: queue.Queue() for u in units}
+        # oldest frame first: a unit busy with several frames finishes the one that entered earliest,
+        # which keeps latency near the work's length without costing throughput
+        self._queues = {u: queue.PriorityQueue() for u in units}
+        self._tickets = itertools.count()
         self._done: queue.Queue = queue.Queue()
         self._in_flight = 0  # only the driving thread (submit/_drain) changes it
         self._lock = threading.Lock()
@@ -113,7 +119,7 @@ class PipelineRunner:
         unit.enter()
         q = self._queues[unit.name]
         while True:
-            item = q.get()
+            _, _, item = q.get()
             if item is _STOP:
                 return
             stage = self.spec.stages[item.stage]
@@ -129,13 +135,14 @@ class PipelineRunner:
                 self.stats.spans.append((item.index, stage.name, unit.name, t0 - self._t0, t1 - self._t0))
             item.stage += 1
             if item.stage == len(self.spec.stages):
+                item.t_done = t1  # latency ends here, not when the caller next collects
                 self._done.put(item)
             else:
                 self._route(item)
 
     def _route(self, item: _Item) -> None:
         stage = self.spec.stages[item.stage]
-        self._queues[stage.unit_of(self.assignment[stage.name])].put(item)
+        self._queues[stage.unit_of(self.assignment[stage.name])].put((item.index, next(self._tickets), item))
 
     def _fail_over(self, item: _Item, stage: Stage, choice: str, error: Exception) -> None:
         reason = str(error) if isinstance(error, EdgekitError) else f"{type(error).__name__}: {error}"
@@ -172,10 +179,10 @@ class PipelineRunner:
     def run(self, frames: Iterable[np.ndarray], fps: float | None = None, output: str | None = None) -> Iterator:
         """Feed ``frames`` (at ``fps`` like a camera, or as fast as the pipeline takes them) and yield
         ``(index, values)`` (or ``values[output]``) in frame order."""
-        import cv2
+        with unit_execution():
+            yield from self._run(frames, fps, output)
 
-        cv_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)  # the units are the parallelism; OpenCV's own pool would oversubscribe the cores
+    def _run(self, frames: Iterable[np.ndarray], fps: float | None, output: str | None) -> Iterator:
         threads = [threading.Thread(target=self._worker, args=(u,), daemon=True) for u in self.units.values()]
         for t in threads:
             t.start()
@@ -204,10 +211,9 @@ class PipelineRunner:
         finally:
             self.stats.wall_s = time.perf_counter() - self._t0
             for q in self._queues.values():
-                q.put(_STOP)
+                q.put((float("inf"), next(self._tickets), _STOP))
             for t in threads:
                 t.join(timeout=5)
-            cv2.setNumThreads(cv_threads)
 
     def _drain(self, pending: dict, accepted: list[int], block: bool, output: str | None):
         while True:
@@ -219,8 +225,7 @@ class PipelineRunner:
                 return
             if isinstance(item, Exception):
                 raise item
-            now = time.perf_counter()
-            self.stats.latencies_ms.append((now - item.t_submit) * 1000)
+            self.stats.latencies_ms.append((item.t_done - item.t_submit) * 1000)
             self.stats.completed += 1
             self._in_flight -= 1
             pending[item.index] = item.values
@@ -233,11 +238,13 @@ class PipelineRunner:
 
 
 def run_sequential(spec: PipelineSpec, plan: Plan, units: dict[str, Unit], frames: Iterable[np.ndarray],
-                   output: str | None = None, calls: StageCalls | None = None):
-    """The same stages and units, one frame at a time in this thread (the baseline)."""
+                   output: str | None = None, calls: StageCalls | None = None, library_threads: bool = False):
+    """The same stage calls, one frame at a time in this thread (the baseline), threaded as the units
+    run them (:func:`unit_execution`), or with OpenCV's own thread pool when ``library_threads``."""
     calls = calls or StageCalls(units)
-    for i, frame in enumerate(frames):
-        values = {"frame": frame}
-        for s in spec.stages:
-            values.update(calls(s, plan.assignment[s.name], values, i))
-        yield i, (values[output] if output else values)
+    with contextlib.nullcontext() if library_threads else unit_execution():
+        for i, frame in enumerate(frames):
+            values = {"frame": frame}
+            for s in spec.stages:
+                values.update(calls(s, plan.assignment[s.name], values, i))
+            yield i, (values[output] if output else values)

@@ -94,9 +94,10 @@ class Teacher:
         from edgekit.zoo.portrait_seg import WithFeatures
 
         model = _maybe_ddp(WithFeatures(self.net))
-        opt = torch.optim.AdamW(model.parameters(), lr=self.recipe.lr, weight_decay=1e-4)
-        steps = self.recipe.teacher.train_steps
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.recipe.lr, total_steps=max(steps, 1),
+        cfg = self.recipe.teacher
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        steps = cfg.train_steps
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1),
                                                     pct_start=0.1)
         model.train()
         for step in range(steps):

@@ -24,6 +24,7 @@ class TeacherConfig:
     checkpoint: str = ""                   # teacher weights; a builtin teacher is trained first when missing
     artifact: str = ""                     # kind=artifact: an edgekit artifact run by a Session (output only)
     train_steps: int = 1500                # steps to train a builtin teacher that has no checkpoint
+    lr: float = 4e-3                       # peak learning rate of that teacher training
 
 
 @dataclass

@@ -24,8 +24,8 @@ def refine_mask(mask: np.ndarray, frame_bgr: np.ndarray, radius: int = 4, eps: f
     H, W = frame_bgr.shape[:2]
     mh, mw = mask.shape[-2:]
     gh, gw = mh * work_scale, mw * work_scale
-    guide = cv2.resize(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY), (gw, gh), interpolation=cv2.INTER_AREA)
-    guide = guide.astype(np.float32) * (1 / 255.0)
+    full_guide = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+    guide = cv2.resize(full_guide, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255.0)
     p = cv2.resize(mask.reshape(mh, mw).astype(np.float32), (gw, gh), interpolation=cv2.INTER_LINEAR)
     k = (2 * radius + 1, 2 * radius + 1)
     mean_i, mean_p = cv2.boxFilter(guide, -1, k), cv2.boxFilter(p, -1, k)
@@ -36,7 +36,6 @@ def refine_mask(mask: np.ndarray, frame_bgr: np.ndarray, radius: int = 4, eps: f
     mean_a = cv2.resize(cv2.boxFilter(a, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
     mean_b = cv2.resize(cv2.boxFilter(b, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
     # full-resolution work in OpenCV (no GIL held, no temporaries): q = mean_a * I + mean_b
-    full_guide = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
     q = cv2.scaleAdd(cv2.multiply(mean_a, full_guide, dtype=cv2.CV_32F), 1 / 255.0, mean_b)
     return cv2.min(cv2.max(q, 0.0), 1.0)
 
@@ -61,8 +60,15 @@ class TemporalSmoother:
 
 
 def blur_background(frame_bgr: np.ndarray, alpha: np.ndarray, strength: float = 1.0, scale: int = 4) -> np.ndarray:
-    """Blur the background only: a normalized convolution of the background pixels (person pixels get
-    no weight, so no halo of the person bleeds into the blur), computed at 1/``scale`` size."""
+    """Blur the background only: :func:`blurred_background` composited under the person."""
+    return composite(frame_bgr, blurred_background(frame_bgr, alpha, strength, scale), alpha)
+
+
+def blurred_background(frame_bgr: np.ndarray, alpha: np.ndarray, strength: float = 1.0,
+                       scale: int = 4) -> np.ndarray:
+    """The blurred background at frame size (uint8): a normalized convolution of the background pixels
+    (person pixels get no weight, so no halo of the person bleeds into the blur), computed at
+    1/``scale`` size. A pipeline stage of its own, so it can run beside the compositing of another frame."""
     H, W = frame_bgr.shape[:2]
     small = cv2.resize(frame_bgr, (W // scale, H // scale), interpolation=cv2.INTER_AREA).astype(np.float32)
     a_small = cv2.resize(alpha, (W // scale, H // scale), interpolation=cv2.INTER_AREA)
@@ -71,8 +77,7 @@ def blur_background(frame_bgr: np.ndarray, alpha: np.ndarray, strength: float = 
     num = cv2.GaussianBlur(small * bg_w[..., None], (k, k), 0)
     den = cv2.GaussianBlur(bg_w, (k, k), 0)
     blurred = (num / np.maximum(den, 1e-3)[..., None]).astype(np.uint8)
-    blurred = cv2.resize(blurred, (W, H), interpolation=cv2.INTER_LINEAR)
-    return composite(frame_bgr, blurred, alpha)
+    return cv2.resize(blurred, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
 def replace_background(frame_bgr: np.ndarray, alpha: np.ndarray, background_bgr: np.ndarray,

@@ -125,8 +125,9 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
         if "replace" in effects:
             add("composite", BackgroundReplacer(background), [image, "alpha"], ["output"])
         else:
-            add("composite", functools.partial(kernels.blur_background, strength=strengths.get("blur", 1.0)),
-                [image, "alpha"], ["output"])
+            add("background", functools.partial(kernels.blurred_background, strength=strengths.get("blur", 1.0)),
+                [image, "alpha"], ["blurred"])
+            add("composite", kernels.composite, [image, "blurred", "alpha"], ["output"])
     else:
         add("output", lambda x: x, [image], ["output"])
     spec = PipelineSpec("process:" + "+".join(effects), stages)
