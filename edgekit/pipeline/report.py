@@ -32,26 +32,32 @@ def summarize(stats: RunStats, units: dict[str, Unit]) -> dict:
     }
 
 
-def timeline_png(stats: RunStats, path: Path, frames: int = 6, title: str = "pipeline timeline") -> Path:
-    """Gantt chart of the first ``frames`` frames: one row per unit, one colour per stage."""
+def timeline_png(stats: RunStats, path: Path, frames: int = 6, title: str = "pipeline timeline",
+                 first: int | None = None) -> Path:
+    """Gantt chart of ``frames`` consecutive frames from ``first`` (default: the middle of the run, past
+    the warm-up): one row per unit, one colour per stage."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spans = [s for s in stats.spans if s[0] < frames]
+    if first is None:
+        first = max(0, (max((s[0] for s in stats.spans), default=0) - frames) // 2)
+    spans = [s for s in stats.spans if first <= s[0] < first + frames]
+    t_start = min((s[3] for s in spans), default=0.0)
     units = sorted({s[2] for s in spans})
     stages = list(dict.fromkeys(s[1] for s in spans))
-    fig, ax = plt.subplots(figsize=(10, 0.8 + 0.7 * len(units)), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.7 * len(units)), dpi=110)
     for f, stage, unit, t0, t1 in spans:
         y = units.index(unit)
+        t0, t1 = t0 - t_start, t1 - t_start
         ax.barh(y, (t1 - t0) * 1000, left=t0 * 1000, color=f"C{stages.index(stage)}", edgecolor="black", lw=0.4)
         ax.text((t0 + t1) * 500, y, str(f), ha="center", va="center", fontsize=6)
     ax.set_yticks(range(len(units)), units)
-    ax.set_xlabel("ms since start (numbers: frame index)")
-    ax.set_title(title)
+    ax.set_xlabel(f"ms since frame {first} entered its first stage (numbers: frame index)")
+    ax.set_title(title, pad=22)
     ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=f"C{i}") for i in range(len(stages))], labels=stages,
-              fontsize=7, loc="upper right", ncol=len(stages))
+              fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(stages), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
