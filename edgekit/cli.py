@@ -336,6 +336,8 @@ def distill(config, resume, nproc, as_json):
                 if what not in tasks:
                     tasks[what] = bar.add_task(what, total=n)
                 bar.update(tasks[what], completed=i, description=f"{what} loss {loss:.3f}")
+                if not err.is_terminal and (i == n or i % max(1, n // 10) == 0):  # logs get a line per 10%
+                    err.print(f"{what}: step {i}/{n}, loss {loss:.3f}")
 
             result = run_distill(recipe, resume=resume, progress=show)
     if as_json:
