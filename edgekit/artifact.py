@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit import interrupts
 from edgekit.errors import InputError, OutputError
 from edgekit.spec import IOSpec
 from edgekit.target import Target
@@ -151,6 +152,7 @@ def staging(final: Path):
         raise OutputError(f"cannot write to output directory {final}: {e.strerror or e}") from e
     try:
         yield tmp
+        interrupts.check()  # a Ctrl-C swallowed by a finalizer must still stop the commit
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.edgekit-old-{os.getpid()}")

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from edgekit import interrupts
 from edgekit.errors import EdgekitError
 
 out = Console()
@@ -480,6 +481,7 @@ def schema(name):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map edgekit errors to one stderr line and an exit code."""
+    interrupts.install()
     try:
         cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as e:

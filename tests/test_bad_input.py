@@ -101,6 +101,22 @@ def test_ctrl_c_leaves_nothing(tmp_path, tiny_onnx):
     time.sleep(0.5)
     os.kill(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr[-3000:]
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert list(outdir.parent.iterdir()) == []
+
+
+def test_swallowed_ctrl_c_still_stops_the_commit(tmp_path, monkeypatch):
+    """A KeyboardInterrupt lost in a finalizer must not let the artifact be committed."""
+    import threading
+
+    from edgekit import interrupts
+    from edgekit.artifact import staging
+
+    flag = threading.Event()
+    flag.set()
+    monkeypatch.setattr(interrupts, "_interrupted", flag)
+    with pytest.raises(KeyboardInterrupt):
+        with staging(tmp_path / "artifact") as tmp:
+            (tmp / "model.onnx").write_bytes(b"x")
+    assert list(tmp_path.iterdir()) == []
