@@ -110,7 +110,9 @@ def _models(model: dict, cache: Path) -> dict[str, str]:
 
 
 def reset_state(kernel) -> None:
-    """Forget what a stateful kernel (smoother, denoiser, tracker, ...) carried over from earlier frames."""
+    """Forget what a stateful kernel (smoother, denoiser, tracker, ...) carried over from earlier frames.
+    A bound method's state is its object's."""
+    kernel = getattr(kernel, "__self__", kernel)
     for attr in ("previous", "curves", "box"):
         if hasattr(kernel, attr):
             setattr(kernel, attr, None)

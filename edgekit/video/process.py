@@ -102,7 +102,9 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
     if "lowlight" in effects:
         from edgekit.video.effects.lowlight import open_lowlight
 
-        add("lowlight", open_lowlight(strengths.get("lowlight", 1.0), threads), [image], ["bright"], ["cpu1", "cpu0"])
+        lowlight = open_lowlight(strengths.get("lowlight", 1.0), threads)
+        add("lowlight", lowlight.estimate, [image], ["curves"], ["cpu1", "cpu0"])
+        add("brighten", lowlight.apply, [image, "curves"], ["bright"])
         image = "bright"
     if "beauty" in effects:
         from edgekit.video.effects.beauty import BeautySettings, FaceTracker, apply_beauty

@@ -25,26 +25,40 @@ def curve_lut(levels: int = LEVELS, iterations: int = ITERATIONS) -> np.ndarray:
 
 
 class LowLight:
-    """Stateful (the curves are smoothed over frames): call it on each BGR uint8 frame in order."""
+    """Stateful (the curves are smoothed over frames): call it on each BGR uint8 frame in order.
+
+    Two steps a pipeline can place on different units: :meth:`curves` (the network at low resolution,
+    smoothed over time) and :meth:`apply` (the lookup at full resolution)."""
 
     def __init__(self, session, strength: float = 1.0, smoothing: float = 0.7):
         self.session, self.strength, self.smoothing = session, strength, smoothing
         self.lut = curve_lut().ravel()
-        self.curves: np.ndarray | None = None
+        self.curves: np.ndarray | None = None  # the smoothed curve maps of the previous frame
         self.hw = tuple(session.io.inputs[0].shape[-2:])
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
+        return self.apply(frame_bgr, self.estimate(frame_bgr))
+
+    def estimate(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Curve maps (3 x h x w, RGB, in [-1, 1] times strength) of this frame, smoothed over time."""
         h, w = self.hw
         small = cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA)[..., ::-1].astype(np.float32) / 255.0
         a = self.session.run({self.session.io.inputs[0].name: small.transpose(2, 0, 1)[None].copy()})
-        a = next(iter(a.values()))[0] * self.strength  # 3 x h x w, RGB
+        a = next(iter(a.values()))[0] * self.strength
         if self.curves is not None and self.curves.shape == a.shape:
             a = self.smoothing * self.curves + (1 - self.smoothing) * a
         self.curves = a
+        return a
+
+    def apply(self, frame_bgr: np.ndarray, curves: np.ndarray) -> np.ndarray:
+        """The curves applied at full resolution through the (curve level, pixel) lookup table."""
         H, W = frame_bgr.shape[:2]
-        a_bgr = cv2.resize(np.ascontiguousarray(a[::-1].transpose(1, 2, 0)), (W, H), interpolation=cv2.INTER_LINEAR)
+        a_bgr = cv2.resize(np.ascontiguousarray(curves[::-1].transpose(1, 2, 0)), (W, H),
+                           interpolation=cv2.INTER_LINEAR)
         level = ((np.clip(a_bgr, -1, 1) + 1) * (LEVELS / 2) + 0.5).astype(np.uint16)
-        return self.lut[level * 256 + frame_bgr]
+        level *= 256  # in place: the table index level * 256 + pixel without more 720p temporaries
+        level += frame_bgr
+        return np.take(self.lut, level)
 
 
 def clahe(frame_bgr: np.ndarray, clip: float = 3.0) -> np.ndarray:
