@@ -3,7 +3,7 @@ sequential (same stages, same units), with p50/p95 latency; the timeline PNG goe
 
 from pathlib import Path
 
-from edgekit.pipeline.executor import PipelineRunner
+from edgekit.pipeline.executor import PipelineRunner, StageCalls
 from edgekit.pipeline.report import summarize
 from edgekit.pipeline.schedule import compare, schedule, synthetic_frames
 from edgekit.pipeline.spec import reset_stages
@@ -18,7 +18,10 @@ if __name__ == "__main__":
     # as fast as it goes, 4 frames are always in flight, so latency is mostly queueing (Little's law);
     # fed like a 60 fps camera, latency is the frame's own path through the units
     used = {u: s.units[u] for u in r["units"]}
-    runner = PipelineRunner(reset_stages(s.spec), s.plan, used, max_in_flight=4)
+    calls = StageCalls(used)
+    for _ in PipelineRunner(reset_stages(s.spec), s.plan, used, 4, calls).run(frames[:8], output="output"):
+        pass  # sessions opened and first buffers made, as in compare()
+    runner = PipelineRunner(reset_stages(s.spec), s.plan, used, max_in_flight=4, calls=calls)
     for _ in runner.run(frames, fps=CAMERA_FPS, output="output"):
         pass
     cam = summarize(runner.stats, used)

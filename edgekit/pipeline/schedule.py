@@ -16,6 +16,7 @@ from edgekit.pipeline.report import summarize, timeline_png
 from edgekit.pipeline.spec import PipelineSpec, load_pipeline, reset_stages
 from edgekit.pipeline.units import local_units
 
+WARM_UP = 8  # frames each way runs before its clock starts (sessions opened, first buffers made)
 BUNDLED = Path(__file__).resolve().parents[2] / "profiles" / "pipelines"
 
 
@@ -61,8 +62,8 @@ def compare(s: Scheduled, frames: list[np.ndarray], max_in_flight: int = 4, outp
     used |= {st.unit_of(c) for st in s.spec.stages for c in st.units if st.unit_of(c) in s.units}
     units = {u: s.units[u] for u in used}
 
-    def warmed(calls: StageCalls, **kw) -> StageCalls:  # sessions opened before the clock starts
-        for _, out in run_sequential(reset_stages(s.spec), s.plan, units, frames[:1], output=output, calls=calls,
+    def warmed(calls: StageCalls, **kw) -> StageCalls:
+        for _, out in run_sequential(reset_stages(s.spec), s.plan, units, frames[:WARM_UP], output=output, calls=calls,
                                      **kw):
             shape[:] = [out.shape, out.dtype]
         reset_stages(s.spec)
@@ -88,6 +89,9 @@ def compare(s: Scheduled, frames: list[np.ndarray], max_in_flight: int = 4, outp
     _, _, lib_s = timed(run_sequential(s.spec, s.plan, units, frames, output=output, calls=lib_calls,
                                        library_threads=True))
     calls = warmed(StageCalls(units))
+    for _ in PipelineRunner(s.spec, s.plan, units, max_in_flight, calls).run(frames[:WARM_UP], output=output):
+        pass
+    reset_stages(s.spec)
     calls.injected = dict(inject or {})
     runner = PipelineRunner(s.spec, s.plan, units, max_in_flight=max_in_flight, calls=calls)
     pipelined, order, _ = timed(runner.run(frames, output=output))
