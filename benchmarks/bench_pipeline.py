@@ -5,8 +5,7 @@ from pathlib import Path
 
 from edgekit.pipeline.executor import PipelineRunner, StageCalls
 from edgekit.pipeline.report import summarize
-from edgekit.pipeline.schedule import compare, schedule, synthetic_frames
-from edgekit.pipeline.spec import reset_stages
+from edgekit.pipeline.schedule import compare, schedule, synthetic_frames, warm_pipelined
 
 CAMERA_FPS = 60
 
@@ -18,10 +17,8 @@ if __name__ == "__main__":
     # as fast as it goes, 4 frames are always in flight, so latency is mostly queueing (Little's law);
     # fed like a 60 fps camera, latency is the frame's own path through the units
     used = {u: s.units[u] for u in r["units"]}
-    calls = StageCalls(used)
-    for _ in PipelineRunner(reset_stages(s.spec), s.plan, used, 4, calls).run(frames[:8], output="output"):
-        pass  # sessions opened and first buffers made, as in compare()
-    runner = PipelineRunner(reset_stages(s.spec), s.plan, used, max_in_flight=4, calls=calls)
+    calls = warm_pipelined(s, used, StageCalls(used), frames)  # as compare() does
+    runner = PipelineRunner(s.spec, s.plan, used, max_in_flight=4, calls=calls)
     for _ in runner.run(frames, fps=CAMERA_FPS, output="output"):
         pass
     cam = summarize(runner.stats, used)
@@ -34,7 +31,7 @@ if __name__ == "__main__":
         lines.append(f"| {st.name} | " + " | ".join(cells) + f" | {s.plan.assignment[st.name]} |")
     lines += ["", "| run | fps | p50 latency ms | p95 latency ms |", "|---|---|---|---|",
               f"| sequential, one thread (the same stage calls) | {r['sequential_fps']:.1f} | - | - |",
-              f"| sequential, libraries threaded (OpenCV pool, {len(r['units']) - ('gpu' in r['units'])}-thread "
+              f"| sequential, libraries threaded (OpenCV pool, {r['library_threads']}-thread "
               f"runtimes) | {r['sequential_library_threads_fps']:.1f} | - | - |",
               f"| pipelined ({', '.join(sorted(r['units']))}) | {r['throughput_fps']:.1f} | "
               f"{r['latency_p50_ms']:.1f} | {r['latency_p95_ms']:.1f} |",

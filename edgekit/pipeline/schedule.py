@@ -81,17 +81,14 @@ def compare(s: Scheduled, frames: list[np.ndarray], max_in_flight: int = 4, outp
         return store, order, time.perf_counter() - t0
 
     shape: list = []
-    calls = warmed(StageCalls(units))
+    calls = warmed(StageCalls(units))  # also records the output's shape
     sequential, _, seq_s = timed(run_sequential(s.spec, s.plan, units, frames, output=output, calls=calls))
     # a second baseline: still one frame at a time, but every library spreads its own work on all cores
     cores = sum(u.kind == "cpu" for u in s.units.values())
     lib_calls = warmed(StageCalls(units, threads=cores), library_threads=True)
     _, _, lib_s = timed(run_sequential(s.spec, s.plan, units, frames, output=output, calls=lib_calls,
                                        library_threads=True))
-    calls = warmed(StageCalls(units))
-    for _ in PipelineRunner(s.spec, s.plan, units, max_in_flight, calls).run(frames[:WARM_UP], output=output):
-        pass
-    reset_stages(s.spec)
+    calls = warm_pipelined(s, units, StageCalls(units), frames, max_in_flight, output)
     calls.injected = dict(inject or {})
     runner = PipelineRunner(s.spec, s.plan, units, max_in_flight=max_in_flight, calls=calls)
     pipelined, order, _ = timed(runner.run(frames, output=output))
@@ -100,10 +97,21 @@ def compare(s: Scheduled, frames: list[np.ndarray], max_in_flight: int = 4, outp
     equal = all(np.array_equal(a, b) for a, b in zip(sequential, pipelined))
     summary = summarize(runner.stats, units)
     summary.update({"sequential_fps": len(frames) / seq_s, "speedup": summary["throughput_fps"] * seq_s / len(frames),
-                    "sequential_library_threads_fps": len(frames) / lib_s,
+                    "sequential_library_threads_fps": len(frames) / lib_s, "library_threads": cores,
                     "speedup_vs_library_threads": summary["throughput_fps"] * lib_s / len(frames),
                     "outputs_equal": equal, "plan": s.plan.to_dict()})
     if timeline:
         timeline_png(runner.stats, timeline, title=f"{s.spec.name}: pipelined on {', '.join(sorted(units))}")
         summary["timeline"] = str(timeline)
     return summary
+
+
+def warm_pipelined(s: Scheduled, units: dict, calls: StageCalls, frames: list[np.ndarray], max_in_flight: int = 4,
+                   output: str = "output") -> StageCalls:
+    """Run ``WARM_UP`` frames pipelined (sessions opened, workers' first buffers made) and reset the
+    stateful kernels, so a timed run that follows with ``calls`` measures the steady state."""
+    for _ in PipelineRunner(reset_stages(s.spec), s.plan, units, max_in_flight, calls).run(frames[:WARM_UP],
+                                                                                          output=output):
+        pass
+    reset_stages(s.spec)
+    return calls

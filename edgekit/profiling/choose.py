@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from edgekit.profiling.sweep import Point
 
@@ -32,7 +31,7 @@ def pareto_front(points: list[Point]) -> list[Point]:
 
 def _rank(p: Point, camera: tuple[int, int]) -> tuple:
     h, w = p.resolution
-    aspect_error = abs(np.log((w / h) / (camera[1] / camera[0])))  # squashing a frame distorts people
+    aspect_error = abs(math.log((w / h) / (camera[1] / camera[0])))  # squashing a frame distorts people
     return (round(p.quality or 0.0, 3), -round(aspect_error, 2), h * w, -p.p90_ms)
 
 

@@ -27,7 +27,7 @@ def curve_lut(levels: int = LEVELS, iterations: int = ITERATIONS) -> np.ndarray:
 class LowLight:
     """Stateful (the curves are smoothed over frames): call it on each BGR uint8 frame in order.
 
-    Two steps a pipeline can place on different units: :meth:`curves` (the network at low resolution,
+    Two steps a pipeline can place on different units: :meth:`estimate` (the network at low resolution,
     smoothed over time) and :meth:`apply` (the lookup at full resolution)."""
 
     def __init__(self, session, strength: float = 1.0, smoothing: float = 0.7):
