@@ -61,9 +61,16 @@ class Artifact:
     notes: list[str] = field(default_factory=list)
     parity: dict | None = None
     created: str = ""
+    #: the prepared fp32 ONNX the artifact was proved against (relative path); ``validate`` uses it, so
+    #: no source recorded in ``artifact.json`` (a ``file.py:factory``) is ever imported again
+    reference: str | None = None
 
     def file(self, role: str = "model") -> Path:
         return self.path / self.files[role]
+
+    def reference_file(self) -> Path:
+        """The stored fp32 ONNX reference (see :attr:`reference`)."""
+        return self.path / self.reference
 
     @property
     def size_bytes(self) -> int:
@@ -84,6 +91,8 @@ class Artifact:
             "options": self.options,
             "notes": self.notes,
             "parity": self.parity,
+            "reference": None if self.reference is None else {
+                "path": self.reference, "sha256": sha256_file(self.path / self.reference)},
             "created": self.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
 
@@ -115,6 +124,7 @@ class Artifact:
                 notes=d.get("notes", []),
                 parity=d.get("parity"),
                 created=d.get("created", ""),
+                reference=(d.get("reference") or {}).get("path"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{manifest} is malformed: {e}") from e

@@ -23,6 +23,8 @@ from edgekit.runtimes.onnxruntime import OrtSession
 from edgekit.target import Target
 
 Progress = Callable[[str], None]
+#: the prepared fp32 ONNX source, stored in every artifact as the reference ``validate`` compares against
+REFERENCE_FILE = "reference.onnx"
 
 
 def default_output(model: Any, target: Target) -> Path:
@@ -58,6 +60,8 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
         with staging(out) as stage:
             artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say)
             artifact.parity = report.to_dict()
+            shutil.copyfile(src.onnx_path, stage / REFERENCE_FILE)
+            artifact.reference = REFERENCE_FILE
             artifact.save()
     artifact.path = out.absolute()
     say(f"wrote {out}")
