@@ -1,9 +1,19 @@
 """The parity gate: does a converted artifact compute what the reference computes?
 
-Metrics per output: max/mean absolute difference, cosine similarity, and by output kind mask IoU
-(``probability``/``logits`` outputs of segmenters) or PSNR (``image`` outputs). Each precision class
-has its tolerances; float targets must match values tightly, quantized targets are judged by the
-task metric. A failed gate is an error (:class:`~edgekit.errors.ParityError`), never a warning.
+Metrics per output: max/mean absolute difference and cosine similarity, plus by output kind:
+
+* ``probability``/``logits`` with one channel (a binary map): mask IoU (threshold 0.5, or 0 for logits)
+  *and* cosine similarity;
+* ``probability``/``logits`` with several classes (channel axis > 1) and integer ``labels`` maps: the
+  arg-max label maps are compared class by class: pixel agreement and mean IoU over the classes present in
+  either side (class 1 everywhere vs class 2 everywhere is agreement 0, IoU 0); probabilities/logits are
+  checked by cosine too;
+* ``image``: PSNR.
+
+Each precision class has its tolerances; float targets must match values tightly, quantized targets are
+judged by the task metric. A failed gate is an error (:class:`~edgekit.errors.ParityError`), never a
+warning. Non-finite values are errors that name their side: in the inputs or the reference outputs they
+are the user's data or model (:class:`~edgekit.errors.InputError`), in the candidate they fail the gate.
 """
 
 from __future__ import annotations
@@ -12,7 +22,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edgekit.errors import ParityError
+from edgekit.errors import InputError, ParityError
+
+#: output kinds whose values are a class map (one class per pixel, or per sample for a classifier)
+MAP_KINDS = ("probability", "logits", "labels")
 
 
 @dataclass(frozen=True)
@@ -20,15 +33,22 @@ class Tolerance:
     """Limits for one precision class. ``None`` means the metric is not gated."""
 
     max_abs: float | None = None       # scaled by max(1, |reference| range)
-    min_iou: float | None = None
+    min_iou: float | None = None       # binary mask IoU, or mean IoU over classes of a label map
     min_psnr: float | None = None
-    min_cosine: float | None = None
+    min_cosine: float | None = None    # plain tensors
+    #: cosine of probability/logit maps (checked on top of their IoU)
+    min_map_cosine: float | None = None
+    #: pixel agreement of multi-class label maps
+    min_agreement: float | None = None
 
 
 TOLERANCES = {
-    "fp32": Tolerance(max_abs=1e-3, min_iou=0.995, min_psnr=50.0, min_cosine=0.9999),
-    "fp16": Tolerance(max_abs=3e-2, min_iou=0.98, min_psnr=35.0, min_cosine=0.999),
-    "int8": Tolerance(max_abs=None, min_iou=0.97, min_psnr=28.0, min_cosine=0.98),
+    "fp32": Tolerance(max_abs=1e-3, min_iou=0.995, min_psnr=50.0, min_cosine=0.9999, min_map_cosine=0.9999,
+                      min_agreement=0.999),
+    "fp16": Tolerance(max_abs=3e-2, min_iou=0.98, min_psnr=35.0, min_cosine=0.999, min_map_cosine=0.999,
+                      min_agreement=0.99),
+    "int8": Tolerance(max_abs=None, min_iou=0.97, min_psnr=28.0, min_cosine=0.98, min_map_cosine=0.98,
+                      min_agreement=0.98),
 }
 
 
@@ -42,6 +62,9 @@ class OutputParity:
     iou: float | None = None
     iou_min: float | None = None
     psnr: float | None = None
+    #: multi-class label maps: share of pixels with the same class, and the classes compared
+    agreement: float | None = None
+    classes: int | None = None
     failures: list[str] = field(default_factory=list)
 
 
@@ -69,8 +92,10 @@ class ParityReport:
         parts = []
         for o in self.outputs:
             s = f"{o.name}: max|d|={o.max_abs:.2g} cos={o.cosine:.5f}"
+            if o.agreement is not None:
+                s += f" agreement={o.agreement:.4f}"
             if o.iou is not None:
-                s += f" IoU={o.iou:.4f}"
+                s += f" {'mean IoU' if o.classes else 'IoU'}={o.iou:.4f}"
             if o.psnr is not None:
                 s += f" PSNR={o.psnr:.1f}dB"
             parts.append(s)
@@ -83,6 +108,9 @@ class ParityReport:
                 "verified_by": self.verified_by}
 
     def raise_if_failed(self, what: str) -> None:
+        """Raises:
+            ParityError: when any output failed its tolerance row.
+        """
         if not self.passed:
             raise ParityError(f"parity gate failed for {what}: " + "; ".join(self.failures), report=self)
 
@@ -93,24 +121,101 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def class_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
+    """Compare two integer label maps class by class.
+
+    Returns (pixel agreement, mean IoU over the classes present in either map, number of those classes).
+    """
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    agreement = float(np.mean(a == b)) if a.size else 1.0
+    classes = np.union1d(a, b)
+    ious = [float(np.sum((a == k) & (b == k)) / np.sum((a == k) | (b == k))) for k in classes]
+    return agreement, (float(np.mean(ious)) if ious else 1.0), len(classes)
+
+
 def psnr(ref: np.ndarray, x: np.ndarray, peak: float | None = None) -> float:
     peak = peak if peak is not None else max(float(ref.max() - ref.min()), 1e-6)
     mse = float(np.mean((ref.astype(np.float64) - x) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
 
 
-def _binary(y: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "logits":
-        return y > 0
-    if y.ndim == 4 and y.shape[1] > 1:  # class probabilities: the arg-max map
-        return y.argmax(axis=1)
-    return y > 0.5
+def count_nonfinite(x: np.ndarray) -> int:
+    """Number of NaN/Inf values of a numeric array (0 for integer arrays)."""
+    x = np.asarray(x)
+    return int(x.size - np.count_nonzero(np.isfinite(x))) if np.issubdtype(x.dtype, np.inexact) else 0
+
+
+def _nonfinite_detail(arrays: list[np.ndarray]) -> str:
+    x = np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
+    n_nan, n_inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+    bad = [i for i, a in enumerate(arrays) if count_nonfinite(a)]
+    return (f"{n_nan + n_inf} non-finite value(s) of {x.size} ({n_nan} NaN, {n_inf} Inf) "
+            f"in {len(bad)} of {len(arrays)} sample(s), first sample {bad[0]}")
+
+
+def require_finite_inputs(samples: list[dict[str, np.ndarray]], what: str = "the input data") -> None:
+    """Refuse input samples holding NaN/Inf: no gate can prove anything on them.
+
+    Raises:
+        InputError: naming ``what`` (e.g. the calibration file) and the input that holds them.
+    """
+    names = list(samples[0]) if samples else []
+    for name in names:
+        arrays = [s[name] for s in samples]
+        if any(count_nonfinite(a) for a in arrays):
+            raise InputError(f"{what} for input '{name}' holds {_nonfinite_detail(arrays)}; "
+                             "inputs must be finite numbers")
+
+
+def require_finite_reference(refs: list[dict[str, np.ndarray]], what: str = "the source model") -> None:
+    """Refuse reference outputs holding NaN/Inf: the user's source model is broken on these inputs,
+    and no target can be blamed for it.
+
+    Raises:
+        InputError: naming the output, the count and that the source model produced them.
+    """
+    names = list(refs[0]) if refs else []
+    for name in names:
+        arrays = [r[name] for r in refs]
+        if any(count_nonfinite(a) for a in arrays):
+            raise InputError(f"{what} itself (the fp32 reference, before any conversion) outputs non-finite "
+                             f"values on finite inputs: output '{name}' has {_nonfinite_detail(arrays)}; "
+                             "fix the source model: no target can be checked against it")
+
+
+def _class_axis(spec, ndim: int) -> int | None:
+    """Axis of the class scores in one sample (batch dim kept), or None when there is none."""
+    if ndim == 2:  # (batch, classes): a classifier
+        return 1
+    if ndim == 4:  # an image-shaped map: its channel axis
+        return 3 if spec.layout == "NHWC" else 1
+    return None  # no channel axis to read classes from: a binary map
+
+
+def _label_maps(y: np.ndarray, spec) -> tuple[np.ndarray, bool]:
+    """One sample's output -> (label map, is multi-class). Binary maps come back as booleans."""
+    if spec.kind == "labels":
+        return np.rint(y).astype(np.int64), True
+    axis = _class_axis(spec, y.ndim)
+    if axis is not None and y.shape[axis] > 1:
+        return y.argmax(axis=axis), True
+    return (y > 0) if spec.kind == "logits" else (y > 0.5), False
+
+
+def _cosine(r: np.ndarray, c: np.ndarray) -> float:
+    denom = np.linalg.norm(r) * np.linalg.norm(c)
+    return float((r * c).sum() / denom) if denom > 0 else float(np.allclose(r, c))
 
 
 def compare_outputs(refs: list[dict[str, np.ndarray]], cands: list[dict[str, np.ndarray]], io,
                     precision_class: str) -> ParityReport:
-    """Compare per-sample outputs of reference and candidate against the tolerance row."""
+    """Compare per-sample outputs of reference and candidate against the tolerance row.
+
+    Raises:
+        InputError: the reference outputs hold NaN/Inf (the source model's fault, not the candidate's).
+    """
     tol = TOLERANCES[precision_class]
+    require_finite_reference([{s.name: r[s.name] for s in io.outputs} for r in refs])
     outputs = []
     for spec in io.outputs:
         r = np.stack([s[spec.name] for s in refs]).astype(np.float64)
@@ -119,18 +224,20 @@ def compare_outputs(refs: list[dict[str, np.ndarray]], cands: list[dict[str, np.
             outputs.append(OutputParity(spec.name, spec.kind, float("inf"), float("inf"), 0.0,
                                         failures=[f"shape {c.shape[1:]} != reference {r.shape[1:]}"]))
             continue
+        bad = count_nonfinite(c)
+        if bad:
+            outputs.append(OutputParity(spec.name, spec.kind, float("inf"), float("inf"), 0.0, failures=[
+                f"artifact output {spec.name} has {bad} non-finite value(s) of {c.size} (NaN/Inf; "
+                "the reference has none)"]))
+            continue
         d = np.abs(r - c)
-        denom = np.linalg.norm(r) * np.linalg.norm(c)
-        cos = float((r * c).sum() / denom) if denom > 0 else float(np.allclose(r, c))
+        cos = _cosine(r, c)
         o = OutputParity(spec.name, spec.kind, float(d.max()), float(d.mean()), cos)
         scale = max(1.0, float(np.abs(r).max()))
-        if tol.max_abs is not None and o.max_abs > tol.max_abs * scale:
+        if tol.max_abs is not None and spec.kind != "labels" and o.max_abs > tol.max_abs * scale:
             o.failures.append(f"max abs diff {o.max_abs:.3g} > {tol.max_abs * scale:.3g}")
-        if spec.kind in ("probability", "logits"):
-            ious = [mask_iou(_binary(a, spec.kind), _binary(b, spec.kind)) for a, b in zip(r, c)]
-            o.iou, o.iou_min = float(np.mean(ious)), float(np.min(ious))
-            if tol.min_iou is not None and o.iou < tol.min_iou:
-                o.failures.append(f"mask IoU {o.iou:.4f} < {tol.min_iou}")
+        if spec.kind in MAP_KINDS:
+            _compare_maps(o, r, c, spec, tol)
         elif spec.kind == "image":
             o.psnr = psnr(r, c)
             if tol.min_psnr is not None and o.psnr < tol.min_psnr:
@@ -141,12 +248,40 @@ def compare_outputs(refs: list[dict[str, np.ndarray]], cands: list[dict[str, np.
     return ParityReport(precision_class, tol, len(refs), outputs)
 
 
+def _compare_maps(o: OutputParity, r: np.ndarray, c: np.ndarray, spec, tol: Tolerance) -> None:
+    """Class-map metrics of one output (``r``/``c``: samples x one sample's output)."""
+    pairs = [(_label_maps(a, spec), _label_maps(b, spec)) for a, b in zip(r, c)]
+    multi = pairs[0][0][1] if pairs else False
+    if multi:
+        stats = [class_agreement(a, b) for (a, _), (b, _) in pairs]
+        o.agreement = float(np.mean([s[0] for s in stats]))
+        ious = [s[1] for s in stats]
+        o.classes = int(max(s[2] for s in stats))
+        if tol.min_agreement is not None and o.agreement < tol.min_agreement:
+            o.failures.append(f"pixel agreement {o.agreement:.4f} < {tol.min_agreement}")
+    else:
+        ious = [mask_iou(a, b) for (a, _), (b, _) in pairs]
+    o.iou, o.iou_min = float(np.mean(ious)), float(np.min(ious))
+    label = "mean class IoU" if multi else "mask IoU"
+    if tol.min_iou is not None and o.iou < tol.min_iou:
+        o.failures.append(f"{label} {o.iou:.4f} < {tol.min_iou}")
+    if spec.kind != "labels" and tol.min_map_cosine is not None and o.cosine < tol.min_map_cosine:
+        o.failures.append(f"cosine {o.cosine:.5f} < {tol.min_map_cosine}")
+
+
 def check(reference, candidate, samples: list[dict[str, np.ndarray]], precision_class: str,
-          ref_outputs: list[dict[str, np.ndarray]] | None = None) -> ParityReport:
-    """Run both sessions on ``samples`` and compare. ``ref_outputs`` reuses reference results."""
+          ref_outputs: list[dict[str, np.ndarray]] | None = None, inputs_from: str = "the input data") -> ParityReport:
+    """Run both sessions on ``samples`` and compare. ``ref_outputs`` reuses reference results.
+
+    Raises:
+        ParityError: no samples.
+        InputError: the samples (named by ``inputs_from``) or the reference outputs hold NaN/Inf.
+    """
     if not samples:
         raise ParityError("parity gate needs at least one input sample")
+    require_finite_inputs(samples, inputs_from)
     refs = ref_outputs if ref_outputs is not None else [reference.run(s) for s in samples]
+    require_finite_reference(refs)
     cands = [candidate.run(s) for s in samples]
     report = compare_outputs(refs, cands, candidate.io, precision_class)
     report.verified_by = candidate.verified_by

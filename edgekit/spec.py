@@ -15,8 +15,22 @@ import numpy as np
 
 from edgekit.errors import InputError
 
-LAYOUTS = ("NCHW", "NHWC", "ANY")
-OUTPUT_KINDS = ("probability", "logits", "image", "tensor")
+
+def card_schema() -> dict:
+    """The model card's JSON Schema (``edgekit/schemas/model-card.schema.json``)."""
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files("edgekit.schemas").joinpath("model-card.schema.json").read_text())
+
+
+def _card_enum(section: str, key: str) -> tuple[str, ...]:
+    return tuple(card_schema()["properties"][section]["items"]["properties"][key]["enum"])
+
+
+#: valid ``layout`` values and output ``kind`` values: the model card schema is where they are declared
+LAYOUTS = _card_enum("inputs", "layout")
+OUTPUT_KINDS = _card_enum("outputs", "kind")
 
 
 @dataclass(frozen=True)
@@ -137,22 +151,41 @@ class ModelCard:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
+        """Read and validate ``model.yaml`` against the model card schema before any value is used.
+
+        Raises:
+            InputError: unreadable YAML, or a field the schema refuses (one line naming the field).
+        """
         import yaml
 
         p = Path(path)
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"cannot read model card {p}: {e}") from e
-        if not isinstance(raw, dict):
-            raise InputError(f"model card {p} must be a mapping")
+            raw = yaml.safe_load(p.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"cannot read model card {p}: {first}") from e
+        return cls.from_dict({} if raw is None else raw, str(p))
+
+    @classmethod
+    def from_dict(cls, raw, where: str = "model card") -> ModelCard:
+        """A card from parsed YAML/JSON data, validated against the schema.
+
+        Raises:
+            InputError: the data does not follow the model card schema, or names a tensor twice.
+        """
+        validate_card(raw, where)
+        for section in ("inputs", "outputs"):
+            names = [e["name"] for e in raw.get(section, [])]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise InputError(f"model card {where}: {section} names {dup[0]!r} more than once")
         return cls(
-            name=str(raw.get("name", p.parent.name)),
+            name=str(raw.get("name", Path(where).parent.name if where != "model card" else "model")),
             task=str(raw.get("task", "generic")),
             inputs={i["name"]: i for i in raw.get("inputs", [])},
             outputs={o["name"]: o for o in raw.get("outputs", [])},
             resolutions=tuple(tuple(r) for r in raw.get("resolutions", [])),
-            path=str(p),
+            path=where if where != "model card" else None,
         )
 
     @classmethod
@@ -176,3 +209,31 @@ class ModelCard:
     def default_shape(self, name: str) -> tuple[int, ...] | None:
         s = self.inputs.get(name, {}).get("shape")
         return tuple(int(v) for v in s) if s else None
+
+
+def validate_card(raw, where: str = "model card") -> None:
+    """Check parsed card data against ``model-card.schema.json``.
+
+    Raises:
+        InputError: one line naming the first offending field (e.g. ``outputs[0].kind``) and what is valid.
+    """
+    import jsonschema
+
+    if not isinstance(raw, dict):
+        raise InputError(f"model card {where} must be a mapping (name, task, inputs, outputs, ...), "
+                         f"got {type(raw).__name__}")
+    validator = jsonschema.Draft202012Validator(card_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    if error is None:
+        return
+    field_name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    if error.validator == "enum":
+        detail = f"{error.instance!r} is not valid; valid values: {', '.join(map(str, error.validator_value))}"
+    elif error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        detail = f"{error.message}; valid fields: {', '.join(allowed)}"
+    else:
+        detail = error.message
+    if len(detail) > 300:
+        detail = detail[:300] + "..."
+    raise InputError(f"model card {where}: {field_name or '(top level)'}: {detail}")
