@@ -9,36 +9,34 @@ conversion options, the conversion route and the parity report.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
-import hashlib
+import errno
 import json
 import os
+import re
+import secrets
 import shutil
+import signal
+import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from edgekit import interrupts
 from edgekit.errors import InputError, OutputError
+from edgekit.files import apply_umask, inside, sha256_file, verify_sha256, write_json_atomic
 from edgekit.spec import IOSpec
 from edgekit.target import Target
 
+__all__ = ["MANIFEST", "Artifact", "cache_staging", "check_output", "sha256_file", "size_bytes", "staging"]
+
 MANIFEST = "artifact.json"
 SCHEMA_VERSION = 1
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file, or of a directory (e.g. an .mlpackage): its relative paths and contents."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+#: an ``artifact.json`` larger than this is not one edgekit wrote
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 def size_bytes(path: Path) -> int:
@@ -97,23 +95,39 @@ class Artifact:
         }
 
     def save(self) -> None:
-        _write_json_atomic(self.path / MANIFEST, self.to_dict())
+        write_json_atomic(self.path / MANIFEST, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Artifact:
-        """Open an artifact directory (or its ``artifact.json``)."""
+        """Open an artifact directory (or its ``artifact.json``), verifying it before any file is opened.
+
+        ``artifact.json`` is checked against ``artifact.schema.json``; every recorded path must stay inside the
+        artifact folder (no absolute path, no ``..``, no symlink leading out); every file's sha256, and the
+        stored reference's, must match what was recorded. So ``run``, ``validate``, ``profile``, ``process``
+        and :func:`edgekit.load` never hand a runtime a file that was changed, truncated or redirected.
+
+        Raises:
+            InputError: not an artifact, a malformed or invalid ``artifact.json``, a path leaving the folder,
+                a missing file, or a sha256 mismatch (one line naming the field or file).
+        """
         p = Path(path)
         if p.name == MANIFEST:
             p = p.parent
-        manifest = p / MANIFEST
-        if not manifest.is_file():
+        if not (p / MANIFEST).is_file():
             raise InputError(f"{p} is not an edgekit artifact (no {MANIFEST})")
+        manifest = inside(p, MANIFEST, f"artifact {p}")
+        what = f"{manifest}"
         try:
-            d = json.loads(manifest.read_text())
-            fmt, precision = d["format"], d["precision"]
+            if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+                raise InputError(f"{what} is too large ({manifest.stat().st_size} bytes) to be an artifact manifest")
+            d = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise InputError(f"{what} is not readable JSON: {e}") from e
+        _validate_manifest(d, what)
+        try:
             art = cls(
                 path=p,
-                target=Target(fmt, precision),
+                target=Target(d["format"], d["precision"]),
                 files={r: v["path"] for r, v in d["files"].items()},
                 io=IOSpec.from_dict(d["io"]),
                 source_io=IOSpec.from_dict(d["source_io"]),
@@ -127,49 +141,310 @@ class Artifact:
                 reference=(d.get("reference") or {}).get("path"),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{manifest} is malformed: {e}") from e
-        for role, f in art.files.items():
-            if not (p / f).exists():
-                raise InputError(f"artifact {p} is incomplete: {role} file {f} is missing")
+            raise InputError(f"{what} is malformed: {e}") from e
+        recorded = [(f"{role} file", v) for role, v in d["files"].items()]
+        if d.get("reference"):
+            recorded.append(("reference", d["reference"]))
+        for role, entry in recorded:
+            _verify_entry(p, role, entry)
         return art
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _validate_manifest(d: object, what: str) -> None:
+    import jsonschema
+
+    schema = json.loads(resources.files("edgekit.schemas").joinpath("artifact.schema.json").read_text())
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        jsonschema.validate(d, schema)
+    except jsonschema.ValidationError as e:
+        best = jsonschema.exceptions.best_match([e]) or e
+        where = "/".join(str(x) for x in best.absolute_path) or "(top level)"
+        message = best.message if len(best.message) <= 200 else best.message[:200] + "..."
+        raise InputError(f"{what} is invalid at {where}: {message}") from e
+
+
+def _verify_entry(folder: Path, role: str, entry: dict) -> None:
+    what = f"artifact {folder}: {role}"
+    file = inside(folder, entry["path"], what)
+    if not file.exists():
+        raise InputError(f"artifact {folder} is incomplete: {role} {entry['path']} is missing")
+    if file.is_dir():  # a package folder (e.g. .mlpackage): nothing inside may lead out either
+        for sub in file.rglob("*"):
+            if sub.is_symlink():
+                inside(folder, sub.relative_to(folder.resolve()).as_posix(), what)
+    verify_sha256(file, entry["sha256"], what)
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def check_output(final: str | Path, protect: Iterable[object] = ()) -> Path:
+    """The absolute path an artifact will be written to, after refusing any place that holds the user's data.
+
+    ``-o`` may name a free path, an empty folder, or a previous edgekit artifact (a folder with an
+    ``artifact.json`` and nothing that artifact does not list). Anything else is refused: a file, a non-empty
+    folder, ``/``, the home folder, the current folder (or a folder holding one of these) and any folder that
+    holds one of the ``protect`` paths (the source model).
+
+    Raises:
+        OutputError: one line saying why, and naming a free path to use instead.
+    """
+    final = _absolute(Path(final))
+    reason = _refusal(final, protect)
+    if reason:
+        raise OutputError(f"refusing to write the artifact to {final}: {reason}; nothing was changed. "
+                          f"Use a free path instead, e.g. -o {_free_path(final, reason)}")
+    return final
 
 
 @contextlib.contextmanager
-def staging(final: Path):
+def staging(final: Path, protect: Iterable[object] = ()):
     """Yield a temporary directory beside ``final``; on success it replaces ``final`` atomically.
 
-    On any error or interrupt (including Ctrl-C) the temporary directory is removed and ``final``
-    is left as it was, so no half-written artifact is ever visible.
+    ``final`` is checked first (see :func:`check_output`; ``protect`` lists the source paths whose folders must
+    not be replaced) and again just before the swap. On any error, interrupt or termination the temporary
+    directory is removed and ``final`` is left as it was, so no half-written artifact is ever visible and
+    nothing of the user's is deleted. Leftovers of edgekit processes that died mid-write are removed first.
+
+    Raises:
+        OutputError: ``final`` is refused or cannot be written.
     """
-    final = Path(final).absolute()
+    protect = list(protect)
+    final = check_output(final, protect)
+    with _staged(final) as tmp:
+        yield tmp
+        reason = _refusal(final, protect)  # the folder may have changed while we worked
+        if reason:
+            raise OutputError(f"refusing to write the artifact to {final}: {reason} (it changed during the "
+                              f"conversion); nothing was changed. Use a free path instead, e.g. -o "
+                              f"{_free_path(final, reason)}")
+
+
+@contextlib.contextmanager
+def cache_staging(final: Path):
+    """Like :func:`staging`, for folders edgekit owns (its download cache): the previous folder is replaced
+    whatever it holds, atomically, and nothing partial is left on error, Ctrl-C or SIGTERM.
+
+    Raises:
+        OutputError: the folder cannot be written.
+    """
+    with _staged(_absolute(Path(final))) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _staged(final: Path):
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.edgekit-tmp-"))
+        _remove_stale(final)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.edgekit-tmp-{os.getpid()}-"))
+        apply_umask(tmp, directory=True)
     except OSError as e:
         raise OutputError(f"cannot write to output directory {final}: {e.strerror or e}") from e
     try:
         yield tmp
         interrupts.check()  # a Ctrl-C swallowed by a finalizer must still stop the commit
-        old = None
-        if final.exists():
-            old = final.with_name(f".{final.name}.edgekit-old-{os.getpid()}")
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            _commit(tmp, final)
+        except OSError as e:
+            raise OutputError(f"cannot write to output directory {final}: {e.strerror or e}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _absolute(p: Path) -> Path:
+    p = Path(os.path.abspath(p))
+    return p if p.parent == p else p.parent.resolve() / p.name
+
+
+_STALE = re.compile(r"^\.(?P<name>.+)\.edgekit-(?:tmp|old)-(?P<pid>\d+)(?:-[^/]*)?$")
+
+
+def _remove_stale(final: Path) -> None:
+    """Remove ``.NAME.edgekit-tmp-PID-*`` / ``.NAME.edgekit-old-PID*`` left by edgekit processes that died."""
+    if not final.parent.is_dir():
+        return
+    for p in final.parent.iterdir():
+        m = _STALE.match(p.name)
+        if not m or m["name"] != final.name or _alive(int(m["pid"])):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _refusal(final: Path, protect: Iterable[object]) -> str | None:
+    """Why ``final`` may not be replaced by an artifact (None when it may)."""
+    home = Path(os.path.expanduser("~")).resolve()
+    cwd = Path.cwd().resolve()
+    resolved = final.resolve()
+    if resolved.parent == resolved:
+        return "it is the filesystem root"
+    if resolved == home or resolved in home.parents:
+        return "it is your home folder" if resolved == home else "it holds your home folder"
+    if resolved == cwd or resolved in cwd.parents:
+        return "it is the current folder" if resolved == cwd else "it holds the current folder"
+    for src in _paths(protect):
+        if resolved == src:
+            return f"it is {src.name}, an input of this conversion"
+        if resolved in src.parents:
+            return f"it holds the source model {src.name}" if src.is_file() else \
+                f"it holds {src.name}, an input of this conversion"
+    if final.is_symlink():
+        return "it is a symbolic link"
+    if final.exists() and not final.is_dir():
+        return "it is an existing file"
+    if not final.is_dir():
+        return None
+    try:
+        entries = sorted(e.name for e in final.iterdir())
+    except OSError as e:
+        return f"its contents cannot be listed ({e.strerror or e})"
+    if not entries:
+        return None
+    if MANIFEST not in entries or not (final / MANIFEST).is_file() or (final / MANIFEST).is_symlink():
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        return f"it is a non-empty folder that is not an edgekit artifact (holds {shown})"
+    listed = _listed_names(final / MANIFEST)
+    if listed is None:
+        return f"its {MANIFEST} is not one edgekit can read, so it may not be an edgekit artifact"
+    extra = [e for e in entries if e not in listed]
+    if extra:
+        shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+        return f"it holds files that are not part of the artifact there ({shown})"
+    return None
+
+
+#: refusals of a folder that must stay where it is: suggest a new subfolder of it rather than a sibling
+_STAYS = ("filesystem root", "home folder", "current folder", "source model ", "an input of")
+
+
+def _listed_names(manifest: Path) -> set[str] | None:
+    """Top-level names an existing ``artifact.json`` accounts for (None if it is not one edgekit wrote)."""
+    try:
+        if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+            return None
+        d = json.loads(manifest.read_text(encoding="utf-8"))
+        entries = list(d["files"].values()) + ([d["reference"]] if d.get("reference") else [])
+        names = {MANIFEST}
+        for e in entries:
+            parts = Path(e["path"]).parts
+            if not parts or Path(e["path"]).is_absolute() or ".." in parts:
+                return None
+            names.add(parts[0])
+        return names
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+
+
+def _paths(items: Iterable[object]) -> list[Path]:
+    """Existing filesystem paths among ``items`` (paths, or ``file.py:factory`` references)."""
+    out = []
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            continue
+        for cand in (str(item), str(item).rsplit(":", 1)[0]):
+            with contextlib.suppress(OSError, ValueError):
+                if cand and Path(cand).exists():
+                    out.append(Path(cand).resolve())
+                    break
+    return out
+
+
+def _free_path(final: Path, reason: str) -> Path:
+    """A path that does not exist yet, near ``final``."""
+    if any(k in reason for k in _STAYS) and final.is_dir():
+        base = final / "edgekit-artifact"
+    elif final.exists() and not final.is_dir():
+        base = final.with_name(f"{final.stem or final.name}-artifact")
+    else:
+        base = final.with_name(f"{final.name}-new")
+    if not base.exists() and not base.is_symlink():
+        return base
+    for i in range(2, 10_000):
+        cand = base.with_name(f"{base.name}-{i}")
+        if not cand.exists() and not cand.is_symlink():
+            return cand
+    return base.with_name(f"{base.name}-{secrets.token_hex(4)}")
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Put ``tmp`` at ``final``: a rename, or an atomic exchange with the previous artifact, which is then
+    removed. SIGINT/SIGTERM wait until it is done; one that already arrived stops the commit instead."""
+    with _signals_held() as pending:
+        if pending():
+            return  # the signal is delivered (and raises) as soon as the mask is lifted
+        occupied = final.is_dir() and not final.is_symlink() and any(final.iterdir())
+        if not occupied:
+            os.replace(tmp, final)
+            return
+        if not _exchange(tmp, final):  # no renameat2 here: two renames, under held signals
+            old = final.with_name(f".{final.name}.edgekit-old-{os.getpid()}-{secrets.token_hex(4)}")
+            os.replace(final, old)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                os.replace(old, final)
+                raise
+            os.replace(old, tmp)  # tmp now holds the previous artifact, as after an exchange
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT/SIGTERM for the block; yields ``pending()``: whether one arrived that will interrupt us."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield interrupts.pending
+        return
+    handled = {s for s in _HELD if signal.getsignal(s) is not signal.SIG_IGN}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    arrived = False
+
+    def pending() -> bool:
+        nonlocal arrived
+        arrived = bool(signal.sigpending() & handled) or interrupts.pending()
+        return arrived
+
+    try:
+        yield pending
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    interrupts.check()
+    if arrived:  # a handler that did not raise (SIG_DFL of SIGTERM ends the process before this)
+        raise KeyboardInterrupt
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux's renameat2(RENAME_EXCHANGE); False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))

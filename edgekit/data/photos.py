@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -31,22 +30,41 @@ def cache_dir() -> Path:
 
 
 def fetch() -> list[Path]:
-    """Download the face_recognition sdist (pip, PyPI) and keep its portrait test images."""
+    """Download the face_recognition sdist (pip, PyPI) and keep its portrait test images.
+
+    Like :func:`edgekit.zoo.mediapipe.fetch`: extracted into a staging folder that replaces the cache folder
+    in one rename, so an error, Ctrl-C or SIGTERM leaves nothing partial; pip runs with a timeout.
+
+    Raises:
+        EdgekitError: pip could not download the sdist, or it does not hold the photos.
+        OutputError: the cache folder cannot be written.
+    """
+    from edgekit import subprocesses
+    from edgekit.artifact import cache_staging
+
     dest = cache_dir()
     if all((dest / n).is_file() for n in PORTRAITS):
         return [dest / n for n in PORTRAITS]
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgekit-photos-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgekit-photos-") as tmp, cache_staging(dest) as stage:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", FACE_RECOGNITION,
                "-d", tmp, "-q"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        res = subprocesses.run(cmd, "pip download", error=EdgekitError)
         archives = list(Path(tmp).glob("face_recognition-*.tar.gz"))
         if res.returncode != 0 or not archives:
-            raise EdgekitError(f"pip could not download {FACE_RECOGNITION}: {res.stderr.strip()[-300:]}")
-        with tarfile.open(archives[0]) as tar:
-            for member in tar.getmembers():
-                if Path(member.name).name in PORTRAITS and "/tests/test_images/" in member.name:
-                    (dest / Path(member.name).name).write_bytes(tar.extractfile(member).read())
+            lines = [ln.strip() for ln in (res.stderr or "").splitlines() if ln.strip()]
+            why = lines[-1][-300:] if lines else "no output"
+            raise EdgekitError(f"pip could not download {FACE_RECOGNITION}: {why}")
+        try:
+            with tarfile.open(archives[0]) as tar:
+                for member in tar.getmembers():
+                    name = Path(member.name).name
+                    if name in PORTRAITS and "/tests/test_images/" in member.name and member.isfile():
+                        (stage / name).write_bytes(tar.extractfile(member).read())
+        except (tarfile.TarError, OSError) as e:
+            raise EdgekitError(f"the {FACE_RECOGNITION} sdist could not be read: {e}") from e
+        missing = [n for n in PORTRAITS if not (stage / n).is_file()]
+        if missing:
+            raise EdgekitError(f"the {FACE_RECOGNITION} sdist does not hold {', '.join(missing)}")
     return [dest / n for n in PORTRAITS]
 
 

@@ -8,7 +8,6 @@ cache. Newer mediapipe wheels no longer carry them. Nothing is committed to the 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -41,25 +40,41 @@ def model_path(name: str) -> Path:
 
 
 def fetch() -> dict[str, Path]:
-    """Download the wheel (pip, PyPI) and extract the models; already-fetched models are kept."""
+    """Download the wheel (pip, PyPI) and extract the models; already-fetched models are kept.
+
+    The models are extracted into a staging folder beside the cache folder, which then replaces it in one
+    rename: an error, Ctrl-C or SIGTERM leaves nothing partial, and pip runs with a timeout in its own
+    process group (killed with edgekit).
+
+    Raises:
+        EdgekitError: pip could not download the wheel, or it does not hold the models.
+        OutputError: the cache folder cannot be written.
+    """
+    from edgekit import subprocesses
+    from edgekit.artifact import cache_staging
+
     dest = cache_dir()
     if all((dest / f"{n}.tflite").is_file() for n in MODELS):
         return {n: dest / f"{n}.tflite" for n in MODELS}
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgekit-mediapipe-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgekit-mediapipe-") as tmp, cache_staging(dest) as stage:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
                "3.11", f"mediapipe=={VERSION}", "-d", tmp, "-q"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        res = subprocesses.run(cmd, "pip download", error=EdgekitError)
         wheels = list(Path(tmp).glob("mediapipe-*.whl"))
         if res.returncode != 0 or not wheels:
-            raise EdgekitError(f"pip could not download mediapipe=={VERSION}: {res.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as z:
-            for name, member in MODELS.items():
-                target = dest / f"{name}.tflite"
-                part = target.with_suffix(".part")
-                part.write_bytes(z.read(member))
-                part.replace(target)
+            raise EdgekitError(f"pip could not download mediapipe=={VERSION}: {_last_line(res.stderr)}")
+        try:
+            with zipfile.ZipFile(wheels[0]) as z:
+                for name, member in MODELS.items():
+                    (stage / f"{name}.tflite").write_bytes(z.read(member))
+        except (zipfile.BadZipFile, KeyError, OSError) as e:
+            raise EdgekitError(f"the mediapipe=={VERSION} wheel could not be read: {e}") from e
     return {n: dest / f"{n}.tflite" for n in MODELS}
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][-300:] if lines else "no output"
 
 
 def tflite_session(path: Path, value_range: tuple[float, float], threads: int = 1, kinds: dict | None = None):
