@@ -487,10 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     except EdgekitError as e:
         err.print(f"[red]edgekit: error:[/] {e}", highlight=False, soft_wrap=True)
         return e.exit_code
-    except click.exceptions.Abort:
-        err.print("edgekit: interrupted")
-        return 130
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:  # click turns Ctrl-C into Abort
+        if interrupts.terminated() or isinstance(e.__context__, interrupts.Terminated):
+            err.print("edgekit: terminated; nothing was written")
+            return 143
         err.print("edgekit: interrupted; nothing was written")
         return 130
     except click.ClickException as e:

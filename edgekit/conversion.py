@@ -57,7 +57,7 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
         job = ConversionJob(src, tgt, cal, dict(options or {}))
         reference = OrtSession.reference(src)
         ref_out = [reference.run(s) for s in data]
-        with staging(out) as stage:
+        with staging(out, protect=[model, calib]) as stage:
             artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say)
             artifact.parity = report.to_dict()
             shutil.copyfile(src.onnx_path, stage / REFERENCE_FILE)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from edgekit import subprocesses
 from edgekit.converters.base import BaseConverter, ConversionJob, ConvertedModel
 from edgekit.deps import require, require_installed, tool_versions
 from edgekit.errors import ConversionError, UnsupportedOpError
@@ -63,7 +63,7 @@ def export_pnnx(job: ConversionJob, workdir: Path, fp16: bool) -> tuple[Path, Pa
     shapes = ",".join("[" + ",".join(str(d) for d in t.shape) + "]" for t in job.source.io.inputs)
     exe = shutil.which("pnnx") or str(Path(sys.executable).parent / "pnnx")
     cmd = [exe, str(model), f"inputshape={shapes}", f"fp16={int(fp16)}"]
-    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    res = subprocesses.run(cmd, "pnnx", cwd=work)  # own process group, timeout, killed on interrupt
     log = res.stdout + res.stderr
     param, binf = work / "model.ncnn.param", work / "model.ncnn.bin"
     if res.returncode != 0 or not param.is_file() or not binf.is_file():

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from edgekit import subprocesses
 from edgekit.converters.base import BaseConverter, ConversionJob, ConvertedModel
 from edgekit.deps import require, require_installed, tool_versions
 from edgekit.errors import ConversionError, InputError, UnsupportedOpError
@@ -134,7 +134,7 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
         (work / "replace.json").write_text(json.dumps(prf))
         cmd += ["-prf", str(work / "replace.json")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
+    res = subprocesses.run(cmd, "onnx2tf", cwd=work, env=env)  # own process group, timeout, killed on interrupt
     log = res.stdout + res.stderr
     (workdir / ".onnx2tf.log").write_text(log)
     if res.returncode != 0:
