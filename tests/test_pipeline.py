@@ -87,8 +87,149 @@ def test_bad_pipeline_is_refused(tmp_path):
     from edgekit.errors import InputError
 
     with pytest.raises(InputError, match="needs \\['mask'\\]"):
-        load_pipeline({"stages": [{"name": "x", "kernel": "edgekit.video.kernels:composite",
-                                   "inputs": ["mask"], "outputs": ["y"], "units": ["cpu0"]}]})
+        load_pipeline({"name": "bad", "stages": [{"name": "x", "kernel": "composite",
+                                                  "inputs": ["mask"], "outputs": ["y"], "units": ["cpu0"]}]})
+
+
+def _one(kernel, **extra):
+    return {"name": "p", "stages": [{"name": "x", "kernel": kernel, "inputs": ["frame"], "outputs": ["output"],
+                                     "units": ["cpu0"], **extra}]}
+
+
+def test_kernels_are_registry_names_never_imports(tmp_path):
+    from edgekit.errors import InputError
+    from edgekit.pipeline.kernels import known
+
+    marker = tmp_path / "PWNED"
+    for ref, params in [("subprocess:Popen", {"args": ["touch", str(marker)]}), ("os:system", {}),
+                        ("builtins:eval", {}), ("edgekit.video.kernels:composite", {})]:
+        with pytest.raises(InputError, match="is not a registered kernel.*; known: .*composite"):
+            load_pipeline(_one(ref, params=params))
+    assert not marker.exists()
+    assert {"model_input", "refine_mask", "temporal_smoother", "blurred_background", "composite"} <= set(known())
+    with pytest.raises(InputError, match="did you mean 'composite'"):
+        load_pipeline(_one("edgekit.video.kernels:composite"))
+    # params are checked against the kernel's signature at load time
+    with pytest.raises(InputError, match="does not accept"):
+        load_pipeline(_one("refine_mask", params={"nope": 1}))
+    spec = load_pipeline(_one("temporal_smoother", params={"min_weight": 0.5}))  # a class: made once, no params
+    assert spec.stages[0].kernel.min_weight == 0.5 and spec.stages[0].params == {}
+
+
+def test_plugin_kernels_come_from_entry_points(monkeypatch):
+    import importlib.metadata
+
+    from edgekit import plugins
+    from edgekit.pipeline import kernels
+
+    ep = importlib.metadata.EntryPoint("double_it", "operator:mul", "edgekit.kernels")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [ep] if group == kernels.GROUP else [])
+    monkeypatch.setattr(plugins, "_done", set())
+    monkeypatch.setattr(kernels, "_REGISTRY", dict(kernels.BUILTIN))
+    assert "double_it" in kernels.known()
+    import operator
+
+    assert kernels.lookup("double_it") is operator.mul
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- a\n- b\n", "must be of type object, not a list"),
+    ("stages: []\n", "'name' is a required property"),
+    ("name: x\nstages: [\n", "is not valid YAML at line"),
+    ("name: x\nstagez: []\n", "stagez"),
+    ("name: x\nstages:\n  - &a {name: s}\n  - *a\n", "aliases"),
+])
+def test_pipeline_file_shape_is_one_line(tmp_path, text, message):
+    from edgekit.errors import InputError
+
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(InputError, match=message) as e:
+        load_pipeline(f)
+    assert "\n" not in str(e.value)
+
+
+def test_pipeline_paths_stay_in_the_files_folder(tmp_path, student_onnx):
+    import shutil
+
+    import yaml
+
+    from edgekit.errors import InputError
+
+    def write(model):
+        f = tmp_path / "p" / "p.yaml"
+        f.parent.mkdir(exist_ok=True)
+        f.write_text(yaml.safe_dump({"name": "p", "stages": [
+            {"name": "seg", "model": model, "inputs": ["frame"], "outputs": ["output"], "units": ["cpu0:onnx"]}]}))
+        return f
+
+    with pytest.raises(InputError, match="leaves its folder"):
+        load_pipeline(write({"onnx": "../outside"}))
+    with pytest.raises(InputError, match="leaves its folder"):
+        load_pipeline(write({"onnx": "/etc"}))
+    with pytest.raises(InputError, match="leaves its folder"):
+        load_pipeline(write({"source": "../student.onnx", "shape": [1, 3, 64, 64], "targets": {"onnx": "onnx-fp32"}}))
+    with pytest.raises(InputError, match="not found in"):
+        load_pipeline(write({"onnx": "missing-artifact"}))
+    (tmp_path / "p" / "art").mkdir()
+    shutil.copy(student_onnx, tmp_path / "p" / "art" / "student.onnx")
+    spec = load_pipeline(write({"onnx": "art"}))  # relative to the file's folder, not the working directory
+    assert spec.stages[0].model["onnx"] == str((tmp_path / "p" / "art").resolve())
+
+
+def test_bundled_pipeline_loads_from_any_directory(tmp_path, monkeypatch):
+    from edgekit.pipeline.schedule import BUNDLED
+
+    monkeypatch.chdir(tmp_path)
+    from edgekit.pipeline.kernels import BUILTIN
+
+    raw = (BUNDLED / "virtual-background.yaml").read_text()
+    assert all(f"kernel: {k}" not in raw or k in BUILTIN for k in BUILTIN)
+    assert ":" not in "".join(ln.split("kernel:")[1] for ln in raw.splitlines() if "kernel:" in ln)
+    from edgekit.pipeline.spec import _default_root
+
+    assert (_default_root(BUNDLED / "virtual-background.yaml") / "models/portrait-seg/student.onnx").is_file()
+
+
+def test_a_raising_stage_is_a_unit_failure_not_a_crash():
+    from edgekit.errors import DeviceError
+    from edgekit.pipeline.costs import measure_costs
+    from edgekit.pipeline.units import Unit
+
+    units = {u: Unit(u, "cpu", u) for u in ("cpu0", "cpu1")}
+
+    class Flaky:
+        def __call__(self, x):
+            if self.fail:
+                raise KeyError("error")
+            return x
+
+    flaky = Flaky()
+    flaky.fail = True
+    spec = PipelineSpec("t", [Stage("k", ["frame"], ["output"], ["cpu0", "cpu1"], kernel=flaky)])
+    import numpy as np
+
+    costs, unavailable = measure_costs(spec, units, np.zeros((4, 4), np.uint8), repeats=1)
+    assert not costs and "KeyError: 'error'" in unavailable[("k", "cpu0")]
+    flaky.fail = False
+    p = plan(spec, {("k", "cpu0"): 1.0, ("k", "cpu1"): 2.0})
+    calls = StageCalls(units)
+    seen = []
+
+    def kernel(x):
+        seen.append(1)
+        if len(seen) == 2:
+            raise ZeroDivisionError("boom")
+        return x
+
+    spec.stages[0].kernel = kernel
+    runner = PipelineRunner(spec, p, units, calls=calls)
+    out = list(runner.run([np.zeros((2, 2), np.uint8)] * 3, output="output"))
+    assert len(out) == 3
+    assert runner.stats.moves and "ZeroDivisionError: boom" in runner.stats.moves[0].reason
+    spec.stages[0].kernel = lambda x: {}["error"]
+    with pytest.raises(DeviceError, match="stage 'k' failed on cpu0: KeyError"):
+        list(__import__("edgekit.pipeline.executor", fromlist=["x"]).run_sequential(spec, p, units, [np.zeros(1)]))
 
 
 def test_units_share_one_heap():

@@ -16,7 +16,9 @@ from edgekit.pipeline.units import Unit, unit_execution
 
 def measure_costs(spec: PipelineSpec, units: dict[str, Unit], frame: np.ndarray, repeats: int = 10,
                   calls: StageCalls | None = None) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], str]]:
-    """Median ms per (stage, choice); choices that cannot run here are returned with the reason."""
+    """Median ms per (stage, choice); choices that cannot run here are returned with the reason. A stage
+    raising any exception on a choice makes that choice unavailable (with the exception named), never a
+    crash of the measurement."""
     with unit_execution():
         return _measure(spec, units, frame, repeats, calls or StageCalls(units))
 
@@ -31,7 +33,7 @@ def _measure(spec, units, frame, repeats, calls):
                 try:
                     values.update(calls(s, choice, values, 0))
                     break
-                except EdgekitError:
+                except Exception:  # noqa: BLE001 - measured (and reported) per choice below
                     continue
     costs, unavailable = {}, {}
     for s in spec.stages:
@@ -54,6 +56,8 @@ def _measure(spec, units, frame, repeats, calls):
                     result["ms"] = float(np.median(times))
                 except EdgekitError as e:
                     result["error"] = str(e)
+                except Exception as e:  # noqa: BLE001 - a stage failing here makes its choice unavailable
+                    result["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
 
             t = threading.Thread(target=bench)
             t.start()
@@ -61,5 +65,5 @@ def _measure(spec, units, frame, repeats, calls):
             if "ms" in result:
                 costs[(s.name, choice)] = result["ms"]
             else:
-                unavailable[(s.name, choice)] = result["error"]
+                unavailable[(s.name, choice)] = result.get("error", "the measurement ended without a result")
     return costs, unavailable

@@ -15,7 +15,6 @@ import itertools
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -60,17 +59,32 @@ class StageCalls:
         self.injected: dict[str, int] = {}      # unit -> frame index from which it fails (tests, drills)
 
     def __call__(self, stage: Stage, choice: str, values: dict, frame: int) -> dict:
+        """The stage's outputs on ``choice``.
+
+        Raises:
+            EdgekitError: the stage failed. An exception of any other type a kernel or runtime raises
+                becomes a :class:`~edgekit.errors.DeviceError` naming the stage, the choice and the
+                original exception (chained), so every caller treats it as that unit's failure.
+        """
         unit = stage.unit_of(choice)
         if unit in self.injected and frame >= self.injected[unit]:
             raise DeviceError(f"unit {unit} failed (injected fault at frame {self.injected[unit]})")
-        args = [values[i] for i in stage.inputs]
-        if stage.is_model:
-            session = self._session(stage, choice)
-            out = session.run({session.io.inputs[0].name: args[0]})
-            result = [out[t.name] for t in session.io.outputs]
-        else:
-            r = stage.kernel(*args, **stage.params)
-            result = list(r) if isinstance(r, tuple) else [r]
+        try:
+            args = [values[i] for i in stage.inputs]
+            if stage.is_model:
+                session = self._session(stage, choice)
+                out = session.run({session.io.inputs[0].name: args[0]})
+                result = [out[t.name] for t in session.io.outputs]
+            else:
+                r = stage.kernel(*args, **stage.params)
+                result = list(r) if isinstance(r, tuple) else [r]
+        except EdgekitError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of a stage is that unit's failure, said as such
+            raise DeviceError(f"stage '{stage.name}' failed on {choice}: {_describe(e)}") from e
+        if len(result) < len(stage.outputs):
+            raise DeviceError(f"stage '{stage.name}' on {choice} gave {len(result)} value(s) for outputs "
+                              f"{stage.outputs}")
         return dict(zip(stage.outputs, result))
 
     def _session(self, stage: Stage, choice: str):
@@ -83,6 +97,12 @@ class StageCalls:
                 unit = self.units[stage.unit_of(choice)]
                 self._sessions[key] = load(stage.model[fmt], threads=self.threads, delegate=unit.delegate_for(fmt))
             return self._sessions[key]
+
+
+def _describe(e: BaseException) -> str:
+    """``TypeName: message`` on one line (a kernel's exception, shown to the user)."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
 @dataclass
@@ -145,7 +165,7 @@ class PipelineRunner:
         self._queues[stage.unit_of(self.assignment[stage.name])].put((item.index, next(self._tickets), item))
 
     def _fail_over(self, item: _Item, stage: Stage, choice: str, error: Exception) -> None:
-        reason = str(error) if isinstance(error, EdgekitError) else f"{type(error).__name__}: {error}"
+        reason = str(error) if isinstance(error, EdgekitError) else _describe(error)
         failed_unit = stage.unit_of(choice)
         with self._lock:
             for s in self.spec.stages:  # every stage on the failed unit moves
@@ -160,8 +180,6 @@ class PipelineRunner:
                     return
                 self.assignment[s.name] = nxt
                 self.stats.moves.append(Move(item.index, s.name, current, nxt, reason))
-        if not isinstance(error, EdgekitError):
-            self.stats.moves[-1].reason += " | " + traceback.format_exception_only(error)[-1].strip()
         self._route(item)  # retry the frame in flight on the new unit
 
     # -- driving

@@ -31,7 +31,13 @@ class Scheduled:
 
 def schedule(pipeline: str | Path, device: str = "local", latency_bound_ms: float = 100.0,
              frame: np.ndarray | None = None, repeats: int = 10) -> Scheduled:
-    """Measure every (stage, unit) cost on ``device`` and choose the placement."""
+    """Measure every (stage, unit) cost on ``device`` and choose the placement.
+
+    Raises:
+        InputError: an unknown device or pipeline, or a pipeline file that is refused (see
+            :func:`~edgekit.pipeline.spec.load_pipeline`).
+        DeviceError: a stage cannot run on any of its units here (each unit's reason is given).
+    """
     if device != "local":
         raise InputError(f"pipelines are measured on this machine ('local'); '{device}' is not reachable here")
     path = Path(pipeline)
@@ -44,6 +50,10 @@ def schedule(pipeline: str | Path, device: str = "local", latency_bound_ms: floa
     units = local_units()
     frame = frame if frame is not None else synthetic_frames(1)[0]
     costs, unavailable = measure_costs(spec, units, frame, repeats=repeats)
+    for st in spec.stages:
+        if not any((st.name, c) in costs for c in st.units):
+            reasons = "; ".join(f"{c}: {unavailable.get((st.name, c), 'not measured')}" for c in st.units)
+            raise DeviceError(f"stage '{st.name}' cannot run on any of its units here ({reasons})")
     return Scheduled(spec, units, costs, unavailable, plan(spec, costs, latency_bound_ms))
 
 

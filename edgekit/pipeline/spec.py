@@ -1,23 +1,36 @@
 """Pipeline definitions (YAML or Python): stages with inputs/outputs and the units they may run on.
 
+    name: my-pipeline
     stages:
       - name: segment
-        model: {onnx: out/student-onnx-fp32, ncnn: out/student-ncnn-fp32}   # artifact per format
+        model: {onnx: artifacts/student-onnx-fp32, ncnn: artifacts/student-ncnn-fp32}   # artifact per format
         inputs: [seg_in]
         outputs: [mask]
         units: [gpu:ncnn, cpu1:onnx, cpu0:onnx]       # preference order = fallback chain
       - name: refine
-        kernel: edgekit.video.kernels:refine_mask     # a function of the stage's inputs
+        kernel: refine_mask                           # a name from edgekit's kernel registry
         inputs: [mask, frame]
         outputs: [alpha]
         units: [cpu0, cpu1]
 
 A unit name is ``UNIT`` for kernels and ``UNIT:FORMAT`` for models. The frame enters as ``frame``.
+
+A pipeline file is data, never code. It is validated against ``pipeline.schema.json``
+(``edgekit schema pipeline``) before anything else happens. ``kernel:`` is a name from
+:mod:`edgekit.pipeline.kernels` (the built-ins plus kernels installed plugins register under the
+``edgekit.kernels`` entry-point group); a ``module:attr`` string is refused and nothing is imported or
+called while the file is loaded, other than the registered kernel's constructor for class kernels.
+
+Paths in a pipeline file (a model's ``source``, the artifact folders) are relative, without ``..``, and
+are resolved against the folder of the pipeline file, and must stay inside it (symlinks included). The
+bundled pipelines (``profiles/pipelines/``) are edgekit's own files: their paths are resolved against the
+edgekit checkout root (which holds ``models/``), so ``edgekit schedule virtual-background`` works from any
+directory. A pipeline given as a dict (Python API) resolves against ``root`` (default: the working
+directory). Python callers may also build :class:`Stage` objects with callables directly.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,42 +83,99 @@ class PipelineSpec:
             have.update(s.outputs)
 
 
-def resolve_kernel(ref: str) -> Callable:
-    module, _, name = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise InputError(f"cannot import kernel '{ref}': {e}") from e
+def load_pipeline(source: str | Path | dict, cache: Path = Path("out/pipeline-artifacts"),
+                  root: str | Path | None = None) -> PipelineSpec:
+    """Read a pipeline (a YAML file or a dict), validated against ``pipeline.schema.json``. A model stage
+    gives artifacts per format, or a ``source`` model with ``targets`` (format -> target) and ``shape``,
+    converted once per source hash into ``cache``. A kernel that is a class is instantiated with the
+    stage's ``params`` (stateful kernels). Relative paths resolve against ``root`` (default: the file's
+    folder, see the module docstring).
 
+    Raises:
+        InputError: the file cannot be read or parsed, fails the schema, names an unregistered kernel or
+            parameters it does not take, a path that leaves its folder or does not exist, or stages that
+            cannot run in order.
+    """
+    from edgekit.pipeline.kernels import lookup, make
+    from edgekit.profiling.device import read_yaml, validate_against
 
-def load_pipeline(source: str | Path | dict, cache: Path = Path("out/pipeline-artifacts")) -> PipelineSpec:
-    """Read a pipeline. A model stage gives artifacts per format, or a ``source`` model with
-    ``targets`` (format -> target) and ``shape``, converted once per source hash into ``cache``.
-    A kernel that is a class is instantiated with the stage's ``params`` (stateful kernels)."""
-    import yaml
-
-    raw = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
+    if isinstance(source, dict):
+        raw, what = source, "pipeline"
+        base = Path(root) if root is not None else Path.cwd()
+    else:
+        path = Path(source)
+        raw, what = read_yaml(path, "pipeline"), f"pipeline {path.name}"
+        base = Path(root) if root is not None else _default_root(path)
+    validate_against(raw, "pipeline", what)
+    seen: set[str] = set()
+    dry = []
+    for s in raw["stages"]:  # every check first: nothing is made or converted for a file that is refused
+        if s["name"] in seen:
+            raise InputError(f"{what}: two stages are named '{s['name']}'")
+        seen.add(s["name"])
+        if ("kernel" in s) == ("model" in s):
+            raise InputError(f"{what}: stage '{s['name']}' needs exactly one of kernel or model")
+        if "params" in s and "kernel" not in s:
+            raise InputError(f"{what}: stage '{s['name']}' has params but no kernel")
+        formats: dict[str, str] = {}
+        if "model" in s:
+            _model_paths(s["model"], base, f"{what}: stage '{s['name']}'")
+            formats = dict.fromkeys(s["model"]["targets"] if "source" in s["model"] else s["model"], "")
+        else:
+            lookup(s["kernel"])
+        dry.append(Stage(s["name"], list(s["inputs"]), list(s["outputs"]), list(s["units"]), model=formats))
+    PipelineSpec(raw["name"], dry).check()
     stages = []
-    for s in raw.get("stages", []):
+    for s in raw["stages"]:
         params = dict(s.get("params", {}))
-        kernel = resolve_kernel(s["kernel"]) if "kernel" in s else None
-        if isinstance(kernel, type):
-            kernel, params = kernel(**params), {}
-        stages.append(Stage(name=s["name"], inputs=list(s.get("inputs", [])), outputs=list(s.get("outputs", [])),
-                            units=list(s.get("units", [])), kernel=kernel, model=_models(s.get("model", {}), cache),
+        kernel = None
+        if "kernel" in s:
+            kernel, params = make(s["kernel"], params, len(s["inputs"]), s["name"])
+        stages.append(Stage(name=s["name"], inputs=list(s["inputs"]), outputs=list(s["outputs"]),
+                            units=list(s["units"]), kernel=kernel,
+                            model=_models(s.get("model", {}), cache, base, f"{what}: stage '{s['name']}'"),
                             params=params))
-    spec = PipelineSpec(raw.get("name", "pipeline"), stages)
+    spec = PipelineSpec(raw["name"], stages)
     spec.check()
     return spec
 
 
-def _models(model: dict, cache: Path) -> dict[str, str]:
+def _default_root(path: Path) -> Path:
+    """The folder a pipeline file's paths are relative to: its own, or the checkout root for bundled ones."""
+    from edgekit.pipeline.schedule import BUNDLED
+
+    folder = path.resolve().parent
+    return BUNDLED.parents[1] if folder == BUNDLED.resolve() else folder
+
+
+def _model_paths(model: dict, base: Path, what: str) -> dict[str, Path]:
+    """Every path of a model entry, checked: relative, inside ``base``, existing."""
+    from edgekit.files import inside
+
+    if "source" in model:
+        src = inside(base, model["source"], f"{what} model source")
+        if not src.is_file():
+            raise InputError(f"{what}: model source '{model['source']}' not found in {base}")
+        return {"source": src}
+    paths = {}
+    for fmt, rel in model.items():
+        folder = inside(base, rel, f"{what} {fmt} artifact")
+        if not folder.is_dir():
+            raise InputError(f"{what}: {fmt} artifact folder '{rel}' not found in {base}")
+        paths[fmt] = folder
+    return paths
+
+
+def _models(model: dict, cache: Path, base: Path, what: str) -> dict[str, str]:
+    if not model:
+        return {}
+    paths = _model_paths(model, base, what)
     if "source" not in model:
-        return {k: str(v) for k, v in model.items()}
+        return {k: str(v) for k, v in paths.items()}
     from edgekit.profiling.sweep import cached_artifact
 
     h, w = model["shape"][-2:]
-    return {fmt: str(cached_artifact(model["source"], target, (h, w), cache).path)
+    return {fmt: str(cached_artifact(paths["source"], target, (h, w), cache).path)
             for fmt, target in model["targets"].items()}
 
 
