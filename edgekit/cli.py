@@ -83,27 +83,49 @@ def inspect(model, input_shapes, as_json):
 @click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), help="Layout of the artifact's IO (TFLite).")
 @click.option("--io-dtype", type=click.Choice(["float", "int8"]), help="IO dtype of full-int8 targets.")
 @click.option("--calib-samples", default=32, show_default=True, help="Calibration samples to use.")
+@click.option("--preprocess", type=click.Choice(["imagenet", "unit", "signed", "raw255"], case_sensitive=False),
+              help="How images become the input: imagenet (mean/std of ImageNet on [0,1]), unit ([0,1]), "
+                   "signed ([-1,1]), raw255 ([0,255]). Overrides the model card.")
+@click.option("--mean", metavar="M[,M,M]", help="Per-channel mean subtracted (in --value-range units).")
+@click.option("--std", metavar="S[,S,S]", help="Per-channel std divided by.")
+@click.option("--value-range", metavar="LO,HI", help="Pixel 0..255 maps to LO..HI before mean/std (e.g. 0,255).")
+@click.option("--color", type=click.Choice(["RGB", "BGR"], case_sensitive=False), help="Channel order.")
+@click.option("--confirm-preprocess", is_flag=True,
+              help="Quantize even though the model's first layer suggests another pre-processing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifact manifest as JSON.")
-def convert(model, target, output, calib, input_shapes, io_layout, io_dtype, calib_samples, as_json):
+def convert(model, target, output, calib, input_shapes, io_layout, io_dtype, calib_samples, preprocess, mean, std,
+            value_range, color, confirm_preprocess, as_json):
     """Convert MODEL (ONNX file or PyTorch reference) to TARGET and prove parity.
 
     \b
     Examples:
       edgekit convert student.onnx --target onnx-int8 --calib photos/
+      edgekit convert resnet18.onnx --target openvino-int8 --preprocess imagenet
       edgekit convert student.onnx --target tflite-int8 --io-layout nhwc
       edgekit convert mypkg.models:build --target onnx-fp32 --input-shape 1x3x256x256
-    The artifact is written only if its parity gate passes.
+    Quantized targets need to know the pre-processing: from the model card, the flags above or --calib;
+    they refuse to guess. The artifact is written only if its parity gate passes.
     """
+    from edgekit import preprocess as preprocessing
     from edgekit.conversion import convert as do_convert
 
+    stated = preprocessing.parse(preprocess, mean=mean, std=std, value_range=value_range, color=color)
     options = {k: v for k, v in (("io_layout", io_layout), ("io_dtype", io_dtype)) if v}
     with err.status("converting") as status:
         art = do_convert(model, target, output, calib=calib, input_shapes=list(input_shapes),
                          calib_samples=calib_samples, options=options,
-                         progress=lambda msg: status.update(msg))
+                         progress=lambda msg: status.update(msg), preprocess=stated,
+                         confirm_preprocess=confirm_preprocess)
     if as_json:
         return _emit_json(art.to_dict())
     out.print(f"[green]✓[/] {art.target} -> {art.path}  ({art.size_bytes / 1024:.0f} KiB, route {art.route})")
+    for t in art.source_io.inputs:
+        if t.is_image:
+            out.print(f"  input {t.name}: {preprocessing.describe(t)}", highlight=False)
+    data = art.parity.get("data") or {}
+    if data:
+        out.print(f"  validated on: {data.get('calibration')} (calibration) + {data.get('held_back')} (held back)",
+                  highlight=False)
     _print_parity(art.parity)
     for note in art.notes:
         out.print(f"  note: {note}")
@@ -297,6 +319,8 @@ def profile(device, model, out_dir, config_dir, as_json):
             t.add_row(p.label(), "-", "-", "-", "-", f"[red]{p.error[:60]}[/]")
     out.print(t)
     out.print(result.choice.why)
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
     out.print(f"config: {result.config_path or '(none: nothing fits)'}   report: {result.report_path}")
     if result.config_path is None:
         raise EdgekitError(result.choice.why)
@@ -307,8 +331,10 @@ def profile(device, model, out_dir, config_dir, as_json):
               help="Recipe YAML (see models/portrait-seg/distill.yaml).")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.pt.")
 @click.option("--nproc", default=1, show_default=True, help="CPU processes (torch.distributed, gloo).")
+@click.option("--teacher-module", metavar="PKG.MOD:FACTORY", help="A teacher given as code (teacher.kind: module); "
+              "a recipe file alone cannot name code to import.")
 @click.option("--json", "as_json", is_flag=True)
-def distill(config, resume, nproc, as_json):
+def distill(config, resume, nproc, teacher_module, as_json):
     """Train a student from a teacher (pixelwise KL, pairwise affinity, attention transfer).
 
     \b
@@ -321,9 +347,9 @@ def distill(config, resume, nproc, as_json):
     from edgekit.train.distill import launch
     from edgekit.train.recipe import load_recipe
 
-    recipe = load_recipe(config)
+    recipe = load_recipe(config, teacher_module=teacher_module)  # validated before anything trains
     if nproc > 1:
-        if launch(config, nproc, resume) != 0:
+        if launch(config, nproc, resume, teacher_module) != 0:
             raise EdgekitError(f"distributed training on {nproc} processes failed (see the log above)")
         result = json.loads((Path(recipe.output) / "metrics.json").read_text())
     else:
@@ -413,18 +439,26 @@ def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
 @click.option("--strength", "strengths", multiple=True, metavar="EFFECT=X", help="e.g. beauty=0.5 (0..1).")
 @click.option("--max-frames", type=int)
 @click.option("--sequential", is_flag=True, help="One stage after another (no pipelining), for comparison.")
+@click.option("--strict", is_flag=True, help="Any deviation from the app config (fallback used, fail-over, a unit "
+              "of the chosen runtime unavailable, a config field that disagrees with its artifact) is an error.")
 @click.option("--json", "as_json", is_flag=True)
-def process(input_path, output, config, effects, background, strengths, max_frames, sequential, as_json):
+def process(input_path, output, config, effects, background, strengths, max_frames, sequential, strict, as_json):
     """Run video pre-processing effects on INPUT (video file, image folder, or camera:N).
 
     \b
     Examples:
       edgekit process talk.mp4 -o out/talk_blur.mp4 -c profiles/configs/local-cpu.json
       edgekit process camera:0 -o out/cam.mp4 -c profiles/configs/local-cpu.json -e blur,beauty,denoise,lowlight
-    Writes OUTPUT and OUTPUT_before_after.png; a truncated video is processed up to where it breaks.
+    Writes OUTPUT and OUTPUT_before_after.png whole or not at all; an existing OUTPUT is replaced only when it
+    is edgekit's previous output. The model runs as the app config says; every fallback, fail-over and
+    unavailable unit is reported (--strict: an error). A truncated video is processed up to where it breaks.
     """
+    import math
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from edgekit.errors import InputError
+    from edgekit.video.process import EFFECTS
     from edgekit.video.process import process as run_process
 
     parsed = {}
@@ -433,20 +467,33 @@ def process(input_path, output, config, effects, background, strengths, max_fram
         try:
             parsed[name] = float(value)
         except ValueError as e:
-            raise click.BadParameter(f"--strength {item}: expected EFFECT=NUMBER") from e
+            raise InputError(f"--strength {item}: expected EFFECT=NUMBER") from e
+        if name not in EFFECTS or not math.isfinite(parsed[name]) or parsed[name] < 0:
+            raise InputError(f"--strength {item}: expected EFFECT=NUMBER with EFFECT one of {', '.join(EFFECTS)} "
+                             "and NUMBER >= 0")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"--max-frames {max_frames}: expected a count of at least 1")
     with Progress(TextColumn("processing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as bar:
         task = bar.add_task("frames", total=None)
         report = run_process(input_path, output, config, [e.strip() for e in effects.split(",") if e.strip()],
                              parsed, background, max_frames, sequential,
-                             progress=lambda n, total: bar.update(task, completed=n, total=total))
+                             progress=lambda n, total: bar.update(task, completed=n, total=total), strict=strict)
     if as_json:
         return _emit_json(report.to_dict())
     out.print(f"{report.frames_out} frames -> {report.output} at {report.fps:.1f} fps "
-              f"({'sequential' if sequential else 'pipelined'}); before/after: {report.sheet}")
+              f"({'sequential' if sequential else 'pipelined'}); before/after: {report.sheet or '(none)'}")
+    if report.model:
+        m = report.model
+        out.print(f"model: {m['target']} ({m['role']}) on {m['delegate']}, {m['threads']} thread(s), "
+                  f"{m['resolution'][0]}x{m['resolution'][1]}, unit {m['choice']}")
     out.print(report.plan["why"])
+    for choice, why in report.unavailable.items():
+        out.print(f"[yellow]unavailable:[/] {choice}: {why}", highlight=False)
+    for d in report.deviations:
+        out.print(f"[red]deviation ({d['kind']}):[/] {d['message']}", highlight=False)
     for note in report.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 @cli.group()

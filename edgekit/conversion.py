@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import calibration
+from edgekit import preprocess as preprocessing
 from edgekit.artifact import Artifact, staging
 from edgekit.converters import registry
 from edgekit.converters.base import ConversionJob
-from edgekit.errors import ParityError
+from edgekit.errors import InputError, ParityError
 from edgekit.ingest import load_source, parse_input_shapes
 from edgekit.parity import ParityReport, check
 from edgekit.runtimes.onnxruntime import OrtSession
@@ -34,15 +35,26 @@ def default_output(model: Any, target: Target) -> Path:
 
 def convert(model: Any, target: str, output: str | Path | None = None, *, calib: str | Path | None = None,
             input_shapes: list[str] | dict | None = None, calib_samples: int = 32, held_back: int = 8,
-            options: dict | None = None, progress: Progress | None = None) -> Artifact:
+            options: dict | None = None, progress: Progress | None = None,
+            preprocess: str | dict | None = None, confirm_preprocess: bool = False) -> Artifact:
     """Convert ``model`` (ONNX path, PyTorch module or reference) to ``target`` and prove parity.
 
-    Returns the published :class:`~edgekit.artifact.Artifact`. Raises
-    :class:`~edgekit.errors.ParityError` (and writes nothing) when the artifact does not compute
-    the same thing as the reference within the target's tolerances, after trying to keep the
-    most quantization-sensitive layers in float for quantized targets.
+    ``preprocess`` states how images become the model's input: a preset (``imagenet``, ``unit``,
+    ``signed``, ``raw255``) or a dict with ``preset``, ``mean``, ``std``, ``value_range``, ``color``; it
+    overrides the model card. Quantized targets refuse to guess it (see :mod:`edgekit.preprocess`); float
+    targets record and report what they assumed. The gate runs on the calibration samples and on held-back
+    samples from other families (natural-image-like fields and textures, part of the user's data).
+
+    Returns the published :class:`~edgekit.artifact.Artifact`.
+
+    Raises:
+        InputError: a quantized target without any stated pre-processing or calibration data, or whose
+            first layer contradicts the stated pre-processing (unless ``confirm_preprocess``).
+        ParityError: (writing nothing) the artifact does not compute the same thing as the reference within
+            the target's tolerances, after trying to keep the most quantization-sensitive layers in float.
     """
     say = progress or (lambda _msg: None)
+    stated = preprocessing.parse(preprocess)
     tgt = Target.parse(target)
     converter = registry.get(tgt.format)
     converter.check_available()
@@ -51,21 +63,88 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
     with tempfile.TemporaryDirectory(prefix="edgekit-work-") as work:
         say("loading and simplifying the model")
         src = load_source(model, Path(work), shapes)
+        src.io = preprocessing.resolve(src.io, src.card, stated)
+        _refuse_unknown_inputs(tgt, src.io, calib)
         say("preparing calibration and validation inputs")
-        data = calibration.samples(src.io, calib, n=calib_samples + held_back)
-        cal, held = calibration.split(data, held_back)
+        gate = calibration.gate_data(src.io, calib, calib_samples, held_back)
+        checks = _check_inputs(src, gate, tgt, confirm_preprocess, say)
+        data, cal = gate.all, gate.calibration
         job = ConversionJob(src, tgt, cal, dict(options or {}))
         reference = OrtSession.reference(src)
         ref_out = [reference.run(s) for s in data]
         with staging(out, protect=[model, calib]) as stage:
             artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say)
             artifact.parity = report.to_dict()
+            artifact.parity["data"] = gate.describe
+            artifact.parity["input_check"] = [c.to_dict() for c in checks]
+            artifact.notes.extend(_input_notes(src.io, tgt, calib, gate, checks))
             shutil.copyfile(src.onnx_path, stage / REFERENCE_FILE)
             artifact.reference = REFERENCE_FILE
             artifact.save()
     artifact.path = out.absolute()
     say(f"wrote {out}")
     return artifact
+
+
+def _refuse_unknown_inputs(tgt: Target, io, calib) -> None:
+    """A quantized target never calibrates on a guessed pre-processing or on noise for non-image inputs."""
+    if not tgt.is_quantized or calib is not None:
+        return
+    if preprocessing.assumed_inputs(io):
+        raise InputError(preprocessing.refusal(str(tgt), io))
+    other = [t.name for t in io.inputs if not t.is_image]
+    if other:
+        raise InputError(f"{tgt} calibrates on inputs, and input(s) {', '.join(other)} are not images edgekit can "
+                         "generate: pass --calib with a .npy of real inputs")
+
+
+def _check_inputs(src, gate, tgt: Target, confirmed: bool, say: Progress) -> list:
+    """Run the first-layer check on every image input; a mismatch refuses a quantized target unless confirmed."""
+    import numpy as np
+
+    say("checking the stated pre-processing against the model's first layer")
+    model = None
+    if src.kind == "onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(src.path))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise InputError(f"cannot re-read {src.path}: {e}") from e
+    checks = []
+    for t in src.io.inputs:
+        if not t.is_image:
+            continue
+        if model is None:
+            checks.append(preprocessing.LayerCheck(t.name, "not checked", "PyTorch sources are exported with batch "
+                                                   "norms folded into the convolutions"))
+            continue
+        x = np.concatenate([s[t.name] for s in gate.calibration])
+        checks.append(preprocessing.check_first_layer(model, t, x, in_model_space=gate.in_model_space))
+    bad = [c for c in checks if c.status == "mismatch"]
+    if bad and tgt.is_quantized and not confirmed:
+        c = bad[0]
+        hint = f"--preprocess {c.best}" if c.best else "--mean/--std/--value-range"
+        raise InputError(f"{c.line()}: state the pre-processing the model was trained on (e.g. {hint}), or pass "
+                         "--confirm-preprocess to calibrate with it anyway")
+    return checks
+
+
+def _input_notes(io, tgt: Target, calib, gate, checks) -> list[str]:
+    """What the artifact and the CLI say about the inputs it was calibrated and validated on."""
+    notes = []
+    for t in io.inputs:
+        if t.preprocessing == preprocessing.ASSUMED:
+            notes.append(f"assumed pre-processing for input '{t.name}': {preprocessing.describe(t)}; no model card "
+                         f"or flag states it: pass {preprocessing.FLAGS} if the model expects another")
+    if tgt.is_quantized and calib is None:
+        notes.append(f"calibrated and validated on generated images only ({gate.describe['calibration']}; held back "
+                     f"{gate.describe['held_back']}), not on real ones: pass --calib with your images for a "
+                     "stronger check")
+    for c in checks:
+        if c.status == "mismatch":
+            notes.append(f"warning: {c.line()}" + (" (confirmed by the user)" if tgt.is_quantized else ""))
+    return notes
 
 
 def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress):

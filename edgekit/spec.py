@@ -48,6 +48,9 @@ class TensorSpec:
     kind: str = "tensor"
     #: quantization of an integer tensor: real = (q - zero_point) * scale
     quant: tuple[float, int] | None = None
+    #: where an input's pre-processing fields came from: "card", "flags", "preset NAME", "assumed"
+    #: (nothing stated them), "not an image", or "" (not recorded: outputs, older artifacts)
+    preprocessing: str = ""
 
     @property
     def is_static(self) -> bool:

@@ -89,33 +89,127 @@ class Layer:
                          *self.bottoms, *self.tops, *self.raw_params]).rstrip()
 
 
-def _parse_value(v: str):
-    if "," in v:
-        return [_parse_value(x) for x in v.split(",")]
+#: array params are written with key ``-23300 - id`` and value ``count,v1,...,vcount``
+ARRAY_KEY_BASE = -23300
+
+
+@dataclass(frozen=True)
+class ParamString:
+    """A string-valued param (pnnx writes expressions such as ``6="1,1,//(256,0n),0n"``)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return f'"{self.text}"'
+
+
+def _is_float(token: str) -> bool:
+    """ncnn's rule: a value is a float when its text has a '.' or an exponent (or is inf/nan)."""
+    t = token.lower()
+    return "." in t or "e" in t or t.lstrip("+-") in ("inf", "nan")
+
+
+def _scalar(token: str, where: str):
     try:
-        return int(v)
-    except ValueError:
-        return float(v)
+        return float(token) if _is_float(token) else int(token)
+    except ValueError as e:
+        raise ConversionError(f"ncnn param {where}: cannot read value '{token}'") from e
+
+
+def parse_param(token: str, where: str = "") -> tuple[int, object]:
+    """One ``key=value`` token -> (id, value): int, float, list (array key) or :class:`ParamString`.
+
+    Raises:
+        ConversionError: the token is not a valid ncnn param.
+    """
+    k, sep, v = token.partition("=")
+    try:
+        key = int(k)
+    except ValueError as e:
+        raise ConversionError(f"ncnn param {where}: bad key in '{token}'") from e
+    if not sep:
+        raise ConversionError(f"ncnn param {where}: '{token}' has no '='")
+    if v.startswith('"'):
+        if len(v) < 2 or not v.endswith('"'):
+            raise ConversionError(f"ncnn param {where}: unterminated string in '{token}'")
+        return key, ParamString(v[1:-1])
+    if key <= ARRAY_KEY_BASE:
+        parts = v.split(",")
+        count = _scalar(parts[0], where)
+        if not isinstance(count, int) or count != len(parts) - 1:
+            raise ConversionError(f"ncnn param {where}: array '{token}' does not hold {parts[0]} values")
+        return ARRAY_KEY_BASE - key, [_scalar(x, where) for x in parts[1:]]
+    return key, _scalar(v, where)
+
+
+def format_param(key: int, value) -> str:
+    """The text form of one param, the inverse of :func:`parse_param`."""
+    if isinstance(value, ParamString):
+        return f"{key}={value}"
+    if isinstance(value, (list, tuple)):
+        return f"{ARRAY_KEY_BASE - key}={len(value)}," + ",".join(_format_scalar(x) for x in value)
+    return f"{key}={_format_scalar(value)}"
+
+
+def _format_scalar(x) -> str:
+    if isinstance(x, float):
+        text = format(x, ".9g")  # enough digits for every float32
+        return text if _is_float(text) else text + ".0"  # ncnn must read it back as a float
+    return str(int(x))
+
+
+def tokenize(line: str) -> list[str]:
+    """Split a param line on whitespace, keeping a double-quoted string (which may hold spaces) whole."""
+    tokens, cur, quoted = [], [], False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+        if ch.isspace() and not quoted:
+            if cur:
+                tokens.append("".join(cur))
+                cur = []
+            continue
+        cur.append(ch)
+    if quoted:
+        raise ConversionError(f"ncnn param line has an unterminated string: {line.strip()[:80]}")
+    if cur:
+        tokens.append("".join(cur))
+    return tokens
+
+
+def read_param(param: Path) -> list[Layer]:
+    """Parse a .param file into layers (no weights).
+
+    Raises:
+        ConversionError: the file is not an ncnn param file or a line cannot be read.
+    """
+    lines = param.read_text().split("\n")
+    if lines[0].strip() != str(MAGIC):
+        raise ConversionError(f"{param.name} is not an ncnn param file (magic {lines[0][:20]!r})")
+    layers = []
+    for number, line in enumerate(lines[2:], start=3):
+        parts = tokenize(line)
+        if not parts:
+            continue
+        where = f"{param.name}:{number}"
+        try:
+            nb, nt = int(parts[2]), int(parts[3])
+        except (IndexError, ValueError) as e:
+            raise ConversionError(f"ncnn param {where}: bad layer line") from e
+        bottoms, tops = parts[4 : 4 + nb], parts[4 + nb : 4 + nb + nt]
+        raw = parts[4 + nb + nt :]
+        params = dict(parse_param(kv, where) for kv in raw)
+        layers.append(Layer(parts[0], parts[1], bottoms, tops, params, raw))
+    return layers
 
 
 def read(param: Path, binf: Path) -> list[Layer]:
-    """Parse a .param/.bin pair into layers with their weight arrays."""
-    lines = param.read_text().split("\n")
-    if int(lines[0]) != MAGIC:
-        raise ConversionError(f"{param} is not an ncnn param file (magic {lines[0]})")
-    layers = []
-    for line in lines[2:]:
-        parts = line.split()
-        if not parts:
-            continue
-        nb, nt = int(parts[2]), int(parts[3])
-        bottoms, tops = parts[4 : 4 + nb], parts[4 + nb : 4 + nb + nt]
-        raw = parts[4 + nb + nt :]
-        params = {}
-        for kv in raw:
-            k, _, v = kv.partition("=")
-            params[int(k) if not k.startswith("-") else int(k)] = _parse_value(v)
-        layers.append(Layer(parts[0], parts[1], bottoms, tops, params, raw))
+    """Parse a .param/.bin pair into layers with their weight arrays.
+
+    Raises:
+        ConversionError: the pair cannot be read or its weights do not match the layers.
+    """
+    layers = read_param(param)
     data = binf.read_bytes()
     offset = 0
     for layer in layers:
@@ -174,4 +268,5 @@ def write(layers: list[Layer], param: Path, binf: Path) -> None:
 def set_param(layer: Layer, key: int, value) -> None:
     """Set ``key=value`` in a layer's params (and its text form)."""
     layer.params[key] = value
-    layer.raw_params = [kv for kv in layer.raw_params if kv.partition("=")[0] != str(key)] + [f"{key}={value}"]
+    keys = {str(key), str(ARRAY_KEY_BASE - key)}
+    layer.raw_params = [kv for kv in layer.raw_params if kv.partition("=")[0] not in keys] + [format_param(key, value)]
