@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from edgekit.converters import registry
 from edgekit.converters.base import ConversionJob
 from edgekit.errors import InputError, ParityError
 from edgekit.ingest import load_source, parse_input_shapes
-from edgekit.parity import ParityReport, check
+from edgekit.parity import ParityReport, check, require_finite_inputs, require_finite_reference
 from edgekit.runtimes.onnxruntime import OrtSession
 from edgekit.target import Target
 
@@ -148,6 +149,15 @@ def _input_notes(io, tgt: Target, calib, gate, checks) -> list[str]:
 
 
 def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress):
+    """Convert, gate, retry with the converter's alternatives, then keep the most sensitive layers in float.
+
+    Raises:
+        InputError: the inputs or the source model's own outputs hold NaN/Inf (nothing is converted).
+        ParityError: no attempt passed; the message says exactly what was tried and why it stopped.
+    """
+    require_finite_inputs(data, "the calibration/validation data (--calib, or generated)")
+    require_finite_reference(ref_out)
+    first_options = dict(job.options)
     artifact, report = _attempt(converter, job, stage, data, ref_out, say)
     for override in [] if report.passed else converter.alternatives(job):
         failed = report.summary()
@@ -158,26 +168,64 @@ def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out
         artifact.notes.append(f"first attempt failed the parity gate ({failed}); retried with {override}")
         if report.passed:
             break
-    if report.passed or not (job.target.is_quantized and converter.supports_keep_float):
+    if report.passed or not job.target.is_quantized:
         report.raise_if_failed(str(job.target))
         return artifact, report
+    reason = converter.keep_float_unsupported(job)
+    if reason is not None and job.options != first_options:
+        first = replace(job, options=dict(first_options))
+        if converter.keep_float_unsupported(first) is None:  # the alternatives' route cannot; the first one can
+            say(f"{reason}; keeping layers in float on the first route ({first_options or 'default options'})")
+            job.options = dict(first_options)
+            reason = None
+    if reason is not None:
+        raise ParityError(f"parity gate failed for {job.target}: " + "; ".join(report.failures)
+                          + f" (no mixed-precision retry: {reason})", report=report)
     say(f"parity failed ({report.summary()}); ranking layers by quantization sensitivity")
     from edgekit.sensitivity import rank_layers
 
     ranking = [r.node for r in rank_layers(job.source.onnx_path, job.calibration)]
-    k = 1
-    while k <= len(ranking):
+    if not ranking:
+        raise ParityError(f"parity gate failed for {job.target}: " + "; ".join(report.failures)
+                          + " (no mixed-precision retry: the model has no named weighted layer to keep in float)",
+                          report=report)
+    tried: list[str] = []
+    for k in keep_float_steps(len(ranking)):
         job.keep_float = tuple(ranking[:k])
-        say(f"retrying with {k} most sensitive layer(s) in float")
+        say(f"retrying with the {k} most sensitive layer(s) of {len(ranking)} in float")
         _clear(stage)
         artifact, report = _attempt(converter, job, stage, data, ref_out, say)
+        kept = report.kept_float
+        missed = [n for n in job.keep_float if n not in kept]
+        tried.append(f"{k} asked, {len(kept)} kept")
         if report.passed:
-            report.kept_float = list(job.keep_float)
-            artifact.notes.append(f"kept {k} layer(s) in float to pass the parity gate: {', '.join(job.keep_float)}")
+            note = f"kept {len(kept)} layer(s) in float to pass the parity gate: {_names(kept)}"
+            if missed:
+                note += f" ({len(missed)} more asked that {converter.format} could not keep: {_names(missed)})"
+            artifact.notes.append(note)
             return artifact, report
-        k *= 2
-    raise ParityError(f"parity gate failed for {job.target} even with {len(ranking)} layers kept in float: "
+    missed = [n for n in job.keep_float if n not in report.kept_float]
+    could_not = f"; {converter.format} could not keep {len(missed)} of them: {_names(missed)}" if missed else ""
+    raise ParityError(f"parity gate failed for {job.target} with every mixed-precision retry, up to all "
+                      f"{len(ranking)} ranked layers asked in float (tried: {', '.join(tried)}{could_not}): "
                       + "; ".join(report.failures), report=report)
+
+
+def keep_float_steps(n: int) -> list[int]:
+    """How many of ``n`` ranked layers each mixed-precision retry keeps in float: 1, 2, 4, ... and finally n."""
+    steps, k = [], 1
+    while k < n:
+        steps.append(k)
+        k *= 2
+    return [*steps, n] if n else []
+
+
+def _names(names, limit: int = 6) -> str:
+    names = list(names)
+    if not names:
+        return "none"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _attempt(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress) -> tuple[Artifact, ParityReport]:
@@ -193,6 +241,8 @@ def _attempt(converter, job: ConversionJob, stage: Path, data, ref_out, say: Pro
         report = check(None, session, data, job.target.tolerance_class, ref_outputs=ref_out)
     finally:
         session.close()
+    # what the converter read back from its own output, never what was asked
+    report.kept_float = [n for n in job.keep_float if n in set(converted.kept_float)]
     return artifact, report
 
 

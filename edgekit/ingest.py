@@ -24,6 +24,12 @@ from edgekit.spec import IOSpec, ModelCard, TensorSpec
 
 ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64", 2: "uint8", 3: "int8", 9: "bool"}
 OPSET = 17
+#: the memory budget of one tensor: a model or shape whose inputs, outputs or intermediates would need more
+#: is refused before anything is allocated
+MAX_TENSOR_BYTES = 2 * 1024**3
+BUDGET_TEXT = "2 GiB per tensor"
+#: bytes per element of ONNX tensor types (others: 8)
+ONNX_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
 
 
 @dataclass
@@ -47,14 +53,53 @@ class SourceModel:
 
 
 def parse_input_shapes(values: list[str] | tuple[str, ...] | None) -> dict[str, tuple[int, ...]]:
-    """Parse ``name:1x3x256x256`` (or bare ``1x3x256x256`` for a single-input model) values."""
+    """Parse ``name:1x3x256x256`` (or bare ``1x3x256x256`` for a single-input model) values.
+
+    Raises:
+        InputError: a value that is not NAME:DxDx..., a dim of 0, a name given twice, or a shape whose
+            float32 tensor would exceed the memory budget (:data:`MAX_TENSOR_BYTES`).
+    """
     shapes: dict[str, tuple[int, ...]] = {}
+    if isinstance(values, str):
+        values = [values]
     for v in values or ():
+        if not isinstance(v, str):
+            raise InputError(f"bad --input-shape {v!r}: expected a string NAME:1x3xHxW")
         name, sep, dims = v.rpartition(":")
-        if not re.fullmatch(r"\d+(x\d+)*", dims):
+        if not re.fullmatch(r"[0-9]{1,12}(x[0-9]{1,12}){0,11}", dims):
             raise InputError(f"bad --input-shape '{v}': expected NAME:1x3xHxW")
-        shapes[name if sep else ""] = tuple(int(d) for d in dims.split("x"))
+        key = name if sep else ""
+        if key in shapes:
+            raise InputError(f"--input-shape gives {'input ' + repr(name) if key else 'a bare shape'} twice")
+        shapes[key] = check_shape(tuple(int(d) for d in dims.split("x")), f"--input-shape '{v}'")
     return shapes
+
+
+def check_shape(shape, what: str, itemsize: int = 4) -> tuple[int, ...]:
+    """A tensor shape of positive ints whose tensor fits the memory budget.
+
+    Raises:
+        InputError: a dim that is not a positive integer, or a tensor over :data:`MAX_TENSOR_BYTES`.
+    """
+    try:
+        dims = tuple(shape)
+    except TypeError as e:
+        raise InputError(f"{what}: shape {shape!r} is not a list of dims") from e
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        bad = next((d for d in dims if isinstance(d, bool) or not isinstance(d, int) or d < 1), None)
+        raise InputError(f"{what}: every dim must be a positive integer (got {bad!r} in {list(dims)})"
+                         if dims else f"{what}: empty shape")
+    size = itemsize
+    for d in dims:
+        size *= d
+    if size > MAX_TENSOR_BYTES:
+        raise InputError(f"{what}: a tensor of shape {'x'.join(map(str, dims))} needs {_gib(size)}, over the "
+                         f"memory budget of {BUDGET_TEXT}; refused before allocating it")
+    return dims
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024**3:.3g} GiB" if n < 1024**5 else f"{n:.3g} bytes"
 
 
 def load_source(source: Any, workdir: Path, input_shapes: dict | None = None,
@@ -83,8 +128,11 @@ def load_source(source: Any, workdir: Path, input_shapes: dict | None = None,
         sha = sha256_file(path)
         model = _load_onnx(Path(path))
 
+    if not model.graph.output:
+        raise InputError(f"{path} has no outputs: there is nothing to convert or compare")
     model, shapes = fix_input_shapes(model, input_shapes, card)
     model = prepare(model, simplify)
+    _check_prepared(model, path, card)
     prepared = workdir / "source.onnx"
     _save(model, prepared)
     return SourceModel(path=path, kind=kind, sha256=sha, onnx_path=prepared, model=model,
@@ -131,9 +179,14 @@ def _graph_inputs(model):
 def fix_input_shapes(model, shapes: dict, card: ModelCard):
     """Make every input dim static from ``shapes`` (flag), then the card's default; else raise."""
     inputs = _graph_inputs(model)
+    if not inputs:
+        raise InputError("the model has no inputs: its outputs are constants, there is nothing to convert or check")
+    shapes = {k: check_shape(v, f"input shape for '{k}'" if k else "input shape") for k, v in shapes.items()}
     if "" in shapes:
         if len(inputs) != 1:
             raise InputError("--input-shape without a name needs a single-input model; use NAME:1x3xHxW")
+        if inputs[0].name in shapes:
+            raise InputError(f"--input-shape gives input '{inputs[0].name}' twice (once without its name)")
         shapes[inputs[0].name] = shapes.pop("")
     unknown = set(shapes) - {i.name for i in inputs}
     if unknown:
@@ -147,16 +200,19 @@ def fix_input_shapes(model, shapes: dict, card: ModelCard):
         want = shapes.get(inp.name) or (None if all(current) else card.default_shape(inp.name))
         if want is None:
             if not all(current):
-                shown = "x".join(str(d) if d else "?" for d in current)
-                raise InputError(f"input '{inp.name}' has dynamic dims ({shown}); "
-                                 f"pass --input-shape {inp.name}:1x3xHxW")
-            fixed[inp.name] = current
+                shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in dims)
+                what = "a dim of 0" if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims) \
+                    else "dynamic dims"
+                raise InputError(f"input '{inp.name}' has {what} ({shown}); pass --input-shape {inp.name}:1x3xHxW")
+            fixed[inp.name] = check_shape(current, f"input '{inp.name}'",
+                                          ONNX_ITEMSIZE.get(inp.type.tensor_type.elem_type, 8))
             continue
         if len(want) != len(current):
             raise InputError(f"--input-shape for '{inp.name}' has rank {len(want)}, model expects {len(current)}")
         for d, (cur, new) in enumerate(zip(current, want)):
             if cur is not None and cur != new and d == 1:
                 raise InputError(f"input '{inp.name}' has {cur} channels; --input-shape asks for {new}")
+        check_shape(want, f"input '{inp.name}'", ONNX_ITEMSIZE.get(inp.type.tensor_type.elem_type, 8))
         for d, v in zip(dims, want):
             d.ClearField("dim_param")
             d.dim_value = v
@@ -178,6 +234,7 @@ def prepare(model, simplify: bool = True):
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except onnx.shape_inference.InferenceError as e:
         raise InputError(f"shape inference failed with the given input shapes: {e}") from e
+    check_tensor_sizes(model)  # before simplification folds constants (which allocates them)
     if simplify:
         import onnxslim
 
@@ -186,6 +243,51 @@ def prepare(model, simplify: bool = True):
         except Exception as e:  # onnxslim raises bare exceptions from many passes
             raise ConversionError(f"onnxslim could not simplify the model: {e}") from e
     return model
+
+
+def check_tensor_sizes(model) -> None:
+    """Refuse a model whose inferred outputs or intermediates exceed the per-tensor memory budget.
+
+    Raises:
+        InputError: naming the tensor, its shape and the budget.
+    """
+    for vi in [*model.graph.value_info, *model.graph.output]:
+        tt = vi.type.tensor_type
+        dims = [d.dim_value for d in tt.shape.dim if d.HasField("dim_value")]
+        if not dims or len(dims) != len(tt.shape.dim) or any(d < 1 for d in dims):
+            continue
+        size = ONNX_ITEMSIZE.get(tt.elem_type, 8)
+        for d in dims:
+            size *= d
+        if size > MAX_TENSOR_BYTES:
+            raise InputError(f"tensor '{vi.name}' of shape {'x'.join(map(str, dims))} would need {_gib(size)}, "
+                             f"over the memory budget of {BUDGET_TEXT}; refused before running the model")
+
+
+def _check_prepared(model, path: str, card: ModelCard) -> None:
+    """What simplification leaves must still be a model: inputs, outputs that depend on them, static dims,
+    and a card that names only tensors the model has."""
+    if not _graph_inputs(model):
+        raise InputError(f"{path}: every output is a constant (it does not depend on any input); "
+                         "there is nothing to convert or check")
+    inputs = {i.name for i in _graph_inputs(model)}
+    live = set(inputs)  # tensors computed from an input (nodes are in topological order)
+    for n in model.graph.node:
+        if n.op_type in ("If", "Loop", "Scan") or any(i in live for i in n.input):  # subgraphs: assume live
+            live.update(n.output)
+    if not any(o.name in live for o in model.graph.output):
+        raise InputError(f"{path}: every output is a constant (none depends on an input); "
+                         "there is nothing to convert or check")
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+            shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in dims)
+            raise InputError(f"{path}: output '{out.name}' has shape {shown}: an empty tensor cannot be compared")
+    for section, names in (("inputs", inputs), ("outputs", {o.name for o in model.graph.output})):
+        unknown = sorted(set(getattr(card, section)) - names)
+        if unknown:
+            raise InputError(f"model card {card.path or ''} names {section[:-1]} {unknown[0]!r}, which the model "
+                             f"does not have (its {section}: {', '.join(sorted(names))})")
 
 
 def io_spec(model, card: ModelCard) -> IOSpec:
@@ -197,7 +299,14 @@ def io_spec(model, card: ModelCard) -> IOSpec:
         layout = "NCHW" if len(shape) == 4 else "ANY"
         base = TensorSpec(name=vi.name, shape=shape, dtype=ONNX_DTYPES.get(tt.elem_type, "float32"),
                           layout=layout, kind="tensor")
-        return card.apply(base, is_input)
+        out = card.apply(base, is_input)
+        if is_input and out.is_image:
+            for key in set(card.inputs.get(vi.name, {})) & {"mean", "std"}:
+                n = len(getattr(out, key))
+                if n not in (1, out.channels):
+                    raise InputError(f"model card {card.path or ''}: input '{vi.name}' {key} has {n} values; "
+                                     f"the input has {out.channels} channel(s)")
+        return out
 
     return IOSpec(tuple(spec(i, True) for i in _graph_inputs(model)),
                   tuple(spec(o, False) for o in model.graph.output))

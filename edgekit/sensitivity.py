@@ -46,7 +46,10 @@ def rank_layers(onnx_path, samples: list[dict[str, np.ndarray]], max_samples: in
 
     model = onnx.load(str(onnx_path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in inits]
+    # keep-float addresses layers by name: unnamed or same-named nodes cannot be kept, so they are not ranked
+    names = [n.name for n in model.graph.node]
+    nodes = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in inits
+             and n.name and names.count(n.name) == 1]
     if not nodes:
         return []
     wanted = {n.input[0] for n in nodes} | {n.output[0] for n in nodes}

@@ -39,6 +39,9 @@ class ConvertedModel:
     tools: dict[str, str]
     options: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: node names of ``job.keep_float`` that this conversion really kept in float, as read back from what it
+    #: wrote (layers the backend could not map are left out, never reported as kept)
+    kept_float: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -46,8 +49,10 @@ class Converter(Protocol):
     """Turns a prepared source model into an artifact of one format.
 
     ``precisions`` lists the target precisions it produces; ``extra`` is the pip extra that installs
-    its dependencies; ``supports_keep_float`` says whether ``job.keep_float`` is honoured (used by the
-    parity gate's mixed-precision fallback).
+    its dependencies; ``supports_keep_float`` says whether the converter can honour ``job.keep_float`` at
+    all, and :meth:`keep_float_unsupported` whether (and why not) one given job's route can (used by the
+    parity gate's mixed-precision fallback). A converter that honours it reports the layers it really kept in
+    :attr:`ConvertedModel.kept_float`.
     """
 
     format: str
@@ -67,6 +72,10 @@ class Converter(Protocol):
     def alternatives(self, job: ConversionJob) -> list[dict]:
         """Option overrides to retry with, in order, when the parity gate fails (may be empty)."""
 
+    def keep_float_unsupported(self, job: ConversionJob) -> str | None:
+        """None when converting ``job`` (its target and options, e.g. the route) honours ``job.keep_float``;
+        otherwise the reason it cannot, said to the user when the mixed-precision fallback stops."""
+
     def verifier(self, artifact) -> Session:
         """The session the parity gate runs on a fresh artifact (normally its own runtime)."""
 
@@ -81,6 +90,13 @@ class BaseConverter:
 
     def alternatives(self, job: ConversionJob) -> list[dict]:
         return []
+
+    def keep_float_unsupported(self, job: ConversionJob) -> str | None:
+        if not job.target.is_quantized:
+            return f"{job.target} is not quantized: there is nothing to keep in float"
+        if not self.supports_keep_float:
+            return f"the {self.format} converter cannot keep layers in float"
+        return None
 
     def verifier(self, artifact):
         """The session the parity gate runs: the artifact's own runtime, unless a format cannot run here."""

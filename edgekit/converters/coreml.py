@@ -109,10 +109,14 @@ class CoreMLConverter(BaseConverter):
                    "input_type": "image" if image_input else "tensor", "deployment_target": deployment}
         if grouped:
             options["palette_granularity"] = "per_grouped_channel (16)"
-        if job.keep_float:
-            options["float_layers"] = sorted(skip)
+        kept: tuple[str, ...] = ()
+        if job.keep_float:  # read back: a kept layer's weight is still a plain float const in the program
+            float_ops = float_weight_consts(mlmodel)
+            kept = tuple(n for n in job.keep_float if skip.get(n) in float_ops)
+            options["float_layers"] = list(kept)
         return ConvertedModel(files={"model": path.name}, io=native, route=route,
-                              tools=tool_versions("coremltools", "torch", "onnx2torch"), options=options)
+                              tools=tool_versions("coremltools", "torch", "onnx2torch"), options=options,
+                              kept_float=kept)
 
 
 def _torch_module(job: ConversionJob):
@@ -182,4 +186,21 @@ def map_onnx_nodes(mlmodel, job: ConversionJob) -> dict[str, str]:
         for name, ref in wanted.items():
             if ref.size == w.size and np.allclose(ref, w, atol=2e-3, rtol=2e-3):  # fp16-cast weights
                 out[name] = weight.op.name
+    return out
+
+
+def float_weight_consts(mlmodel) -> set[str]:
+    """Names of the plain float ``const`` ops feeding conv/linear weights (compressed weights are
+    ``constexpr_*`` ops instead); empty when the program cannot be read back."""
+    import numpy as np
+
+    program = getattr(mlmodel, "_mil_program", None)
+    if program is None:
+        return set()
+    out = set()
+    for op in program.functions["main"].operations:
+        weight = op.inputs.get("weight") if op.op_type in ("conv", "linear", "conv_transpose") else None
+        if weight is not None and weight.op is not None and weight.op.op_type == "const" and weight.val is not None \
+                and np.asarray(weight.val).dtype.kind == "f":
+            out.add(weight.op.name)
     return out

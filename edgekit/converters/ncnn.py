@@ -40,15 +40,17 @@ class NcnnConverter(BaseConverter):
     def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
         param, binf, notes = export_pnnx(job, workdir, fp16=job.target.precision == "fp16")
         options = {"weights": "fp16" if job.target.precision == "fp16" else "fp32"}
+        kept: tuple[str, ...] = ()
         if job.target.is_quantized:
             from edgekit.converters.ncnn_int8 import quantize_ncnn
 
             options.update(quantize_ncnn(job, param, binf, workdir))
+            kept = tuple(options.pop("kept_float"))
         io = ncnn_io(job.source.io)
         _check_loads(param, binf)
         return ConvertedModel(files={"model": param.name, "weights": binf.name, **(
             {"table": "model.table"} if (workdir / "model.table").is_file() else {})}, io=io, route="pnnx",
-            tools=tool_versions("pnnx", "ncnn", "onnx"), options=options, notes=notes)
+            tools=tool_versions("pnnx", "ncnn", "onnx"), options=options, notes=notes, kept_float=kept)
 
 
 def export_pnnx(job: ConversionJob, workdir: Path, fp16: bool) -> tuple[Path, Path, list[str]]:

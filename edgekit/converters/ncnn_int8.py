@@ -34,7 +34,8 @@ BINS, LEVELS = 2048, 128
 def quantize_ncnn(job: ConversionJob, param: Path, binf: Path, workdir: Path) -> dict:
     """Quantize the fp32 ``param``/``bin`` in place; write ``model.table``; return the options used."""
     layers = nm.read(param, binf)
-    keep = set(map_onnx_nodes(job, layers).get(n) for n in job.keep_float) - {None}
+    mapped = map_onnx_nodes(job, layers)
+    keep = set(mapped.get(n) for n in job.keep_float) - {None}
     targets = [ly for ly in layers if ly.type in QUANTIZABLE and ly.name not in keep]
     method = job.options.get("ncnn_calibration", "kl")
     inputs = [spec.name for spec in job.source.io.inputs]
@@ -55,7 +56,12 @@ def quantize_ncnn(job: ConversionJob, param: Path, binf: Path, workdir: Path) ->
     table += [f"{ly.name} {blob_scales[ly.bottoms[0]]:.6g}" for ly in targets]
     nm.write(layers, param, binf)
     (workdir / "model.table").write_text("\n".join(table) + "\n")
-    return {"ncnn_calibration": method, "int8_layers": len(targets), "float_layers": sorted(keep),
+    # read back what was written: a kept layer is one whose weights are still float
+    written = {ly.name: ly for ly in nm.read(param, binf)}
+    kept = [n for n in job.keep_float if n in mapped and mapped[n] in written
+            and written[mapped[n]].arrays["weight"][0] != nm.TAG_INT8]
+    return {"ncnn_calibration": method, "int8_layers": len(targets),
+            "float_layers": sorted(mapped[n] for n in kept), "kept_float": kept,
             "calibration_samples": len(job.calibration)}
 
 

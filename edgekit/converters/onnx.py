@@ -24,13 +24,30 @@ class OnnxConverter(BaseConverter):
     def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
         out = workdir / "model.onnx"
         options: dict = {}
+        kept: tuple[str, ...] = ()
         if job.target.precision == "fp32":
             shutil.copyfile(job.source.onnx_path, out)
         else:
             options = quantize_static_qdq(job, out)
+            if job.keep_float:
+                kept = float_nodes(out, job.keep_float)
+                options["float_layers"] = list(kept)
         return ConvertedModel(files={"model": out.name}, io=job.source.io, route="onnxruntime.quantization"
                               if job.target.is_quantized else "onnxslim", tools=tool_versions(
-                                  "onnx", "onnxruntime", "onnxslim"), options=options)
+                                  "onnx", "onnxruntime", "onnxslim"), options=options, kept_float=kept)
+
+
+def float_nodes(path: Path, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of the named weighted nodes are float in the written model: present, and their weight does not
+    come from a DequantizeLinear (their activation input may still be int8-rounded when it also feeds
+    quantized layers)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    by_name = {n.name: n for n in model.graph.node}
+    return tuple(name for name in names if name in by_name and len(by_name[name].input) > 1
+                 and by_name[name].input[1] not in dequantized)
 
 
 class _Reader:

@@ -38,14 +38,16 @@ class OpenVINOConverter(BaseConverter):
         except (RuntimeError, ov.exceptions.OVError) as e:
             raise ConversionError(f"OpenVINO could not read the model: {e}") from e
         options = {"inference_precision": job.options.get("inference_precision", "f32")}
+        kept: tuple[str, ...] = ()
         if job.target.is_quantized:
             model, quant_options = _quantize(model, job)
+            kept = tuple(quant_options.pop("kept_float", ()))
             options.update(quant_options)
         xml = workdir / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=job.target.precision == "fp16")
         return ConvertedModel(files={"model": xml.name, "weights": "model.bin"}, io=job.source.io,
                               route="openvino.convert_model" + ("+nncf" if job.target.is_quantized else ""),
-                              tools=tool_versions("openvino", "nncf", "onnx"), options=options)
+                              tools=tool_versions("openvino", "nncf", "onnx"), options=options, kept_float=kept)
 
 
 def _quantize(model, job: ConversionJob):
@@ -57,8 +59,9 @@ def _quantize(model, job: ConversionJob):
 
     dataset = nncf.Dataset(job.calibration, transform)
     ignored = None
-    if job.keep_float:
-        ignored = nncf.IgnoredScope(names=list(job.keep_float), validate=False)
+    ov_names = ov_ops_of(model, job) if job.keep_float else {}
+    if ov_names:
+        ignored = nncf.IgnoredScope(names=sorted(set(ov_names.values())), validate=False)
     mode = job.options.get("nncf_mode", "default")
     options = {"nncf_mode": mode, "calibration_samples": len(job.calibration), "preset": "performance"}
     try:
@@ -71,7 +74,55 @@ def _quantize(model, job: ConversionJob):
             quantized = nncf.quantize(model, dataset, subset_size=len(job.calibration), ignored_scope=ignored)
     except (RuntimeError, ValueError, nncf.errors.ValidationError, nncf.errors.UnsupportedModelError) as e:
         raise ConversionError(f"NNCF quantization failed: {e}") from e
+    if job.keep_float:  # read back: a kept layer is one whose weights are still float in the quantized model
+        float_ops = float_weighted_ops(quantized)
+        kept = [n for n in job.keep_float if ov_names.get(n) in float_ops]
+        options.update(float_layers=kept, kept_float=kept)
     return quantized, options
+
+
+#: ops whose second input is a weight
+OV_WEIGHTED = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
+               "MatMul")
+
+
+def ov_ops_of(model, job: ConversionJob) -> dict[str, str]:
+    """ONNX node name (of ``job.keep_float``) -> friendly name of the OpenVINO op computing it.
+
+    OpenVINO names an op after its ONNX node, except an op that produces a graph output, which it names
+    after that output; both are matched here, on weighted ops only."""
+    outputs = {n.name: set(n.output) for n in job.source.model.graph.node if n.name in job.keep_float}
+    found = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in OV_WEIGHTED:
+            continue
+        names = set().union(*(o.get_names() for o in op.outputs()))
+        for node, produced in outputs.items():
+            if op.get_friendly_name() == node or names & produced:
+                found.setdefault(node, op.get_friendly_name())
+    return found
+
+
+def float_weighted_ops(model) -> set[str]:
+    """Friendly names of the weighted ops whose weights are float (no int8 constant, no FakeQuantize)."""
+    out = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in OV_WEIGHTED or op.get_input_size() < 2:
+            continue
+        stack, quantized = [op.input_value(1).get_node()], False
+        while stack and not quantized:
+            node = stack.pop()
+            kind = node.get_type_name()
+            if kind in ("FakeQuantize", "FakeConvert") or (
+                    kind == "Constant" and node.get_output_element_type(0).is_integral()):
+                quantized = True
+            elif kind in ("Multiply", "Subtract"):  # a dequantization's scale and zero point
+                stack.extend(v.get_node() for v in node.input_values())
+            elif kind in ("Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze"):  # not their shape input
+                stack.append(node.input_value(0).get_node())
+        if not quantized:
+            out.add(op.get_friendly_name())
+    return out
 
 
 def _reference_outputs(job: ConversionJob) -> list[dict]:

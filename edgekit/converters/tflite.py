@@ -64,6 +64,13 @@ class TFLiteConverter(BaseConverter):
             out.append({"route": "litert-torch", "onnx2tf_transpose": []})
         return out
 
+    def keep_float_unsupported(self, job: ConversionJob) -> str | None:
+        if job.target.precision != "int8":
+            return f"only tflite-int8 can keep layers in float, not {job.target}"
+        if job.options.get("route", _route(job)) == "litert-torch":
+            return "the litert-torch route quantizes the whole graph (PT2E) and cannot keep layers in float"
+        return None
+
     def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
         io_dtype = job.options.get("io_dtype", "float")
         if io_dtype == "int8" and job.target.precision != "int8":
@@ -153,15 +160,17 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     notes = [f"onnx2tf post-process transpose {perm} on {', '.join(fixes)}"] if fixes else []
     options = {"io_layout": "nchw" if keep_nchw else "nhwc", "io_dtype": io_dtype}
     layout = "NCHW" if keep_nchw else "NHWC"
+    kept: tuple[str, ...] = ()
     if mixed:
         options.update(quantize_keeping_float(final, job, native_io(final, src.io, layout, "NHWC")))
+        kept = tuple(options.pop("kept_float"))
         notes.append("mixed precision: onnx2tf float32, then ai-edge-quantizer (int8 IO) with the kept layers float")
     io = native_io(final, src.io, layout, "NHWC")
     if fixes:
         options.update(onnx2tf_transpose=fixes, onnx2tf_perm=list(perm))
     return ConvertedModel(files={"model": final.name}, io=io, route="onnx2tf+ai-edge-quantizer" if mixed else "onnx2tf",
                           tools=tool_versions("onnx2tf", "tensorflow", "ai_edge_litert", "onnx"),
-                          options=options, notes=notes)
+                          options=options, notes=notes, kept_float=kept)
 
 
 def _output_of(model, node_name: str) -> str:
@@ -211,7 +220,25 @@ def quantize_keeping_float(model: Path, job: ConversionJob, io: IOSpec) -> dict:
         q = quantizer.Quantizer(str(model), entries)
         result = q.quantize(q.calibrate({"serving_default": data}, num_threads=2))
     result.export_model(str(model), overwrite=True)
-    return {"quantizer": "ai-edge-quantizer static_wi8_ai8", "float_layers": sorted(kept)}
+    float_ops = float_weighted_outputs(model)  # read back: which ops still have float weights
+    really = [n for n in job.keep_float if kept.get(n) in float_ops]
+    return {"quantizer": "ai-edge-quantizer static_wi8_ai8", "float_layers": really, "kept_float": really}
+
+
+def float_weighted_outputs(model: Path) -> set[str]:
+    """Output tensor names of the conv/fully-connected ops of a .tflite file whose weights are float."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(model))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    out = set()
+    for op in it._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op["inputs"]) < 2:
+            continue
+        weight = tensors.get(int(op["inputs"][1]))
+        if weight is not None and np.dtype(weight["dtype"]) in (np.float32, np.float16):
+            out.add(tensors[int(op["outputs"][0])]["name"])
+    return out
 
 
 def _to_layout_of(x: np.ndarray, src: TensorSpec, native: TensorSpec) -> np.ndarray:
