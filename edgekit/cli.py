@@ -64,8 +64,14 @@ def inspect(model, input_shapes, as_json):
         for t in specs:
             pre = f"{t.color} range {list(t.value_range)} mean {list(t.mean)} std {list(t.std)}" if direction == "in" \
                 else f"kind {t.kind}"
+            if direction == "in" and t.preprocessing:
+                pre += f" ({t.preprocessing})"
             io.add_row(direction, t.name, "x".join(map(str, t.shape)), t.dtype, t.layout, pre)
     out.print(io)
+    for t in info.io.inputs:
+        if t.preprocessing == "assumed":
+            out.print(f"  input {t.name}: pre-processing assumed (no model card states it); quantized targets need "
+                      "--preprocess, --mean/--std/--value-range/--color or --calib", highlight=False)
     formats = list(info.support)
     ops = Table("op", "count", "MMACs", *formats, title="Ops (support per target format)")
     for op, count in info.op_histogram.items():
@@ -151,7 +157,8 @@ def _print_parity(parity: dict) -> None:
 @click.option("--delegate", default="cpu", show_default=True, help="cpu, gpu, npu, ... (per runtime).")
 @click.option("--runs", default=50, show_default=True, help="Timed runs after 10 warm-up runs.")
 @click.option("--placement", is_flag=True, help="Show which unit ran how many ops.")
-@click.option("--save", type=click.Path(path_type=Path), help="Save outputs to this .npz file.")
+@click.option("--save", type=click.Path(path_type=Path),
+              help="Save outputs to this .npz file (its folder must exist; an existing file is replaced whole).")
 @click.option("--json", "as_json", is_flag=True)
 def run(artifact, input_file, threads, delegate, runs, placement, save, as_json):
     """Run ARTIFACT on an input (or a generated one) and report latency and outputs.
@@ -159,18 +166,38 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, as_json)
     \b
     Example:  edgekit run out/student-onnx-int8 --input face.jpg --threads 2 --placement
     """
+    import io as iolib
+
     import numpy as np
 
     from edgekit import calibration
     from edgekit.api import load
+    from edgekit.errors import InputError, OutputError
+    from edgekit.files import write_atomic
     from edgekit.profiling.latency import measure
+    from edgekit.runtimes.base import check_threads
 
+    check_threads(threads)
+    if runs < 1:
+        raise InputError(f"--runs must be at least 1, got {runs}")
+    if save is not None:
+        if save.suffix != ".npz":
+            save = save.with_name(save.name + ".npz")  # what numpy would have written
+        if not save.parent.is_dir():
+            raise OutputError(f"cannot save outputs to {save}: folder {save.parent} does not exist")
+        if save.is_dir():
+            raise OutputError(f"cannot save outputs to {save}: it is a folder")
     sess = load(artifact, threads=threads, delegate=delegate)
     inputs = _read_input(input_file, sess.io, calibration)
     outputs = sess.run(inputs)
     lat = measure(sess, inputs, runs=runs)
     if save:
-        np.savez(save, **outputs)
+        buf = iolib.BytesIO()
+        np.savez(buf, **outputs)
+        try:
+            write_atomic(save, buf.getvalue())
+        except OSError as e:
+            raise OutputError(f"cannot save outputs to {save}: {e.strerror or e}") from e
     result = {"artifact": str(artifact), "threads": threads, "delegate": delegate, "latency": lat.to_dict(),
               "outputs": {k: {"shape": list(v.shape), "min": float(v.min()), "max": float(v.max()),
                               "mean": float(v.mean())} for k, v in outputs.items()}}
@@ -190,22 +217,24 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, as_json)
 
 
 def _read_input(path, io, calibration):
+    """``--input``: one .npy of exactly the input's shape (batch dimension optional) or one image file."""
     from edgekit.errors import InputError
 
     if path is None:
         return calibration.samples(io, None, n=1, seed=7)[0]
     if len(io.inputs) != 1:
         raise InputError("--input feeds single-input models; this one has several")
-    if path.suffix == ".npy":
-        return {io.inputs[0].name: calibration.load_npy(path, io.inputs[0])[:1]}
-    if not path.is_file():
+    spec = io.inputs[0]
+    if not path.exists():
         raise InputError(f"input file not found: {path}")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:  # reuse the image loader (resize + normalize)
-        link = Path(d) / path.name
-        link.symlink_to(path.absolute())
-        return {io.inputs[0].name: calibration.load_images(Path(d), io.inputs[0], 1)}
+    if not path.is_file():
+        raise InputError(f"input {path} is not a file (give a .npy or an image)")
+    if path.suffix.lower() == ".npy":
+        return {spec.name: calibration.load_npy(path, spec, what="input", exact=True)}
+    if path.suffix.lower() not in calibration.IMAGE_SUFFIXES:
+        raise InputError(f"input {path.name}: expected a .npy or an image "
+                         f"({', '.join(sorted(calibration.IMAGE_SUFFIXES))})")
+    return {spec.name: calibration.load_image_files([path], spec, what="input")}
 
 
 @cli.command()

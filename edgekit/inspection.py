@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import preprocess
 from edgekit.converters import registry
 from edgekit.ingest import load_source, parse_input_shapes
 from edgekit.spec import IOSpec
@@ -36,12 +37,19 @@ class Inspection:
 
 
 def inspect_model(model, input_shapes=None) -> Inspection:
+    """Inspect ``model``: IO (with each input's pre-processing and where it came from: the model card, or
+    ``assumed`` when nothing states it), parameters, MACs per op type, op histogram and op support.
+
+    Raises:
+        InputError: the model cannot be read.
+    """
     import onnx
     from onnx import numpy_helper
 
     shapes = input_shapes if isinstance(input_shapes, dict) else parse_input_shapes(input_shapes)
     with tempfile.TemporaryDirectory(prefix="edgekit-inspect-") as work:
         src = load_source(model, Path(work), shapes)
+    src.io = preprocess.resolve(src.io, src.card, preprocess.Stated())  # records card / assumed per input
     m = onnx.shape_inference.infer_shapes(src.model)
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]

@@ -104,10 +104,29 @@ def _from_native(y: np.ndarray, native: TensorSpec, spec: TensorSpec) -> np.ndar
     return y
 
 
+def max_threads() -> int:
+    """The most threads a session accepts: 4 x this machine's CPU count (more only adds contention)."""
+    return 4 * os_cpu_count()
+
+
 def check_threads(threads: int) -> int:
-    if not isinstance(threads, int) or threads < 1:
+    """``threads`` when it is an integer in 1..:func:`max_threads`.
+
+    Raises:
+        InputError: not an integer, below 1 or above the maximum.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}")
+    if threads > max_threads():
+        raise InputError(f"threads {threads} is more than this machine can use (at most {max_threads()}: 4 x "
+                         f"{os_cpu_count()} CPUs)")
     return threads
+
+
+def os_cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
 
 
 def renormalize(x: np.ndarray, src: TensorSpec, dst: TensorSpec) -> np.ndarray:

@@ -70,20 +70,56 @@ class NcnnSession(Session):
         return ["cpu", *gpus]
 
     def _run_native(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ncnn = require("ncnn")
-        ex = self._net.create_extractor()
-        arrays = {}  # ncnn.Mat wraps numpy memory without a reference: keep the arrays alive
+        """Run ncnn. Shapes are checked before ncnn sees them, and no ncnn object outlives this call.
+
+        An Extractor (or a Mat it returned) that is still alive when the Net is cleared makes ncnn abort with
+        "pool allocator destroyed too early" and a segfault: an exception raised while they were locals kept
+        them alive in its traceback until after ``close()``. So every ncnn object lives in :meth:`_extract`,
+        which returns plain arrays or an error message, and errors are raised only here.
+
+        Raises:
+            InputError: an input of the wrong shape, or an output ncnn computes with another shape than the
+                artifact declares.
+        """
+        if self._net is None:
+            raise InputError("this ncnn session is closed")
+        arrays = {}
         for spec in self.native_io.inputs:
-            x = inputs[spec.name]
-            arrays[spec.name] = np.ascontiguousarray(x[0] if x.shape[0] == 1 else x)
-            ex.input(spec.name, ncnn.Mat(arrays[spec.name]).clone())
-        out = {}
-        for spec in self.native_io.outputs:
-            ret, mat = ex.extract(spec.name)
-            if ret != 0:
-                raise InputError(f"ncnn could not compute output {spec.name} (code {ret})")
-            out[spec.name] = np.array(mat).reshape([int(d) for d in spec.shape])
+            x = np.asarray(inputs[spec.name])
+            want = tuple(int(d) for d in spec.shape)
+            if tuple(x.shape) != want:
+                raise InputError(f"input '{spec.name}' has shape {tuple(x.shape)}; the ncnn artifact takes {want}")
+            if want[0] != 1:
+                raise InputError(f"input '{spec.name}': ncnn runs a batch of 1, the artifact declares {want}")
+            # ncnn.Mat wraps numpy memory without a reference: keep the arrays alive (and float32, contiguous)
+            arrays[spec.name] = np.ascontiguousarray(x[0], dtype=np.float32)
+        out, error = self._extract(arrays)
+        if error:
+            raise InputError(error)
         return out
+
+    def _extract(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str | None]:
+        ncnn = require("ncnn")
+        out: dict[str, np.ndarray] = {}
+        ex = self._net.create_extractor()
+        try:
+            for name, x in arrays.items():
+                ex.input(name, ncnn.Mat(x).clone())
+            for spec in self.native_io.outputs:
+                ret, mat = ex.extract(spec.name)
+                if ret != 0:
+                    return {}, f"ncnn could not compute output {spec.name} (code {ret})"
+                y = np.array(mat, dtype=np.float32, copy=True)
+                del mat
+                want = [int(d) for d in spec.shape]
+                if y.size != int(np.prod(want)):
+                    return {}, (f"ncnn computed output {spec.name} with shape {tuple(y.shape)}; the artifact declares "
+                                f"{tuple(want)} (the artifact does not match its model)")
+                out[spec.name] = y.reshape(want)
+            return out, None
+        finally:
+            ex.clear()
+            del ex
 
     def placement(self) -> Placement:
         layers = [ly for ly in self._net.layers() if ly.type not in ("Input",)]
@@ -96,4 +132,6 @@ class NcnnSession(Session):
                          detail={"cpu_only_layer_types": ", ".join(cpu_only)})
 
     def close(self) -> None:
-        self._net.clear()
+        if self._net is not None:
+            self._net.clear()
+            self._net = None
