@@ -36,6 +36,14 @@ def test_losses_are_zero_only_when_equal():
 def test_recipe_validation():
     with pytest.raises(InputError, match="unknown key"):
         load_recipe({"stepz": 3})
+    for bad, field in [({"steps": 0}, "at steps: 0 is less than the minimum of 1"),
+                       ({"steps": "ten"}, "at steps: must be of type integer"),
+                       ({"losses": {"kl": "lots"}}, "at losses/kl: must be of type number"),
+                       ({"lr": float("nan")}, "at lr: nan is not a finite number"),
+                       ({"batch": -1}, "at batch"), ({"eval": {"size": [32]}}, "at eval/size"),
+                       ({"data": {"folders": [{"weight": 1}]}}, "at data/folders/0: 'path' is a required")]:
+        with pytest.raises(InputError, match=field):
+            load_recipe(bad)
     with pytest.raises(InputError, match="outputs only"):
         load_recipe({"teacher": {"kind": "artifact", "artifact": "x"}, "losses": {"attention": 1.0}})
     r = load_recipe("models/portrait-seg/distill.yaml")
@@ -69,7 +77,7 @@ def test_offline_distill_checkpoints_resumes_and_exports(tmp_path):
     first = distill(recipe, progress=lambda what, i, n, loss: seen.append((what, i, n)))
     assert ("teacher", 2, 2) in seen and ("student", 4, 4) in seen
     assert (tmp_path / "run" / "teacher.pt").is_file() and 0 <= first["student"]["iou"] <= 1
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 4
     longer = load_recipe({**TINY, "steps": 6, "output": str(tmp_path / "run")})
     seen.clear()
@@ -86,7 +94,7 @@ def test_online_mode_trains_both(tmp_path):
     from edgekit.train.distill import distill
 
     result = distill(load_recipe({**TINY, "mode": "online", "output": str(tmp_path / "online")}))
-    assert "teacher" in result and "teacher" in torch.load(tmp_path / "online" / "checkpoint.pt", weights_only=False)
+    assert "teacher" in result and "teacher" in torch.load(tmp_path / "online" / "checkpoint.pt", weights_only=True)
 
 
 def test_artifact_teacher_output_only(tmp_path, tiny_onnx):
@@ -110,3 +118,61 @@ def test_two_process_gloo_run(tmp_path):
     assert launch(cfg, 2, resume=False) == 0
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and (tmp_path / "ddp" / "student.onnx").is_file()
+
+
+def test_recipe_file_is_refused_before_training_in_a_second(tmp_path):
+    import time
+
+    from edgekit.cli import main
+
+    for text in ("steps: 0\n", "steps: ten\n", "losses: {kl: lots}\n", "steps: [\n", "- 1\n"):
+        (tmp_path / "r.yaml").write_text(text + f"output: {tmp_path / 'out'}\n" if text[0] != "-" else text)
+        t0 = time.perf_counter()
+        assert main(["distill", "--config", str(tmp_path / "r.yaml")]) == 2
+        assert time.perf_counter() - t0 < 1.0
+        assert not (tmp_path / "out").exists()
+
+
+def test_teacher_module_only_from_the_command_line(tmp_path):
+    (tmp_path / "r.yaml").write_text("teacher: {kind: module, module: 'os:system'}\n")
+    with pytest.raises(InputError, match="--teacher-module"):
+        load_recipe(tmp_path / "r.yaml")
+    r = load_recipe(tmp_path / "r.yaml", teacher_module="mypkg.models:teacher")
+    assert r.teacher.module == "mypkg.models:teacher"
+
+
+def test_crafted_checkpoint_runs_nothing(tmp_path):
+    """A checkpoint.pt whose pickle would create a file when unpickled is refused with one line."""
+    import os
+    import pickle
+
+    from edgekit.train.distill import distill, load_weights
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"step": 1, "student": Evil(), "opt": {}}, run / "checkpoint.pt")
+    (run / "plain.pkl").write_bytes(pickle.dumps(Evil()))
+    for f in ("checkpoint.pt", "plain.pkl"):
+        with pytest.raises(InputError, match="not a plain weights file"):
+            load_weights(run / f, "checkpoint")
+    with pytest.raises(InputError, match="not a plain weights file"):
+        distill(load_recipe({**TINY, "output": str(run), "teacher": {"width": 1.5, "train_steps": 0,
+                                                                       "checkpoint": str(run / "nope.pt")}}),
+                resume=True)
+    assert not marker.exists()
+
+
+def test_checkpoint_holds_plain_data_only(tmp_path):
+    """What edgekit saves loads with weights_only=True, and a plain but foreign checkpoint is one line."""
+    from edgekit.train.distill import _save_atomic, load_weights, plain
+
+    state = {"step": 2, "history": plain([{"step": 1, "iou": np.float32(0.5)}]), "recipe": plain({"size": (1, 2)})}
+    _save_atomic(state, tmp_path / "c.pt")
+    assert load_weights(tmp_path / "c.pt", "checkpoint") == {"step": 2, "history": [{"step": 1, "iou": 0.5}],
+                                                             "recipe": {"size": [1, 2]}}

@@ -130,7 +130,8 @@ INFO: Inference timings in us: Init: 31250, First inference: 20581, Warmup (avg)
 INFO: Overall peak memory footprint (MB) via periodic monitoring: 48.3
 """
     t = parse_benchmark_model(text)
-    assert t["runs"] == 50 and t["median_ms"] == pytest.approx(5.08) and t["p90_ms"] == pytest.approx(5.6)
+    assert t["runs"] == 50 and t["median_ms"] == pytest.approx(5.08) and t["p95_ms"] == pytest.approx(5.6)
+    assert "p90_ms" not in t  # benchmark_model prints no p90: its p95 is never stored as one
     assert t["peak_memory_mb"] == pytest.approx(48.3)
     with pytest.raises(DeviceError):
         parse_benchmark_model("ERROR: could not open model")
@@ -145,3 +146,103 @@ def test_pareto_and_choice_logic():
     c = choose(pts, budget_ms=9.0)
     assert c.chosen.target == "ncnn-fp16" and c.fallback.target == "onnx-int8"
     assert choose(pts, budget_ms=1.0).chosen is None
+
+
+FAKE_ADB = """#!/bin/sh
+echo "$@" >> "{log}"
+case "$*" in
+  *devices*) printf 'List of devices attached\\nSER1\\tdevice\\n' ;;
+  *benchmark_model\\ --graph*) {bench} ;;
+  *) ;;
+esac
+"""
+BENCH_OUT = ("echo 'INFO: count=50 first=5190 curr=5088 min=4950 max=6100 avg=5121.4 std=180 p5=4970 median=5080 "
+             "p95=5600'")
+
+
+def _fake_adb(tmp_path, monkeypatch, bench=BENCH_OUT):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    adb = bin_dir / "adb"
+    adb.write_text(FAKE_ADB.format(log=tmp_path / "adb.log", bench=bench))
+    adb.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:" + __import__("os").environ["PATH"])
+    return tmp_path / "adb.log"
+
+
+def _adb_profile(tmp_path, delegate):
+    tool = tmp_path / "benchmark_model"
+    tool.write_text("binary")
+    f = tmp_path / "a.yaml"
+    f.write_text(f"id: a\nhardware: gpu\nreach: adb\nadb: {{benchmark_model: {tool}}}\ntargets: [tflite-fp32]\n"
+                 f"delegates: {{tflite: [{delegate}]}}\nthreads: [1]\nresolutions: [[256, 256]]\nbudget: {{fps: 30}}\n")
+    return load_profile(f)
+
+
+class _Art:
+    parity = {"outputs": [{"iou": 0.99}]}
+
+    def file(self):
+        return __file__
+
+
+@pytest.mark.parametrize("delegate, flag", [("gpu", "--use_gpu=true"), ("cpu", "--use_xnnpack=true"),
+                                            ("nnapi", "--use_nnapi=true")])
+def test_adb_times_the_requested_delegate_and_names_p95(tmp_path, monkeypatch, delegate, flag):
+    from edgekit.profiling.reach import AdbReach
+
+    log = _fake_adb(tmp_path, monkeypatch)
+    prof = _adb_profile(tmp_path, delegate)
+    AdbReach().check(prof)
+    m = AdbReach().measure(_Art(), delegate, 1, prof, tmp_path)
+    bench = [ln for ln in log.read_text().splitlines() if "--graph" in ln][-1]
+    assert flag in bench.split()
+    assert m.p90_ms is None and m.p95_ms == pytest.approx(5.6) and m.tail == ("p95", m.p95_ms)
+
+
+def test_adb_refuses_a_delegate_it_cannot_time(tmp_path, monkeypatch):
+    from edgekit.profiling.reach import AdbReach
+
+    _fake_adb(tmp_path, monkeypatch)
+    prof = _adb_profile(tmp_path, "npu")
+    with pytest.raises(InputError, match="delegate 'npu' cannot be timed over adb"):
+        AdbReach().check(prof)
+
+
+def test_hung_adb_ends_in_one_line(tmp_path, monkeypatch):
+    from edgekit.profiling import reach
+
+    _fake_adb(tmp_path, monkeypatch, bench="sleep 30")
+    monkeypatch.setitem(reach.ADB_TIMEOUT_S, "benchmark", 0.5)
+    prof = _adb_profile(tmp_path, "gpu")
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(DeviceError, match="did not answer in 0.5 s"):
+        reach.AdbReach().measure(_Art(), "gpu", 1, prof, tmp_path)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_p95_only_points_are_chosen_under_their_name():
+    pts = [Point((256, 256), "tflite-fp32", "gpu", 1, 5.0, None, 10, 0.99, "mask IoU", p95_ms=6.0)]
+    assert pts[0].ok and pts[0].tail_name == "p95"
+    c = choose(pts, budget_ms=10)
+    assert c.chosen is pts[0] and "p95 6.00 ms" in c.why and "p90" not in c.why
+
+
+def test_delegate_libraries_only_from_the_command_line(tmp_path):
+    lib = tmp_path / "libdelegate.so"
+    lib.write_bytes(b"not loaded")
+    base = "id: d\nhardware: gpu\nreach: local\ntargets: [tflite-fp32]\nthreads: [1]\nresolutions: [[256, 256]]\n" \
+           "budget: {fps: 30}\n"
+    f = tmp_path / "d.yaml"
+    f.write_text(base + f"delegates: {{tflite: ['gpu={lib}']}}\n")
+    with pytest.raises(InputError, match="names a library; a library is loaded only when given on the command line"):
+        load_profile(f)
+    f.write_text(base + "delegates: {tflite: [gpu]}\n")
+    assert load_profile(f).delegates["tflite"] == ("gpu",)
+    assert load_profile(f, [f"gpu={lib}"]).delegates["tflite"] == (f"gpu={lib.resolve()}",)
+    with pytest.raises(InputError, match="uses no such delegate"):
+        load_profile(f, [f"npu={lib}"])
+    with pytest.raises(InputError, match="no file"):
+        load_profile(f, ["gpu=/nonexistent/lib.so"])

@@ -5,6 +5,10 @@ attention transfer (plus the ground truth), offline or online, on one or several
 
 Several processes run through ``torch.distributed.run`` with the gloo backend (CPU); rank 0 shows
 progress, evaluates, checkpoints (atomically, resumable) and exports the student to ONNX.
+
+Everything saved is plain data: state dicts (tensors) and metadata of numbers, strings, lists and dicts.
+Every weights file is loaded with ``torch.load(weights_only=True)``, so a crafted ``checkpoint.pt`` (or a
+teacher checkpoint, or ``student.init``) cannot run code: it is refused with one line.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class Teacher:
     """Logits (and stage features for PyTorch teachers) of a batch."""
 
     def __init__(self, recipe: Recipe, out_dir: Path, data, progress):
-        torch = require("torch")
+        require("torch")
         self.recipe, self.session, self.module, self.net = recipe, None, None, None
         cfg = recipe.teacher
         if cfg.kind == "artifact":
@@ -73,7 +77,7 @@ class Teacher:
         self.net = self.module  # the bare network (checkpoints, evaluation)
         ckpt = Path(cfg.checkpoint) if cfg.checkpoint else out_dir / "teacher.pt"
         if ckpt.is_file():
-            self.net.load_state_dict(torch.load(ckpt, map_location="cpu"))
+            _load_state(self.net, load_weights(ckpt, "teacher checkpoint"), f"teacher checkpoint {ckpt}")
         elif recipe.mode == "offline":
             if cfg.kind != "builtin":
                 raise InputError(f"teacher checkpoint {ckpt} not found")
@@ -130,6 +134,40 @@ def _maybe_ddp(module):
     return torch.nn.parallel.DistributedDataParallel(module)
 
 
+def plain(value):
+    """``value`` as JSON-able Python data (numpy scalars become numbers, tuples lists): what
+    ``torch.load(weights_only=True)`` accepts besides tensors."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def load_weights(path: str | Path, what: str):
+    """A state dict or checkpoint saved by edgekit, loaded with ``weights_only=True`` (no code can run).
+
+    Raises:
+        InputError: the file is missing or holds anything but tensors and plain data.
+    """
+    torch = require("torch")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} {p} not found")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError...: all mean "not plain weights"
+        first = " ".join(str(e).split())[:200]
+        raise InputError(f"{what} {p} is not a plain weights file (state dicts and plain data only; "
+                         f"anything else is refused so that it cannot run code): {type(e).__name__}: {first}") from e
+
+
+def _load_state(module, state, what: str) -> None:
+    if not isinstance(state, dict):
+        raise InputError(f"{what} does not hold a state dict")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = " ".join(str(e).split())[:200]
+        raise InputError(f"{what} does not fit this model: {first}") from e
+
+
 def _save_atomic(obj, path: Path) -> None:
     torch = require("torch")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +196,7 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
     teacher = Teacher(recipe, out, data, say)
     student = build(width=recipe.student.width)
     if recipe.student.init:
-        student.load_state_dict(torch.load(recipe.student.init, map_location="cpu"))
+        _load_state(student, load_weights(recipe.student.init, "student.init"), f"student.init {recipe.student.init}")
     from edgekit.zoo.portrait_seg import WithFeatures
 
     trainable = _maybe_ddp(WithFeatures(student))
@@ -168,12 +206,21 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
     start, history = 0, []
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        student.load_state_dict(ckpt["student"])
+        ckpt = load_weights(ckpt_path, "checkpoint")
+        what = f"checkpoint {ckpt_path}"
+        if not isinstance(ckpt, dict) or not {"step", "student", "opt"} <= set(ckpt) or not isinstance(
+                ckpt["step"], int) or ckpt["step"] < 0:
+            raise InputError(f"{what} is not an edgekit distill checkpoint (expected step, student, opt)")
+        _load_state(student, ckpt["student"], what)
         if recipe.mode == "online":
-            teacher.net.load_state_dict(ckpt["teacher"])
-        opt.load_state_dict(ckpt["opt"])
-        start, history = ckpt["step"], ckpt.get("history", [])
+            if "teacher" not in ckpt:
+                raise InputError(f"{what} holds no teacher state (was it written by an offline run?)")
+            _load_state(teacher.net, ckpt["teacher"], what)
+        try:
+            opt.load_state_dict(ckpt["opt"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise InputError(f"{what}: its optimizer state does not fit this recipe: {e}") from e
+        start, history = ckpt["step"], list(ckpt.get("history", []))
         for _ in range(min(start, recipe.steps)):  # the schedule spans this recipe's steps (it may be longer)
             sched.step()
     rng = np.random.default_rng(recipe.seed + 31 * rank + 7919 * start)
@@ -208,7 +255,7 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
             student.train()
         if rank == 0 and (done % recipe.checkpoint_every == 0 or done == recipe.steps):
             state = {"step": done, "student": student.state_dict(), "opt": opt.state_dict(),
-                     "history": history, "recipe": recipe.to_dict()}
+                     "history": plain(history), "recipe": plain(recipe.to_dict())}
             if recipe.mode == "online":
                 state["teacher"] = teacher.net.state_dict()
             _save_atomic(state, ckpt_path)
@@ -270,15 +317,17 @@ def export(student, out: Path) -> Path:
     return path
 
 
-def launch(config: str | Path, nproc: int, resume: bool) -> int:
+def launch(config: str | Path, nproc: int, resume: bool, teacher_module: str | None = None) -> int:
     """Run a recipe on ``nproc`` CPU processes (gloo) through torch.distributed.run."""
     import subprocess
 
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           "-m", "edgekit.train.distill", str(config)] + (["--resume"] if resume else [])
+           "-m", "edgekit.train.distill", str(config)] + (["--resume"] if resume else []) + (
+        ["--teacher-module", teacher_module] if teacher_module else [])
     return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
 
 
 if __name__ == "__main__":  # one rank of a torch.distributed.run launch
     args = sys.argv[1:]
-    print(json.dumps(distill(args[0], resume="--resume" in args)))
+    module = args[args.index("--teacher-module") + 1] if "--teacher-module" in args else None
+    print(json.dumps(distill(load_recipe(args[0], teacher_module=module), resume="--resume" in args)))

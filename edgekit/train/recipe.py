@@ -1,7 +1,16 @@
-"""Distillation recipes (YAML). Every key has a default; unknown keys are an error."""
+"""Distillation recipes (YAML). Every key has a default. A recipe is validated against
+``recipe.schema.json`` (``edgekit schema recipe``: types and ranges, unknown keys refused) before any
+training starts, so ``steps: 0``, ``steps: ten`` or ``kl: "lots"`` is one line naming the field.
+
+A recipe is data: a teacher given as code (``teacher.kind: module``, ``teacher.module: pkg.mod:factory``)
+is imported only when the same reference is given on the command line (``--teacher-module``); from the
+file alone it is refused. Weights named by a recipe (``teacher.checkpoint``, ``student.init``) are loaded
+as state dicts with ``torch.load(weights_only=True)``.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
@@ -84,31 +93,68 @@ def _build(cls, raw: dict, where: str):
         if is_dataclass(default):
             values[name] = _build(type(default), value, f"{where}.{name}".strip("."))
         elif isinstance(default, tuple):
-            values[name] = tuple(value)
+            values[name] = tuple(int(v) if isinstance(v, float) else v for v in value)
+        elif type(default) is int and isinstance(value, float):  # the schema accepted 10.0 as an integer
+            values[name] = int(value)
+        elif type(default) is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
         else:
             values[name] = value
     return cls(**values)
 
 
-def load_recipe(source: str | Path | dict) -> Recipe:
-    """A recipe from a YAML file or a dict, checked for unknown keys and impossible combinations."""
-    import yaml
+def _finite(value, what: str, where: str = "") -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{what} is invalid at {where.strip('/') or '(top level)'}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite(v, what, f"{where}/{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite(v, what, f"{where}/{i}")
+
+
+def load_recipe(source: str | Path | dict, teacher_module: str | None = None) -> Recipe:
+    """A recipe from a YAML file or a dict, validated against ``recipe.schema.json`` (types, ranges,
+    unknown keys) and checked for impossible combinations.
+
+    ``teacher_module`` is the ``--teacher-module`` command-line argument: a recipe *file* whose teacher is
+    code (``teacher.kind: module``) is refused unless it is given (it then replaces ``teacher.module``).
+    A dict is the Python caller's own: its ``teacher.module`` is taken as given.
+
+    Raises:
+        InputError: the file cannot be read, is not valid YAML, fails the schema (the field is named), holds
+            a non-finite number, combines options that cannot work together, or names a teacher module that
+            was not given on the command line.
+    """
+    from edgekit.profiling.device import read_yaml, validate_against
 
     if isinstance(source, dict):
-        raw = source
+        raw, what = source, "recipe"
     else:
-        try:
-            raw = yaml.safe_load(Path(source).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"cannot read recipe {source}: {e}") from e
+        raw, what = read_yaml(source, "recipe"), f"recipe {Path(source).name}"
+        raw = {} if raw is None else raw
+    validate_against(raw, "recipe", what)
+    _finite(raw, what)
     recipe = _build(Recipe, raw, "")
-    if recipe.mode not in ("offline", "online"):
-        raise InputError(f"recipe: mode must be offline or online, not {recipe.mode!r}")
-    if recipe.teacher.kind not in ("builtin", "module", "artifact"):
-        raise InputError(f"recipe: teacher.kind must be builtin, module or artifact, not {recipe.teacher.kind!r}")
+    if teacher_module:
+        if recipe.teacher.kind != "module":
+            raise InputError(f"--teacher-module {teacher_module}: {what} has teacher.kind "
+                             f"'{recipe.teacher.kind}', not 'module'")
+        recipe.teacher.module = teacher_module
+    elif recipe.teacher.kind == "module" and not isinstance(source, dict):
+        raise InputError(f"{what}: teacher.module '{recipe.teacher.module}' is code to import; a recipe file "
+                         f"cannot run code: pass it on the command line (--teacher-module "
+                         f"{recipe.teacher.module or 'PKG.MOD:FACTORY'})")
+    if recipe.teacher.kind == "module" and not recipe.teacher.module:
+        raise InputError(f"{what}: teacher.kind 'module' needs teacher.module (--teacher-module PKG.MOD:FACTORY)")
+    if recipe.teacher.kind == "artifact" and not recipe.teacher.artifact:
+        raise InputError(f"{what}: teacher.kind 'artifact' needs teacher.artifact (an artifact folder)")
     if recipe.teacher.kind == "artifact" and (recipe.losses.affinity or recipe.losses.attention):
         raise InputError("recipe: an artifact teacher gives outputs only; affinity and attention losses need "
                          "a PyTorch teacher")
     if recipe.teacher.kind == "artifact" and recipe.mode == "online":
         raise InputError("recipe: an artifact teacher cannot be trained (online mode)")
+    if recipe.data.synthetic == 0 and not recipe.data.folders:
+        raise InputError(f"{what}: no training data (data.synthetic is 0 and data.folders is empty)")
     return recipe
