@@ -312,8 +312,11 @@ def demo(model, targets, output, runs, as_json):
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/profile"), show_default=True)
 @click.option("--config-dir", type=click.Path(path_type=Path), help="Where the app config goes "
               "(default profiles/configs/).")
+@click.option("--delegate-lib", "delegate_libs", multiple=True, metavar="UNIT=PATH",
+              help="Library of a delegate the profile names (e.g. gpu=/path/libdelegate.so); a profile file "
+                   "never names a library itself.")
 @click.option("--json", "as_json", is_flag=True)
-def profile(device, model, out_dir, config_dir, as_json):
+def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
     """Sweep a device profile, pick the best configuration under its frame budget, write the app config.
 
     \b
@@ -547,9 +550,9 @@ def models_fetch(name):
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["device-profile", "app-config"]))
+@click.argument("name", type=click.Choice(["device-profile", "app-config", "pipeline", "recipe"]))
 def schema(name):
-    """Print a published JSON Schema (device profiles, app configs)."""
+    """Print a published JSON Schema (device profiles, app configs, pipelines, distillation recipes)."""
     from edgekit.profiling.device import schema as load_schema
 
     _emit_json(load_schema(name))

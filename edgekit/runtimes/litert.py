@@ -5,6 +5,12 @@ and ``gpu=/path/lib.so`` / ``npu=/path/lib.so`` (an external delegate library). 
 delegate the default XNNPACK delegate is off, so :meth:`placement` counts exactly the ops the named
 delegate took and the ops that fell back to CPU kernels. A delegate that takes no op at all is an
 error, never a silent CPU run.
+
+A delegate library is code: it is loaded only from an explicit user argument (``edgekit run --delegate
+gpu=/path/lib.so``, ``edgekit profile --delegate-lib gpu=/path/lib.so``, or the Python API's ``delegate=``).
+Device profiles and app configs never name one (:func:`edgekit.profiling.device.load_profile` refuses a
+library path in a profile), and the path is made absolute before loading so the dynamic loader never
+searches its library path for a bare name.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class LiteRTSession(Session):
         super().__init__(native_io, source_io, check_threads(threads), delegate)
         unit, _, lib = delegate.partition("=")
         kwargs: dict = {"model_path": str(model_path), "num_threads": threads}
+        lib = str(Path(lib).resolve()) if lib else lib  # dlopen of "x.so" would search the system paths
         self._unit = {"cpu": "cpu:xnnpack", "cpu-ref": "cpu:builtin"}.get(unit, unit)
         if unit == "cpu-ref" or lib:
             kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
