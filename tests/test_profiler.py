@@ -79,17 +79,23 @@ def test_app_config_validates_and_pins_files(swept, tmp_path):
     assert config["measured"]["p90_ms"] <= config["measured"]["budget_ms"]
     assert config["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
     loaded = load_config(result.config_path)
-    assert (result.config_path.parent / loaded["model"]["artifact"] / "artifact.json").is_file()
-    # a config whose model no longer matches its hash is refused
+    # every file each runtime loads is listed and hashed, artifact.json included, primary and fallback
+    for role in ("runtime", "fallback"):
+        folder = result.config_path.parent / config[role]["artifact"]
+        on_disk = {f.name for f in folder.iterdir() if f.is_file()}
+        assert set(config[role]["files"]) == on_disk and "artifact.json" in on_disk
+        assert loaded[role]["artifact_dir"] == str(folder.resolve())
+    # a config whose model (or its fallback's model) no longer matches its hash is refused
     import shutil
 
-    copy = tmp_path / "cfg"
-    shutil.copytree(result.config_path.parent, copy)
-    cfg = copy / result.config_path.name
-    model = copy / loaded["model"]["artifact"] / loaded["model"]["files"]["model"]["path"]
-    model.write_bytes(model.read_bytes() + b"\0")
-    with pytest.raises(InputError, match="sha256"):
-        load_config(cfg)
+    for role in ("runtime", "fallback"):
+        copy = tmp_path / f"cfg-{role}"
+        shutil.copytree(result.config_path.parent, copy)
+        cfg = copy / result.config_path.name
+        model = copy / config[role]["artifact"] / next(f for f in config[role]["files"] if f != "artifact.json")
+        model.write_bytes(model.read_bytes() + b"\0")
+        with pytest.raises(InputError, match=f"{role} artifact.*sha256"):
+            load_config(cfg)
 
 
 def test_interrupted_sweep_resumes(swept, workdir, student_onnx):

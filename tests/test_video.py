@@ -149,7 +149,7 @@ def test_config_with_changed_model_is_refused(app_config, clip_file, workdir):
     copy = workdir / "tampered-config"
     shutil.copytree(app_config.parent, copy)
     cfg = copy / app_config.name
-    model_dir = cfg.parent / load_config(app_config)["model"]["artifact"]
+    model_dir = cfg.parent / load_config(app_config)["runtime"]["artifact"]
     for f in model_dir.iterdir():
         if f.name != "artifact.json" and f.is_file():
             f.write_bytes(f.read_bytes()[:-8])
