@@ -505,8 +505,9 @@ def process(input_path, output, config, effects, background, strengths, max_fram
                              "and NUMBER >= 0")
     if max_frames is not None and max_frames < 1:
         raise InputError(f"--max-frames {max_frames}: expected a count of at least 1")
-    with Progress(TextColumn("processing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err) as bar:
+    bar = Progress(TextColumn("processing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                   disable=not err.is_terminal)  # off a terminal stderr holds only errors
+    with bar:
         task = bar.add_task("frames", total=None)
         report = run_process(input_path, output, config, [e.strip() for e in effects.split(",") if e.strip()],
                              parsed, background, max_frames, sequential,
