@@ -184,7 +184,7 @@ def check_output(final: str | Path, protect: Iterable[object] = ()) -> Path:
     ``-o`` may name a free path, an empty folder, or a previous edgekit artifact (a folder with an
     ``artifact.json`` and nothing that artifact does not list). Anything else is refused: a file, a non-empty
     folder, ``/``, the home folder, the current folder (or a folder holding one of these) and any folder that
-    holds one of the ``protect`` paths (the source model).
+    holds one of the ``protect`` paths (the source model first, then other inputs such as ``--calib``).
 
     Raises:
         OutputError: one line saying why, and naming a free path to use instead.
@@ -299,12 +299,12 @@ def _refusal(final: Path, protect: Iterable[object]) -> str | None:
         return "it is your home folder" if resolved == home else "it holds your home folder"
     if resolved == cwd or resolved in cwd.parents:
         return "it is the current folder" if resolved == cwd else "it holds the current folder"
-    for src in _paths(protect):
+    for i, src in _paths(protect):
+        what = f"the source model {src.name}" if i == 0 else f"{src.name}, an input of this conversion"
         if resolved == src:
-            return f"it is {src.name}, an input of this conversion"
+            return f"it is {what}"
         if resolved in src.parents:
-            return f"it holds the source model {src.name}" if src.is_file() else \
-                f"it holds {src.name}, an input of this conversion"
+            return f"it holds {what}"
     if final.is_symlink():
         return "it is a symbolic link"
     if final.exists() and not final.is_dir():
@@ -352,16 +352,17 @@ def _listed_names(manifest: Path) -> set[str] | None:
         return None
 
 
-def _paths(items: Iterable[object]) -> list[Path]:
-    """Existing filesystem paths among ``items`` (paths, or ``file.py:factory`` references)."""
+def _paths(items: Iterable[object]) -> list[tuple[int, Path]]:
+    """(position, resolved path) of the existing filesystem paths among ``items`` (paths, or ``file.py:factory``
+    references); the first item is the source model."""
     out = []
-    for item in items:
+    for i, item in enumerate(items):
         if not isinstance(item, (str, Path)):
             continue
         for cand in (str(item), str(item).rsplit(":", 1)[0]):
             with contextlib.suppress(OSError, ValueError):
                 if cand and Path(cand).exists():
-                    out.append(Path(cand).resolve())
+                    out.append((i, Path(cand).resolve()))
                     break
     return out
 

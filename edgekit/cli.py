@@ -113,8 +113,11 @@ def convert(model, target, output, calib, input_shapes, io_layout, io_dtype, cal
     they refuse to guess. The artifact is written only if its parity gate passes.
     """
     from edgekit import preprocess as preprocessing
+    from edgekit.artifact import check_output
     from edgekit.conversion import convert as do_convert
 
+    if output is not None:  # refuse a place holding the user's files before any work (checked again at the end)
+        check_output(output, protect=[model, calib])
     stated = preprocessing.parse(preprocess, mean=mean, std=std, value_range=value_range, color=color)
     options = {k: v for k, v in (("io_layout", io_layout), ("io_dtype", io_dtype)) if v}
     with err.status("converting") as status:
