@@ -76,6 +76,27 @@ def share_one_heap() -> bool:
     return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1))
 
 
+@contextmanager
+def native_stderr_quiet() -> Iterator[None]:
+    """Send what native libraries write to file descriptor 2 to /dev/null for a moment (so a bad input
+    still ends in one stderr line)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def local_units() -> dict[str, Unit]:
     """The units this machine has."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -83,7 +104,9 @@ def local_units() -> dict[str, Unit]:
     try:
         import ncnn
 
-        if ncnn.get_gpu_count() > 0:
+        with native_stderr_quiet():  # ncnn lists its Vulkan devices on stderr when first asked how many
+            gpus = ncnn.get_gpu_count()
+        if gpus > 0:
             name = ncnn.get_gpu_info(0).device_name()
             soft = "llvmpipe" in name.lower() or "lavapipe" in name.lower()
             units["gpu"] = Unit("gpu", "gpu", f"Vulkan GPU '{name}'" + (

@@ -158,6 +158,22 @@ def load_weights(path: str | Path, what: str):
                          f"anything else is refused so that it cannot run code): {type(e).__name__}: {first}") from e
 
 
+def _read_checkpoint(path: Path, recipe: Recipe) -> dict:
+    """A distill checkpoint, loaded as plain data and checked for the keys a resume needs.
+
+    Raises:
+        InputError: not plain data, or not a checkpoint of this kind of run.
+    """
+    ckpt = load_weights(path, "checkpoint")
+    what = f"checkpoint {path}"
+    if not isinstance(ckpt, dict) or not {"step", "student", "opt"} <= set(ckpt) or not isinstance(
+            ckpt["step"], int) or ckpt["step"] < 0 or not isinstance(ckpt.get("history", []), list):
+        raise InputError(f"{what} is not an edgekit distill checkpoint (expected step, student, opt)")
+    if recipe.mode == "online" and "teacher" not in ckpt:
+        raise InputError(f"{what} holds no teacher state (was it written by an offline run?)")
+    return ckpt
+
+
 def _load_state(module, state, what: str) -> None:
     if not isinstance(state, dict):
         raise InputError(f"{what} does not hold a state dict")
@@ -192,6 +208,8 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
     torch.manual_seed(recipe.seed)
     say = progress if (progress and rank == 0) else (lambda *a: None)
     out = Path(recipe.output)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = _read_checkpoint(ckpt_path, recipe) if resume and ckpt_path.is_file() else None  # before any work
     data = build_data(recipe, rank)
     teacher = Teacher(recipe, out, data, say)
     student = build(width=recipe.student.width)
@@ -204,17 +222,10 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.steps, pct_start=0.1)
     start, history = 0, []
-    ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        ckpt = load_weights(ckpt_path, "checkpoint")
+    if ckpt is not None:
         what = f"checkpoint {ckpt_path}"
-        if not isinstance(ckpt, dict) or not {"step", "student", "opt"} <= set(ckpt) or not isinstance(
-                ckpt["step"], int) or ckpt["step"] < 0:
-            raise InputError(f"{what} is not an edgekit distill checkpoint (expected step, student, opt)")
         _load_state(student, ckpt["student"], what)
         if recipe.mode == "online":
-            if "teacher" not in ckpt:
-                raise InputError(f"{what} holds no teacher state (was it written by an offline run?)")
             _load_state(teacher.net, ckpt["teacher"], what)
         try:
             opt.load_state_dict(ckpt["opt"])
