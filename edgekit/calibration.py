@@ -105,7 +105,8 @@ def load_npy(path: Path, spec: TensorSpec, what: str = "calibration", exact: boo
     if exact and isinstance(want[0], int) and x.shape[0] != want[0]:
         raise InputError(f"{what} array {path.name} holds a batch of {x.shape[0]}; input '{spec.name}' takes a "
                          f"batch of {want[0]} (shape {want})")
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow to Inf is refused just below, in one line
+        x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise InputError(f"{what} array {path.name} holds NaN or infinite values")
     return x
