@@ -66,6 +66,15 @@ def _is_app_config(path: Path) -> bool:
     return isinstance(data, dict) and {"schema_version", "device", "runtime"} <= set(data)
 
 
+def check_config_location(config_path: Path) -> None:
+    """Refuse (before any work) a config path whose ``DEVICE.json`` or ``DEVICE/`` is not edgekit's.
+
+    Raises:
+        OutputError: naming what is there.
+    """
+    _check_replaceable(Path(config_path), Path(config_path).with_suffix(""))
+
+
 def _check_replaceable(config_path: Path, folder: Path) -> None:
     if config_path.is_symlink() or (config_path.exists() and not (config_path.is_file()
                                                                   and _is_app_config(config_path))):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.profiling.appconfig import export_config
+from edgekit.profiling.appconfig import check_config_location, export_config
 from edgekit.profiling.choose import Choice, choose
 from edgekit.profiling.device import CONFIGS_DIR, DeviceProfile, load_profile
 from edgekit.profiling.matrix import BUNDLED_MODEL
@@ -56,14 +56,15 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
     model = Path(model or BUNDLED_MODEL)
     out = Path(out_dir) / prof.id
     notes: list[str] = []
+    config_path = Path(config_dir or CONFIGS_DIR) / f"{prof.id}.json"
+    check_config_location(config_path)  # refuse a foreign folder before sweeping, not after
     t0 = time.perf_counter()
     points = sweep(model, prof, out, cache=Path(out_dir) / "artifacts", progress=progress, notes=notes)
     wall = time.perf_counter() - t0
     choice = choose(points, prof.budget_ms, prof.camera)
     png = pareto_png(points, choice, out / "pareto.png", f"{prof.id}: {model.name}")
     report = html_report(prof, points, choice, png, out / "report.html", wall, notes)
-    config_path = None
+    written = None
     if choice.chosen is not None:
-        config_path = export_config(prof, choice, Path(config_dir or CONFIGS_DIR) / f"{prof.id}.json",
-                                    model_sha256=sha256_file(model))
-    return ProfileResult(prof, points, choice, config_path, report, wall, notes)
+        written = export_config(prof, choice, config_path, model_sha256=sha256_file(model))
+    return ProfileResult(prof, points, choice, written, report, wall, notes)

@@ -177,11 +177,22 @@ class FrameWriter:
             if not empty_folder and not self._own_output(previous):
                 kind = "folder" if self.output.is_dir() else "file"
                 raise OutputError(f"output {self.output} exists and is not edgekit's previous output (a {kind} "
-                                  "without a matching edgekit manifest); refusing to replace it: choose a new path")
+                                  f"without a matching edgekit manifest); refusing to replace it: use a new path, "
+                                  f"e.g. {self._free()}")
         if self.sheet is not None and (self.sheet.exists() or self.sheet.is_symlink()) \
                 and not _listed(previous, "sheet", self.sheet):
             raise OutputError(f"{self.sheet} exists and is not edgekit's previous before/after sheet; refusing to "
-                              "replace it: choose another output name")
+                              f"replace it: use a new output path, e.g. {self._free()}")
+
+    def _free(self) -> Path:
+        """A sibling output path where neither the output nor its sheet exists."""
+        stem, suffix = self.output.stem, self.output.suffix if self.is_video else ""
+        for i in range(2, 10_000):
+            candidate = self.output.with_name(f"{stem if self.is_video else self.output.name}-{i}{suffix}")
+            sheet = candidate.with_name(candidate.stem + "_before_after.png")
+            if not (candidate.exists() or candidate.is_symlink() or sheet.exists()):
+                return candidate
+        return self.output.with_name(f"{self.output.name}-{os.getpid()}")
 
     # -- writing
     def write(self, frame: np.ndarray) -> None:
