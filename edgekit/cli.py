@@ -130,14 +130,14 @@ def convert(model, target, output, calib, input_shapes, io_layout, io_dtype, cal
     out.print(f"[green]✓[/] {art.target} -> {art.path}  ({art.size_bytes / 1024:.0f} KiB, route {art.route})")
     for t in art.source_io.inputs:
         if t.is_image:
-            out.print(f"  input {t.name}: {preprocessing.describe(t)}", highlight=False)
+            out.print(f"  input {t.name}: {preprocessing.describe(t)}", highlight=False, soft_wrap=True)
     data = art.parity.get("data") or {}
     if data:
         out.print(f"  validated on: {data.get('calibration')} (calibration) + {data.get('held_back')} (held back)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     _print_parity(art.parity)
     for note in art.notes:
-        out.print(f"  note: {note}")
+        out.print(f"  note: {note}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _print_parity(parity: dict) -> None:
