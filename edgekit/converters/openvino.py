@@ -90,15 +90,22 @@ def ov_ops_of(model, job: ConversionJob) -> dict[str, str]:
     """ONNX node name (of ``job.keep_float``) -> friendly name of the OpenVINO op computing it.
 
     OpenVINO names an op after its ONNX node, except an op that produces a graph output, which it names
-    after that output; both are matched here, on weighted ops only."""
+    after that output; a Conv with a bias becomes ``NODE/WithoutBiases`` followed by an Add named ``NODE``.
+    All are matched here, on weighted ops only."""
     outputs = {n.name: set(n.output) for n in job.source.model.graph.node if n.name in job.keep_float}
     found = {}
     for op in model.get_ordered_ops():
         if op.get_type_name() not in OV_WEIGHTED:
             continue
-        names = set().union(*(o.get_names() for o in op.outputs()))
+        names = {op.get_friendly_name(), op.get_friendly_name().split("/")[0]}
+        tensors = set().union(*(o.get_names() for o in op.outputs()))
+        for target in op.output(0).get_target_inputs():  # the bias Add carries the node's name and tensor
+            consumer = target.get_node()
+            if consumer.get_type_name() == "Add":
+                names.add(consumer.get_friendly_name())
+                tensors |= set().union(*(o.get_names() for o in consumer.outputs()))
         for node, produced in outputs.items():
-            if op.get_friendly_name() == node or names & produced:
+            if node in names or tensors & produced:
                 found.setdefault(node, op.get_friendly_name())
     return found
 
