@@ -145,7 +145,9 @@ def _print_parity(parity: dict) -> None:
               title=f"parity vs ONNX Runtime fp32 ({parity['samples']} inputs, {parity['precision_class']} tolerances)")
     for o in parity["outputs"]:
         t.add_row(o["name"], f"{o['max_abs']:.3g}", f"{o['mean_abs']:.3g}", f"{o['cosine']:.6f}",
-                  "-" if o["iou"] is None else f"{o['iou']:.4f} (min {o['iou_min']:.4f})",
+                  "-" if o["iou"] is None else f"{o['iou']:.4f} (min {o['iou_min']:.4f})" + (
+                      f", {o['classes']} classes, agreement {o['agreement']:.4f}" if o.get("agreement") is not None
+                      else ""),
                   "-" if o["psnr"] is None else f"{o['psnr']:.1f}",
                   "[red]" + "; ".join(o["failures"]) + "[/]" if o["failures"] else "[green]pass[/]")
     out.print(t)
