@@ -364,3 +364,33 @@ def test_profile_resume_never_reuses_another_models_points(tmp_path, tiny_onnx):
     with pytest.raises(OutputError, match="not the artifact folder"):
         profile_device(prof, model_b, out, foreign)
     assert (foreign / "resume-dev" / "thesis.tex").read_text() == "mine"
+
+
+def test_fail_over_is_reported_and_strict_refuses_it(tmp_path, monkeypatch):
+    """A unit failing mid-run moves its stages (reported as moves and deviations); with strict the same run is
+    an error and nothing is written."""
+    import os
+
+    from edgekit.errors import RuntimeUnavailableError
+    from edgekit.video import process as proc
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("fail-over between units needs two CPU cores")
+    frames = tmp_path / _frames(tmp_path, ((48, 64),) * 6)
+    config = tmp_path / _config(tmp_path)
+    real_init = proc.ConfiguredCalls.__init__
+
+    def failing_from_frame_2(self, *args, **kw):
+        real_init(self, *args, **kw)
+        self.injected["cpu1"] = 2
+
+    monkeypatch.setattr(proc.ConfiguredCalls, "__init__", failing_from_frame_2)
+    report = proc.process(frames, tmp_path / "out", config, ["blur"])
+    assert report.frames_out == 6 and report.moves, report.to_dict()
+    assert all(m["from"].startswith("cpu1") and m["to"].startswith("cpu0") for m in report.moves)
+    assert [d["kind"] for d in report.deviations] == ["fail-over"] * len(report.moves)
+    assert json.loads((tmp_path / "out" / "edgekit-process.json").read_text())["deviations"] == report.deviations
+    with pytest.raises(RuntimeUnavailableError, match="--strict: frame 2: stage .* failed on cpu1"):
+        proc.process(frames, tmp_path / "strict-out", config, ["blur"], strict=True)
+    assert not (tmp_path / "strict-out").exists() and not (tmp_path / "strict-out_before_after.png").exists()
+    assert not [p for p in tmp_path.rglob("*") if "edgekit-tmp" in p.name]

@@ -34,7 +34,7 @@ def pareto_png(points: list[Point], choice: Choice, path: Path, title: str) -> P
         ax.annotate(c.label(), (c.p50_ms, c.quality), textcoords="offset points", xytext=(8, -14), fontsize=8)
     ax.set_xlabel("p50 latency (ms)")
     ax.set_ylabel(ok[0].quality_metric if ok else "quality")
-    ax.set_title(title)
+    ax.set_title(title.replace("$", r"\$"))  # a model named with '$' is not mathtext
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
