@@ -166,6 +166,8 @@ def _validate_manifest(d: object, what: str) -> None:
 def _verify_entry(folder: Path, role: str, entry: dict) -> None:
     what = f"artifact {folder}: {role}"
     file = inside(folder, entry["path"], what)
+    if file.resolve() == folder.resolve():
+        raise InputError(f"{what}: path '{entry['path']}' names the artifact folder itself, not a file in it")
     if not file.exists():
         raise InputError(f"artifact {folder} is incomplete: {role} {entry['path']} is missing")
     if file.is_dir():  # a package folder (e.g. .mlpackage): nothing inside may lead out either

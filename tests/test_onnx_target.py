@@ -58,6 +58,15 @@ def test_validate_again_and_detect_tampering(student_artifacts, workdir):
     bias = next(i for i in m.graph.initializer if i.name == last.input[2])
     bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) - 3.0, bias.name))
     onnx.save(m, str(bad / "model.onnx"))
+    with pytest.raises(InputError, match="does not match its recorded sha256"):  # refused before it is opened
+        edgekit.validate(bad)
+    import json  # re-record the sha256 (as a forger would): the parity gate must still catch the change
+
+    from edgekit.files import sha256_file
+
+    manifest = json.loads((bad / "artifact.json").read_text())
+    manifest["files"]["model"]["sha256"] = sha256_file(bad / "model.onnx")
+    (bad / "artifact.json").write_text(json.dumps(manifest))
     with pytest.raises(ParityError, match="mask IoU"):
         edgekit.validate(bad)
 
