@@ -2,8 +2,9 @@
 
 A :class:`TensorSpec` says what a tensor *is* (name, shape, dtype, layout); its pre-processing
 fields say how pixels become that tensor: ``value = (pixel / 255 * (hi - lo) + lo - mean) / std``
-in ``color`` order. Output specs carry ``kind`` (``probability``, ``logits``, ``image``, ``tensor``),
-which selects the parity metric.
+in ``color`` order. Output specs carry ``kind`` (``probability``, ``logits``, ``labels``, ``image``,
+``tensor``), which selects the parity metric. A model card (``model.yaml``) is validated against
+``edgekit/schemas/model-card.schema.json`` before any of its values is used.
 """
 
 from __future__ import annotations
@@ -141,6 +142,10 @@ def _find(specs, name):
 # ---------------------------------------------------------------- model card
 
 
+#: a model card is a few lines; anything bigger is refused before it is parsed
+CARD_MAX_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What ``model.yaml`` beside a model says: task, pre-processing, default shape, resolutions."""
@@ -163,7 +168,12 @@ class ModelCard:
 
         p = Path(path)
         try:
-            raw = yaml.safe_load(p.read_text())
+            if p.stat().st_size > CARD_MAX_BYTES:
+                raise InputError(f"model card {p} is {p.stat().st_size} bytes; a card is at most {CARD_MAX_BYTES}")
+            text = p.read_text()
+            if any(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=yaml.SafeLoader)):
+                raise InputError(f"model card {p} uses YAML aliases (*name); write the values out")
+            raw = yaml.safe_load(text)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"cannot read model card {p}: {first}") from e

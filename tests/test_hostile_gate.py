@@ -109,6 +109,32 @@ def _card(text: str):
     return setup
 
 
+def card_alias_bomb(tmp, fx):
+    rows = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(8)]
+    return ["convert", _relu(tmp, card="\n".join(rows) + "\n"), "-t", "onnx-fp32", "-o", "out"]
+
+
+def card_huge(tmp, fx):
+    return ["convert", _relu(tmp, card="# " + "x" * (2 * 1024 * 1024) + "\nname: big\n"), "-t", "onnx-fp32",
+            "-o", "out"]
+
+
+def labels_output(tmp, fx):
+    """Conv to 3 class scores, ArgMax: an integer label map, compared class by class."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((3, 3, 1, 1)).astype(np.float32)
+    path = _save(tmp / "m" / "labels.onnx",
+                 [helper.make_node("Conv", ["image", "w"], ["scores"], name="conv"),
+                  helper.make_node("ArgMax", ["scores"], ["labels"], axis=1, keepdims=1, name="argmax")],
+                 [_vi("image", (1, 3, 16, 16))],
+                 [helper.make_tensor_value_info("labels", TensorProto.INT64, [1, 1, 16, 16])],
+                 [numpy_helper.from_array(w, "w")])
+    (path.parent / "model.yaml").write_text("outputs:\n  - name: labels\n    kind: labels\n")
+    return ["convert", path, "-t", "onnx-fp32", "-o", "out", "--json"]
+
+
 def card_inspect_typo(tmp, fx):
     return ["inspect", _relu(tmp, card="outputs:\n  - name: y\n    kind: probabilty\n")]
 
@@ -216,6 +242,11 @@ CASES = [
          "must be a mapping (name, task, inputs, outputs, ...), got list", absent=["out"]),
     Case("card-yaml-syntax", "crash", "model.yaml with a YAML syntax error", _card("inputs: [\n"), 2,
          "cannot read model card", absent=["out"]),
+    Case("card-yaml-alias-bomb", "crash", "model.yaml with nested YAML aliases (10^9 values once expanded)",
+         card_alias_bomb, 2, "uses YAML aliases", absent=["out"], timeout=60),
+    Case("card-huge", "crash", "a 2 MiB model.yaml", card_huge, 2, "a card is at most 1048576", absent=["out"]),
+    Case("card-labels-kind", "wrong result", "an integer label-map output with `kind: labels` (accepted, and "
+         "compared class by class)", labels_output, 0, '"agreement": 1.0', survive=["m/labels.onnx"]),
     # ingestion guards
     Case("ingest-no-outputs", "crash", "an ONNX model with no outputs", no_outputs, 2, "has no outputs",
          absent=["out"]),
