@@ -88,7 +88,8 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
 
 
 def _refuse_unknown_inputs(tgt: Target, io, calib) -> None:
-    """A quantized target never calibrates on a guessed pre-processing or on noise for non-image inputs."""
+    """A quantized target never calibrates on a guessed pre-processing or on noise for non-image inputs
+    (``--calib`` images with an assumed pre-processing are judged by :func:`_check_inputs`)."""
     if not tgt.is_quantized or calib is not None:
         return
     if preprocessing.assumed_inputs(io):
@@ -128,6 +129,13 @@ def _check_inputs(src, gate, tgt: Target, confirmed: bool, say: Progress) -> lis
         hint = f"--preprocess {c.best}" if c.best else "--mean/--std/--value-range"
         raise InputError(f"{c.line()}: state the pre-processing the model was trained on (e.g. {hint}), or pass "
                          "--confirm-preprocess to calibrate with it anyway")
+    if tgt.is_quantized and not confirmed and not gate.in_model_space:
+        # --calib images with nothing stating how they become tensors: go on only when the model confirms it
+        for c in checks:
+            if c.status != "consistent" and src.io.input(c.input).preprocessing == preprocessing.ASSUMED:
+                raise InputError(f"the --calib images for input '{c.input}' would be pre-processed as assumed "
+                                 f"({preprocessing.describe(src.io.input(c.input))}) and the model cannot confirm it "
+                                 f"({c.status}: {c.reason}): pass {preprocessing.FLAGS}, or --confirm-preprocess")
     return checks
 
 

@@ -254,3 +254,39 @@ def test_deeplab_head_converts_to_ncnn_int8(aspp_onnx, tmp_path):
     art = edgekit.convert(aspp_onnx, "ncnn-int8", tmp_path / "int8", preprocess="imagenet", calib_samples=8,
                           held_back=4)
     assert art.parity["passed"] and art.options["int8_layers"] > 0
+
+
+def _photos(folder: Path, n: int = 8) -> Path:
+    import cv2
+
+    from edgekit.data.natural import dataset
+
+    folder.mkdir()
+    for i, img in enumerate(dataset(n, 40, 40, seed=9)):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), (img[..., ::-1] * 255).astype(np.uint8))
+    return folder
+
+
+def test_calib_images_alone_need_the_model_to_confirm(tmp_path):
+    """--calib images without a stated pre-processing are fed as [0, 1]: accepted for int8 only when the first
+    layer confirms that scale."""
+    import onnx
+
+    photos = _photos(tmp_path / "photos")
+    for name, trained_on, fold in [("unit", "unit", False), ("imagenet", "imagenet", False),
+                                   ("folded", "unit", True)]:
+        onnx.save(_bn_model(trained_on, fold=fold), str(tmp_path / f"{name}.onnx"))
+    art = edgekit.convert(tmp_path / "unit.onnx", "onnx-int8", tmp_path / "a", calib=photos, calib_samples=6,
+                          held_back=2)
+    assert art.parity["input_check"][0]["status"] == "consistent"
+    assert art.source_io.inputs[0].preprocessing == "assumed"
+    with pytest.raises(InputError, match="mismatch.*--preprocess imagenet"):
+        edgekit.convert(tmp_path / "imagenet.onnx", "onnx-int8", tmp_path / "b", calib=photos, calib_samples=6,
+                        held_back=2)
+    with pytest.raises(InputError, match="cannot confirm it .not checked: no batch norm follows"):
+        edgekit.convert(tmp_path / "folded.onnx", "onnx-int8", tmp_path / "c", calib=photos, calib_samples=6,
+                        held_back=2)
+    art = edgekit.convert(tmp_path / "folded.onnx", "onnx-int8", tmp_path / "c", calib=photos, calib_samples=6,
+                          held_back=2, confirm_preprocess=True)
+    assert art.parity["input_check"][0]["status"] == "not checked"
+    assert not (tmp_path / "b").exists()
