@@ -117,12 +117,13 @@ def _check_inputs(src, gate, tgt: Target, confirmed: bool, say: Progress) -> lis
     for t in src.io.inputs:
         if not t.is_image:
             continue
-        if model is None:
-            checks.append(preprocessing.LayerCheck(t.name, "not checked", "PyTorch sources are exported with batch "
-                                                   "norms folded into the convolutions"))
-            continue
         x = np.concatenate([s[t.name] for s in gate.calibration])
-        checks.append(preprocessing.check_first_layer(model, t, x, in_model_space=gate.in_model_space))
+        if model is None and src.torch_module is not None:
+            checks.append(preprocessing.check_first_layer_torch(src.torch_module, t, x, gate.in_model_space))
+        elif model is None:
+            checks.append(preprocessing.LayerCheck(t.name, "not checked", "the source model cannot be re-read"))
+        else:
+            checks.append(preprocessing.check_first_layer(model, t, x, in_model_space=gate.in_model_space))
     bad = [c for c in checks if c.status == "mismatch"]
     if bad and tgt.is_quantized and not confirmed:
         c = bad[0]

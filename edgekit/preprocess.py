@@ -285,8 +285,6 @@ def check_first_layer(model, spec: TensorSpec, x: np.ndarray, in_model_space: bo
     far from the batch norm's (output std off by more than 2x, or means more than one std apart) and a
     preset fits clearly better. A ``.npy`` already in model space is judged on its own.
     """
-    from edgekit.runtimes.base import renormalize
-
     if not spec.is_image or spec.layout != "NCHW":
         return LayerCheck(spec.name, "not checked", "only NCHW image inputs are checked")
     found = _first_conv_bn(model, spec.name)
@@ -296,6 +294,39 @@ def check_first_layer(model, spec: TensorSpec, x: np.ndarray, in_model_space: bo
     eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
     mu = inits[bn.input[3]].astype(np.float64)
     sigma = np.sqrt(inits[bn.input[4]].astype(np.float64) + eps)
+    return _judge(spec, x, in_model_space, lambda data: _conv_outputs(conv, inits, data), mu, sigma)
+
+
+def check_first_layer_torch(module, spec: TensorSpec, x: np.ndarray, in_model_space: bool = False) -> LayerCheck:
+    """:func:`check_first_layer` for a PyTorch module: its first ``Conv2d`` taking the input's channels and the
+    ``BatchNorm2d`` registered right after it (as torchvision's blocks do)."""
+    import torch
+
+    if not spec.is_image or spec.layout != "NCHW":
+        return LayerCheck(spec.name, "not checked", "only NCHW image inputs are checked")
+    mods = list(module.modules())
+    idx = next((i for i, m in enumerate(mods) if isinstance(m, torch.nn.Conv2d)), None)
+    if idx is None or mods[idx].in_channels != spec.channels:
+        return LayerCheck(spec.name, "not checked", "no first convolution taking the input's channels was found")
+    conv = mods[idx]
+    bn = mods[idx + 1] if idx + 1 < len(mods) else None
+    if not isinstance(bn, torch.nn.BatchNorm2d) or bn.num_features != conv.out_channels \
+            or bn.running_mean is None or conv.padding_mode != "zeros":
+        return LayerCheck(spec.name, "not checked", "no batch norm with running statistics follows the first "
+                                                    "convolution")
+    mu = bn.running_mean.detach().double().cpu().numpy()
+    sigma = np.sqrt(bn.running_var.detach().double().cpu().numpy() + bn.eps)
+
+    def run(data):
+        with torch.no_grad():
+            return conv(torch.from_numpy(np.ascontiguousarray(data, np.float32))).numpy()
+
+    return _judge(spec, x, in_model_space, run, mu, sigma)
+
+
+def _judge(spec: TensorSpec, x: np.ndarray, in_model_space: bool, run_conv, mu, sigma) -> LayerCheck:
+    from edgekit.runtimes.base import renormalize
+
     hyps = {"stated": x}
     if not in_model_space:
         for name, fields in PRESETS.items():
@@ -304,7 +335,7 @@ def check_first_layer(model, spec: TensorSpec, x: np.ndarray, in_model_space: bo
             hyps[name] = renormalize(x, spec, other)
     check = LayerCheck(spec.name, "consistent")
     for name, data in hyps.items():
-        check.scale[name], check.shift[name] = _stats(_conv_outputs(conv, inits, data), mu, sigma)
+        check.scale[name], check.shift[name] = _stats(run_conv(data), mu, sigma)
     stated = _score(check.scale["stated"], check.shift["stated"])
     off = not (0.5 <= check.scale["stated"] <= 2.0) or check.shift["stated"] > 1.0
     if in_model_space:

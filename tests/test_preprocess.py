@@ -290,3 +290,23 @@ def test_calib_images_alone_need_the_model_to_confirm(tmp_path):
                           held_back=2, confirm_preprocess=True)
     assert art.parity["input_check"][0]["status"] == "not checked"
     assert not (tmp_path / "b").exists()
+
+
+def test_torch_source_first_layer_is_checked(tmp_path):
+    """A PyTorch module keeps its batch norm (the ONNX export folds it): the check reads it from the module."""
+    torch = pytest.importorskip("torch")
+    from edgekit.data.natural import dataset
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8, momentum=None),
+                              torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+    net.example_input_shape = (1, 3, H, W)
+    x = normalize(dataset(16, H, W, seed=3), spec_for("imagenet"))
+    net.train()
+    with torch.no_grad():
+        net(torch.from_numpy(x))  # BatchNorm's running statistics become those of ImageNet-normalized input
+    net.eval()
+    with pytest.raises(InputError, match="mismatch.*--preprocess imagenet"):
+        edgekit.convert(net, "onnx-int8", tmp_path / "a", preprocess="unit", calib_samples=4, held_back=2)
+    art = edgekit.convert(net, "onnx-int8", tmp_path / "b", preprocess="imagenet", calib_samples=4, held_back=2)
+    assert art.parity["input_check"][0]["status"] == "consistent"
