@@ -98,7 +98,7 @@ def _load_student(path):
     from edgekit.zoo.portrait_seg import build
 
     model = build()
-    model.load_state_dict(torch.load(path, map_location="cpu"))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model
 
 

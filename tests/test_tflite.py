@@ -62,7 +62,7 @@ def test_pytorch_source_uses_litert_torch(workdir):
     from edgekit.zoo.portrait_seg import build
 
     model = build()
-    model.load_state_dict(torch.load(STUDENT.with_suffix(".pt")))
+    model.load_state_dict(torch.load(STUDENT.with_suffix(".pt"), weights_only=True))
     for target in ("tflite-fp32", "tflite-int8"):
         art = edgekit.convert(model, target, workdir / f"torch-{target}", input_shapes={"": (1, 3, 128, 128)})
         assert art.route == "litert-torch"

@@ -38,7 +38,7 @@ def main() -> None:
     torch.set_num_threads(2)
     model = build()
     if args.init:
-        model.load_state_dict(torch.load(args.init))
+        model.load_state_dict(torch.load(args.init, weights_only=True))
     cfg = TrainConfig(steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr)
     with Progress() as bar:
         task = bar.add_task("training", total=cfg.steps)
