@@ -69,6 +69,11 @@ def validate_against(data, name: str, what: str) -> None:
         wanted = error.validator_value if isinstance(error.validator_value, str) else " or ".join(
             error.validator_value)
         message = f"must be of type {wanted}, not {_kind(error.instance)}"
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict) and isinstance(
+            error.schema.get("properties"), dict):
+        extra = sorted(str(k) for k in set(error.instance) - set(error.schema["properties"]))
+        message = (f"unknown key(s) {', '.join(map(repr, extra))}; known: "
+                   f"{', '.join(sorted(error.schema['properties']))}")
     else:
         message = error.message
     raise InputError(f"{what} is invalid at {where}: {_one_line(message)}") from error
