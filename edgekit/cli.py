@@ -335,11 +335,12 @@ def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
     from edgekit.profiling.profile import profile_device
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err) as bar:
+                  console=err, disable=not err.is_terminal) as bar:
         task = bar.add_task("sweep", total=None)
         result = profile_device(device, model, out_dir, config_dir,
                                 progress=lambda label, i, n: bar.update(task, completed=i, total=n,
-                                                                        description=label))
+                                                                        description=label),
+                                delegate_libs=list(delegate_libs))
     if as_json:
         return _emit_json(result.to_dict())
     t = Table("point", "p50 ms", "p90 ms", "peak MB", "quality", "", title=f"{result.profile.id}: budget "
@@ -350,7 +351,8 @@ def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
             "fallback" if result.choice.fallback and p.key == result.choice.fallback.key else
             ("front" if p.key in front else ""))
         if p.ok:
-            t.add_row(p.label(), f"{p.p50_ms:.2f}", f"{p.p90_ms:.2f}", f"{p.peak_memory_mb or 0:.0f}",
+            t.add_row(p.label(), f"{p.p50_ms:.2f}", f"{p.tail_ms:.2f}" + ("" if p.p90_ms is not None else " (p95)"),
+                      f"{p.peak_memory_mb or 0:.0f}",
                       f"{p.quality:.4f}", mark)
         else:
             t.add_row(p.label(), "-", "-", "-", "-", f"[red]{p.error[:60]}[/]")
