@@ -388,24 +388,39 @@ def _free_path(final: Path, reason: str) -> Path:
 
 def _commit(tmp: Path, final: Path) -> None:
     """Put ``tmp`` at ``final``: a rename, or an atomic exchange with the previous artifact, which is then
-    removed. SIGINT/SIGTERM wait until it is done; one that already arrived stops the commit instead."""
+    removed. SIGINT/SIGTERM are held meanwhile; one that arrives before the previous artifact is removed undoes
+    the swap (so "nothing was written" stays true) and is delivered when the mask is lifted."""
     with _signals_held() as pending:
         if pending():
-            return  # the signal is delivered (and raises) as soon as the mask is lifted
+            return
         occupied = final.is_dir() and not final.is_symlink() and any(final.iterdir())
         if not occupied:
+            was_dir = final.is_dir()
             os.replace(tmp, final)
+            if pending():
+                os.replace(final, tmp)
+                if was_dir:
+                    final.mkdir()
             return
-        if not _exchange(tmp, final):  # no renameat2 here: two renames, under held signals
-            old = final.with_name(f".{final.name}.edgekit-old-{os.getpid()}-{secrets.token_hex(4)}")
-            os.replace(final, old)
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                os.replace(old, final)
-                raise
-            os.replace(old, tmp)  # tmp now holds the previous artifact, as after an exchange
+        _swap(tmp, final)  # tmp now holds the previous artifact
+        if pending():
+            _swap(tmp, final)
+            return
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap(a: Path, b: Path) -> None:
+    """Exchange two directories: atomically with renameat2, else with three renames (under held signals)."""
+    if _exchange(a, b):
+        return
+    parked = b.with_name(f".{b.name}.edgekit-old-{os.getpid()}-{secrets.token_hex(4)}")
+    os.replace(b, parked)
+    try:
+        os.replace(a, b)
+    except OSError:
+        os.replace(parked, b)
+        raise
+    os.replace(parked, a)
 
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
@@ -413,26 +428,36 @@ _HELD = (signal.SIGINT, signal.SIGTERM)
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold SIGINT/SIGTERM for the block; yields ``pending()``: whether one arrived that will interrupt us."""
-    if not hasattr(signal, "pthread_sigmask"):
+    """Hold SIGINT/SIGTERM for the block; yields ``pending()``: whether one arrived meanwhile (or before).
+
+    The handlers are swapped for one that only records (a signal mask would not do: another thread, e.g. a
+    progress spinner's, would take the signal and Python would still raise in the main thread). On exit the
+    recorded signal is handed to the handler that was there, which raises (Ctrl-C, SIGTERM under the CLI).
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can only change there
         yield interrupts.pending
+        interrupts.check()
         return
-    handled = {s for s in _HELD if signal.getsignal(s) is not signal.SIG_IGN}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
-    arrived = False
-
-    def pending() -> bool:
-        nonlocal arrived
-        arrived = bool(signal.sigpending() & handled) or interrupts.pending()
-        return arrived
-
+    arrived: list[int] = []
+    before = {s: signal.getsignal(s) for s in _HELD}
+    held = [s for s, h in before.items() if h not in (signal.SIG_IGN, None)]
+    for s in held:
+        signal.signal(s, lambda signum, frame: arrived.append(signum))
     try:
-        yield pending
+        yield lambda: bool(arrived) or interrupts.pending()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-    interrupts.check()
-    if arrived:  # a handler that did not raise (SIG_DFL of SIGTERM ends the process before this)
+        for s in held:
+            signal.signal(s, before[s])
+    if arrived:
+        handler = before[arrived[0]]
+        if callable(handler):
+            handler(arrived[0], None)
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), arrived[0])
         raise KeyboardInterrupt
+    interrupts.check()
 
 
 def _exchange(a: Path, b: Path) -> bool:

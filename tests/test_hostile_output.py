@@ -327,6 +327,35 @@ def test_staging_replaces_a_previous_artifact_whole(tmp_path, monkeypatch, excha
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_a_signal_during_the_swap_undoes_it(tmp_path, monkeypatch):
+    """Ctrl-C/SIGTERM arriving while the previous artifact is swapped out: the previous one is put back whole,
+    the interrupt is delivered after, and nothing is left beside it."""
+    import signal
+
+    from edgekit import artifact
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "artifact.json").write_text(json.dumps({"files": {"model": {"path": "old.onnx", "sha256": "0" * 64}}}))
+    (out / "old.onnx").write_bytes(b"old")
+    real, calls = artifact._swap, []
+
+    def swap(a, b):
+        real(a, b)
+        calls.append((a, b))
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # recorded; delivered once the commit is undone
+
+    monkeypatch.setattr(artifact, "_swap", swap)
+    with pytest.raises(KeyboardInterrupt):
+        with artifact.staging(out) as stage:
+            (stage / "new.onnx").write_bytes(b"new")
+            (stage / "artifact.json").write_text("{}")
+    assert len(calls) == 2  # swapped, then swapped back
+    assert sorted(p.name for p in out.iterdir()) == ["artifact.json", "old.onnx"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_staging_refuses_before_any_work(tmp_path):
     from edgekit.artifact import staging
     from edgekit.errors import OutputError
