@@ -513,3 +513,28 @@ def test_models_fetch_replaces_a_partial_cache(tmp_path, monkeypatch):
     paths = mediapipe.fetch()
     assert {p.read_bytes() for p in paths.values()} == set(members.values())
     assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+
+
+def test_photos_fetch_leaves_nothing_partial(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from edgekit import subprocesses
+    from edgekit.data import photos
+    from edgekit.errors import EdgekitError
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:  # an sdist holding only one of the photos
+        info = tarfile.TarInfo("face_recognition-1.3.0/tests/test_images/obama.jpg")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"jpeg"))
+
+    def fake(cmd, tool, **kw):
+        (Path(cmd[cmd.index("-d") + 1]) / "face_recognition-1.3.0.tar.gz").write_bytes(buf.getvalue())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocesses, "run", fake)
+    with pytest.raises(EdgekitError, match="does not hold obama2.jpg"):
+        photos.fetch()
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() or "edgekit-" in p.name] == []
