@@ -100,15 +100,19 @@ def test_app_config_validates_and_pins_files(swept, tmp_path):
 
 def test_interrupted_sweep_resumes(swept, workdir, student_onnx):
     from edgekit.profiling.device import load_profile as lp
-    from edgekit.profiling.sweep import sweep
+    from edgekit.profiling.sweep import load_points, sweep
 
     result, _, prof = swept
     points_file = workdir / "profile" / "test-cpu" / "points.jsonl"
     lines = points_file.read_text().splitlines()
-    points_file.write_text("\n".join(lines[:4]) + "\n")  # as if stopped after 4 points
-    again = sweep(student_onnx, lp(prof), workdir / "profile" / "test-cpu", cache=workdir / "profile" / "artifacts")
-    assert len(points_file.read_text().splitlines()) == 6
+    points_file.write_text("\n".join(lines[:4]) + "\n" + lines[4][:30])  # as if stopped writing the 5th point
+    notes = []
+    again = sweep(student_onnx, lp(prof), workdir / "profile" / "test-cpu", cache=workdir / "profile" / "artifacts",
+                  notes=notes)
+    assert len(points_file.read_text().splitlines()) == 7  # the cut line stays, on its own line
+    assert any("not points" in n for n in notes), notes
     assert [p.p50_ms for p in again[:4]] == [p.p50_ms for p in result.points[:4]]  # kept, not re-measured
+    assert len(load_points(points_file, again[0].provenance)) == 6 and all(p.ok for p in again)
 
 
 @pytest.mark.parametrize("device,match", [("android-gpu", "adb"), ("intel-npu", "NPU"), ("apple-ane", "macOS")])

@@ -173,6 +173,17 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
     points_file = out_dir / "points.jsonl"
     ident = (sha256_file(model), profile_hash(profile), edgekit_version())
     done = load_points(points_file, ident, notes)
+    own = (cache / ident[0][:16]).resolve()
+    strays = [k for k, p in done.items() if p.artifact and own not in Path(p.artifact).resolve().parents]
+    for k in strays:  # a resumed point names an artifact outside this model's cache: measure it again
+        del done[k]
+    if strays and notes is not None:
+        notes.append(f"{points_file}: {len(strays)} point(s) naming an artifact outside {own} are measured again")
+    if points_file.is_file() and points_file.stat().st_size:
+        with points_file.open("rb+") as f:  # a line cut short by an interrupt must not swallow the next point
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
     plan = [(hw, t, d, n) for hw in profile.resolutions for t in profile.targets
             for d in profile.delegates_for(t.split("-")[0]) for n in profile.threads]
     for i, (hw, target, delegate, threads) in enumerate(plan):

@@ -162,6 +162,12 @@ def model_entries(config: dict) -> list[ModelEntry]:
         if src is None or not src.is_image or src.channels != 3 or len(art.source_io.inputs) != 1:
             raise InputError(f"app config: the {role} artifact does not take one 3-channel image, which is what "
                              "process feeds it")
+        native = art.io.inputs[0]
+        if role == "runtime" and (inp["name"], [int(d) for d in inp["shape"]], inp["layout"], inp["dtype"]) != (
+                native.name, [int(d) if isinstance(d, int) else d for d in native.shape], native.layout, native.dtype):
+            raise InputError(f"app config: input {inp['name']} {inp['shape']} {inp['layout']} {inp['dtype']} is not "
+                             f"the runtime artifact's input ({native.name} {list(native.shape)} {native.layout} "
+                             f"{native.dtype})")
         if src.is_static and src.hw != entry.hw:
             raise InputError(f"app config: {role}.resolution is {entry.hw[0]}x{entry.hw[1]} but its artifact takes "
                              f"{src.hw[0]}x{src.hw[1]}")
