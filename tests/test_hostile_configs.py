@@ -57,6 +57,20 @@ def profile_with_library(tmp, fx):
     return ["profile", "--device", "evil.yaml", "--out", "out"]
 
 
+def app_config_with_library(tmp, fx):
+    import json
+    import shutil
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "profiles" / "configs"
+    shutil.copytree(configs / "local-cpu", tmp / "cfg" / "local-cpu")
+    cfg = json.loads((configs / "local-cpu.json").read_text())
+    cfg["runtime"]["delegate"] = "gpu=./libevil.so"
+    (tmp / "cfg" / "local-cpu.json").write_text(json.dumps(cfg, indent=2))
+    (tmp / "libevil.so").write_bytes(b"\x7fELF not really")
+    return ["process", "in.mp4", "-o", "out.mp4", "-c", "cfg/local-cpu.json"]
+
+
 DOTDOT = ("name: dd\nstages:\n  - name: segment\n    model: {source: ../student.onnx, shape: [1, 3, 64, 64], "
           "targets: {onnx: onnx-fp32}}\n    inputs: [frame]\n    outputs: [output]\n    units: [cpu0:onnx]\n")
 RAISING = ("name: raising\nstages:\n  - name: prepare\n    kernel: model_input\n    params: {hw: oops}\n"
@@ -100,6 +114,9 @@ CASES = [
     Case("profile-delegate-library", "code execution", "device profile naming a delegate library (gpu=/x.so)",
          profile_with_library, 2, "names a library; a library is loaded only when given on the command line",
          survive=["libevil.so"], absent=["out"], timeout=60),
+    Case("process-config-delegate-library", "code execution", "app config whose delegate names a library "
+         "(gpu=./x.so)", app_config_with_library, 2, "names a library; a delegate library is loaded only when given "
+         "on the command line", survive=["cfg/local-cpu.json"], absent=["out.mp4"], timeout=60),
 ]
 
 

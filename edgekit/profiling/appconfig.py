@@ -43,7 +43,9 @@ def artifact_files(folder: Path) -> dict[str, str]:
 
 def _entry(p: Point, rel: str, folder: Path) -> dict:
     art = Artifact.load(folder)
-    return {"target": p.target, "runtime": art.target.format, "delegate": p.delegate, "threads": p.threads,
+    # the delegate's name only: a library path (given to profile on the command line) is never written in a file
+    return {"target": p.target, "runtime": art.target.format, "delegate": p.delegate.partition("=")[0],
+            "threads": p.threads,
             "resolution": [int(p.resolution[0]), int(p.resolution[1])], "artifact": rel,
             "files": artifact_files(folder), "p50_ms": round(p.p50_ms, 3), f"{p.tail_name}_ms": round(p.tail_ms, 3),
             "quality": None if p.quality is None else round(p.quality, 5)}
@@ -248,6 +250,9 @@ def load_config(path: str | Path) -> dict:
     validate_against(config, "app-config", what)
     base = p.parent
     for role in ("runtime", "fallback"):
+        if config[role] is not None and "=" in config[role]["delegate"]:  # code to load, named by a file
+            raise InputError(f"{what}: {role}.delegate '{config[role]['delegate']}' names a library; a delegate "
+                             "library is loaded only when given on the command line, never from a file")
         if config[role] is not None:
             _check_entry(config, role, base, what)
     config["model"]["artifact_dir"] = config["runtime"]["artifact_dir"]
