@@ -330,6 +330,7 @@ def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
       edgekit profile --device android-gpu --model student.onnx
     Interrupted sweeps resume: finished points are kept in OUT/DEVICE/points.jsonl.
     """
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgekit.profiling.profile import profile_device
@@ -359,7 +360,7 @@ def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
     out.print(t)
     out.print(result.choice.why)
     for note in result.notes:
-        out.print(f"[yellow]note:[/] {note}", highlight=False)
+        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     out.print(f"config: {result.config_path or '(none: nothing fits)'}   report: {result.report_path}")
     if result.config_path is None:
         raise EdgekitError(result.choice.why)
@@ -494,6 +495,7 @@ def process(input_path, output, config, effects, background, strengths, max_fram
     """
     import math
 
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgekit.errors import InputError
@@ -529,11 +531,11 @@ def process(input_path, output, config, effects, background, strengths, max_fram
                   f"{m['resolution'][0]}x{m['resolution'][1]}, unit {m['choice']}")
     out.print(report.plan["why"])
     for choice, why in report.unavailable.items():
-        out.print(f"[yellow]unavailable:[/] {choice}: {why}", highlight=False)
+        out.print(f"[yellow]unavailable:[/] {escape(choice)}: {escape(why)}", highlight=False, soft_wrap=True)
     for d in report.deviations:
-        out.print(f"[red]deviation ({d['kind']}):[/] {d['message']}", highlight=False)
+        out.print(f"[red]deviation ({d['kind']}):[/] {escape(d['message'])}", highlight=False, soft_wrap=True)
     for note in report.notes:
-        out.print(f"[yellow]note:[/] {note}", highlight=False)
+        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @cli.group()

@@ -107,6 +107,10 @@ def _npu_delegate(config, folder):
     config["runtime"]["delegate"] = "npu"  # no NPU here: the profiler's choice cannot run
 
 
+def _other_mean(config, folder):
+    config["preprocessing"]["mean"] = [0.0, 0.0, 0.0]  # the artifacts were validated with 0.5
+
+
 # -- existing outputs
 def _user_folder(tmp):
     (tmp / "out").mkdir()
@@ -156,6 +160,12 @@ CASES = [
          "--strict: the profiler's choice ncnn-fp16 on npu", absent=NOTHING),
     Case("primary-unavailable-reported", "silent deviation", "without --strict the fallback runs and says so",
          lambda t, fx: _process(t, _npu_delegate), 0, "deviation (fallback): the profiler's choice ncnn-fp16 on npu"),
+    Case("strict-preprocessing-differs", "silent deviation", "--strict with a config whose mean is not the one "
+         "its artifacts were validated with", lambda t, fx: _process(t, _other_mean, "--strict"), 2,
+         "--strict: the config's pre-processing differs", absent=NOTHING),
+    Case("preprocessing-differs-reported", "silent deviation", "without --strict the config's mean is used and the "
+         "difference reported", lambda t, fx: _process(t, _other_mean), 0, "deviation (config): the config's "
+         "pre-processing differs from what the runtime artifact was validated with: mean [0.0, 0.0, 0.0]"),
     Case("output-unrelated-folder", "data loss", "-o names a non-empty folder edgekit did not write",
          lambda t, fx: _user_folder(t), 3, "not edgekit's previous output",
          survive=["out"], absent=["out_before_after.png"]),
