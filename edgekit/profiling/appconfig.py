@@ -52,12 +52,10 @@ def _entry(p: Point, rel: str, folder: Path) -> dict:
 
 
 def _is_own_folder(folder: Path) -> bool:
-    """``DEVICE/`` is edgekit's when it carries the marker, or (configs written before the marker) when it
-    holds nothing but artifact folders."""
-    if (folder / MARKER).is_file():
-        return True
-    entries = list(folder.iterdir())
-    return bool(entries) and all(e.is_dir() and not e.is_symlink() and (e / MANIFEST).is_file() for e in entries)
+    """``DEVICE/`` may be replaced when it holds nothing but artifact folders (and the marker edgekit leaves
+    there; configs written before the marker have none): a file of the user's put there keeps it."""
+    entries = [e for e in folder.iterdir() if e.name != MARKER]
+    return all(e.is_dir() and not e.is_symlink() and (e / MANIFEST).is_file() for e in entries)
 
 
 def _is_app_config(path: Path) -> bool:

@@ -36,9 +36,19 @@ class FrameSource:
 
 
 def open_input(source: str | Path, max_frames: int | None = None) -> FrameSource:
+    """Frames from a video file, a folder of images (sorted by name) or ``camera:N``.
+
+    Raises:
+        InputError: the source does not exist, cannot be read, or ``max_frames`` is below 1.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames {max_frames}: expected a count of at least 1")
     s = str(source)
     if s.startswith("camera:") or s.isdigit():
-        index = int(s.split(":")[-1])
+        number = s.split(":", 1)[-1]
+        if not number.isdigit():
+            raise InputError(f"'{s}': a camera is camera:N with N a number")
+        index = int(number)
         cap = cv2.VideoCapture(index)
         if not cap.isOpened():
             raise InputError(f"no camera {index} on this machine (OpenCV could not open it)")
