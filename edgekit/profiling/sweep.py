@@ -229,7 +229,11 @@ def _data(model, model_sha256: str, hw: tuple[int, int], out_dir: Path) -> Path:
         outs = [ref.run(s) for s in samples]
     arrays = {f"in:{k}": np.concatenate([s[k] for s in samples]) for k in samples[0]}
     arrays.update({f"ref:{k}": np.concatenate([o[k] for o in outs]) for k in outs[0]})
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.stem}.edgekit-tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
