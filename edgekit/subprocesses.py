@@ -53,8 +53,11 @@ def timeout_for(tool: str) -> float:
 
 
 def run(cmd: list[str], tool: str, *, cwd: str | Path | None = None, env: dict | None = None,
-        timeout: float | None = None, error: type[EdgekitError] = ConversionError) -> subprocess.CompletedProcess:
+        timeout: float | None = None, error: type[EdgekitError] = ConversionError,
+        capture: bool = True) -> subprocess.CompletedProcess:
     """Run ``cmd`` to completion in its own process group and return its (text) output.
+
+    With ``capture=False`` the child writes to edgekit's own stdout/stderr (a training run's progress).
 
     A non-zero exit status is returned, not raised: callers read the tool's log to say what went wrong.
 
@@ -66,8 +69,9 @@ def run(cmd: list[str], tool: str, *, cwd: str | Path | None = None, env: dict |
     limit = timeout_for(tool) if timeout is None else timeout
     interrupts.check()
     try:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+        pipe = subprocess.PIPE if capture else None
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe,
+                                text=True, errors="replace", start_new_session=True)
     except OSError as e:
         raise error(f"cannot start {tool}: {e.strerror or e}") from e
     try:

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit import subprocesses
 from edgekit.errors import DeviceError, EdgekitError, InputError
 from edgekit.profiling.device import DeviceProfile
 from edgekit.runtimes import registry as runtimes
@@ -38,6 +39,10 @@ class Measured:
         return ("p90", self.p90_ms) if self.p90_ms is not None else ("p95", self.p95_ms)
 
 
+#: seconds one point's measurement (session load, warm-up, timed runs, quality) may take on this machine
+MEASURE_TIMEOUT_S = 600.0
+
+
 class LocalReach:
     name = "local"
 
@@ -57,7 +62,7 @@ class LocalReach:
     def measure(self, artifact, delegate: str, threads: int, profile: DeviceProfile, data: Path) -> Measured:
         cmd = [sys.executable, "-m", "edgekit.profiling.worker", str(artifact.path), delegate, str(threads),
                str(profile.runs), str(profile.warmup), str(data)]
-        res = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        res = subprocesses.run(cmd, "measurement worker", timeout=MEASURE_TIMEOUT_S, error=DeviceError)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode != 0 or not lines:
             tail = (res.stderr.strip().splitlines() or ["no output"])[-1]

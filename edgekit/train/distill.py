@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.deps import require
-from edgekit.errors import InputError
+from edgekit.errors import EdgekitError, InputError
 from edgekit.train.recipe import Recipe, load_recipe
 
 HELD_OUT_SEED = 987654  # the held-out synthetic set (never used for training)
@@ -329,13 +329,17 @@ def export(student, out: Path) -> Path:
 
 
 def launch(config: str | Path, nproc: int, resume: bool, teacher_module: str | None = None) -> int:
-    """Run a recipe on ``nproc`` CPU processes (gloo) through torch.distributed.run."""
-    import subprocess
+    """Run a recipe on ``nproc`` CPU processes (gloo) through torch.distributed.run; returns its exit status.
+
+    The workers run in their own process group, which Ctrl-C or SIGTERM of edgekit takes down with it.
+    """
+    from edgekit import subprocesses
 
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
            "-m", "edgekit.train.distill", str(config)] + (["--resume"] if resume else []) + (
         ["--teacher-module", teacher_module] if teacher_module else [])
-    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+    return subprocesses.run(cmd, "torch.distributed.run", env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=float("inf"), error=EdgekitError, capture=False).returncode
 
 
 if __name__ == "__main__":  # one rank of a torch.distributed.run launch
