@@ -262,22 +262,32 @@ def _long_video(tmp: Path, n: int = 600) -> Path:
     return path
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_process_leaves_no_partial_frames(tmp_path, sig, code):
-    """A real signal during a folder-output run: no partial frames anywhere, the previous output intact."""
+def _started_writing(tmp: Path, output: str) -> bool:
+    """Whether the run has written some frames into its staging (folder: 5 PNGs; video: 20 KB)."""
+    for staged in tmp.glob(f".{output}.edgekit-tmp-*"):
+        if staged.is_dir() and len(list(staged.glob("*.png"))) >= 5:
+            return True
+        if staged.is_file() and staged.stat().st_size > 20_000:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("sig,code,output", [(signal.SIGINT, 130, "out"), (signal.SIGTERM, 143, "out"),
+                                             (signal.SIGINT, 130, "out.avi")], ids=["SIGINT", "SIGTERM", "video"])
+def test_interrupted_process_leaves_no_partial_frames(tmp_path, sig, code, output):
+    """A real signal during a run: no partial frames anywhere, the previous output and sheet intact."""
     video = _long_video(tmp_path)
     config = _config(tmp_path)
-    first = edgekit("process", video, "-o", "out", "-c", config, "--max-frames", "2", cwd=tmp_path)
+    first = edgekit("process", video, "-o", output, "-c", config, "--max-frames", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    before = {p: _digest(tmp_path / p) for p in ("out", "out_before_after.png")}
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "process", str(video), "-o", "out", "-c", config],
+    before = {p: _digest(tmp_path / p) for p in (output, "out_before_after.png")}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "process", str(video), "-o", output, "-c", config],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            staged = [f for d in tmp_path.glob(".out.edgekit-tmp-*") for f in d.glob("*.png")]
-            if len(staged) >= 5:
+            if _started_writing(tmp_path, output):
                 break
             time.sleep(0.01)
         assert proc.poll() is None, "the run ended before it could be interrupted"
