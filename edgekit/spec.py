@@ -174,6 +174,8 @@ class ModelCard:
             if any(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=yaml.SafeLoader)):
                 raise InputError(f"model card {p} uses YAML aliases (*name); write the values out")
             raw = yaml.safe_load(text)
+        except RecursionError as e:
+            raise InputError(f"model card {p} is nested too deeply to be a model card") from e
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"cannot read model card {p}: {first}") from e
@@ -186,7 +188,10 @@ class ModelCard:
         Raises:
             InputError: the data does not follow the model card schema, or names a tensor twice.
         """
-        validate_card(raw, where)
+        try:
+            validate_card(raw, where)
+        except RecursionError as e:
+            raise InputError(f"model card {where} is nested too deeply to be a model card") from e
         for section in ("inputs", "outputs"):
             names = [e["name"] for e in raw.get(section, [])]
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -238,6 +243,9 @@ def validate_card(raw, where: str = "model card") -> None:
     validator = jsonschema.Draft202012Validator(card_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
     if error is None:
+        bad = _non_finite(raw)
+        if bad is not None:
+            raise InputError(f"model card {where}: {bad}: numbers must be finite (not .nan or .inf)")
         return
     field_name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
     if error.validator == "enum":
@@ -250,3 +258,17 @@ def validate_card(raw, where: str = "model card") -> None:
     if len(detail) > 300:
         detail = detail[:300] + "..."
     raise InputError(f"model card {where}: {field_name or '(top level)'}: {detail}")
+
+
+def _non_finite(value, path: str = "") -> str | None:
+    """The field path of the first NaN/Inf number in parsed card data (JSON Schema cannot say "finite")."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(top level)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip("."))
+        if found is not None:
+            return found
+    return None

@@ -244,6 +244,11 @@ CASES = [
          "cannot read model card", absent=["out"]),
     Case("card-yaml-alias-bomb", "crash", "model.yaml with nested YAML aliases (10^9 values once expanded)",
          card_alias_bomb, 2, "uses YAML aliases", absent=["out"], timeout=60),
+    Case("card-std-nan", "wrong result", "model.yaml with `std: [.nan, 1, 1]`",
+         _card("inputs:\n  - name: image\n    std: [.nan, 1, 1]\n"), 2,
+         "inputs[0].std[0]: numbers must be finite", absent=["out"]),
+    Case("card-deep-nesting", "crash", "model.yaml nesting lists 100000 deep",
+         _card("extra: " + "[" * 100000 + "]" * 100000 + "\n"), 2, "nested too deeply", absent=["out"]),
     Case("card-huge", "crash", "a 2 MiB model.yaml", card_huge, 2, "a card is at most 1048576", absent=["out"]),
     Case("card-labels-kind", "wrong result", "an integer label-map output with `kind: labels` (accepted, and "
          "compared class by class)", labels_output, 0, '"agreement": 1.0', survive=["m/labels.onnx"]),
@@ -308,3 +313,47 @@ def test_parse_input_shapes_raises_only_input_errors():
             assert dims and all(isinstance(d, int) and d >= 1 for d in dims)
 
     parse()
+
+
+def test_model_card_parser_raises_only_input_errors(tmp_path):
+    """Any YAML text or data ends in a card (whose values then apply to a tensor spec) or an InputError."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from edgekit.errors import InputError
+    from edgekit.spec import ModelCard, TensorSpec
+
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True),
+                     st.sampled_from(["image", "y", "NCHW", "NHWC", "probability", "labels", "RGB", "BGR"]),
+                     st.text(max_size=8))
+    keys = st.sampled_from(["name", "task", "inputs", "outputs", "shape", "layout", "color", "kind", "mean", "std",
+                            "value_range", "resolutions", "description"])
+    data = st.recursive(leaf, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                     st.dictionaries(keys, kids, max_size=5)), max_leaves=20)
+    card_file = tmp_path / "model.yaml"
+
+    def use(card: ModelCard) -> None:
+        for name in ("image", "y"):
+            card.apply(TensorSpec(name, (1, 3, 8, 8)), True)
+            card.apply(TensorSpec(name, (1, 3, 8, 8)), False)
+            card.default_shape(name)
+
+    @settings(max_examples=300, deadline=None)
+    @given(data)
+    def from_data(raw):
+        try:
+            use(ModelCard.from_dict(raw, "fuzz.yaml"))
+        except InputError:
+            pass
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list("inputs:- name[]{}&*,0.1\n kind'\"")), max_size=80))
+    def from_text(text):
+        card_file.write_text(text)
+        try:
+            use(ModelCard.load(card_file))
+        except InputError:
+            pass
+
+    from_data()
+    from_text()
