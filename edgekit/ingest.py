@@ -369,11 +369,11 @@ def _torch_input_shape(module, shapes: dict, card: ModelCard) -> tuple[int, ...]
     if shapes:
         if len(shapes) != 1:
             raise InputError("PyTorch sources take a single input; pass one --input-shape")
-        return next(iter(shapes.values()))
+        return check_shape(next(iter(shapes.values())), "--input-shape")
     shape = getattr(module, "example_input_shape", None) or card.default_shape("input")
     if not shape:
         raise InputError("a PyTorch source needs --input-shape 1x3xHxW (or an example_input_shape attribute)")
-    return tuple(shape)
+    return check_shape(tuple(shape), "the PyTorch source's example_input_shape")
 
 
 def export_torch(module, path: Path, shape: tuple[int, ...], input_name: str = "input",

@@ -190,6 +190,15 @@ def huge_intermediate(tmp, fx):
     return ["convert", path, "-t", "onnx-fp32", "-o", "out"]
 
 
+def torch_huge_example_shape(tmp, fx):
+    pytest.importorskip("torch")
+    (tmp / "net.py").write_text("import torch\n\n\nclass Net(torch.nn.Module):\n"
+                                "    example_input_shape = (1, 3, 100000, 100000)\n\n"
+                                "    def forward(self, x):\n        return x.relu()\n\n\n"
+                                "def make():\n    return Net()\n")
+    return ["convert", "net.py:make", "-t", "onnx-fp32", "-o", "out"]
+
+
 DYN = ("n", 3, "h", "w")
 GOOD = ["m/relu.onnx"]
 
@@ -271,6 +280,9 @@ CASES = [
          absent=["out"]),
     Case("ingest-huge-static-input", "crash", "a model whose static input is 1x3x65536x65536 (48 GiB)",
          huge_static_input, 2, "needs 48 GiB, over the memory budget of 2 GiB per tensor", absent=["out"]),
+    Case("ingest-torch-huge-example-shape", "crash", "a PyTorch source whose example_input_shape is "
+         "1x3x100000x100000 (torch.zeros of 112 GiB was attempted)", torch_huge_example_shape, 2,
+         "example_input_shape: a tensor of shape 1x3x100000x100000 needs 112 GiB", absent=["out"]),
     Case("ingest-huge-intermediate", "crash", "a model whose Tile makes a 48 GiB intermediate tensor",
          huge_intermediate, 2, "tensor 't' of shape 1x3x65536x65536 would need 48 GiB", absent=["out"]),
     Case("ingest-shape-flag-garbage", "crash", "--input-shape image:1x3xfoo", _with_shape("image:1x3xfoo",
