@@ -60,13 +60,20 @@ class Stated:
         return f"preset {self.preset}" if self.preset else "flags"
 
     def fields(self, channels: int) -> dict[str, Any]:
+        """The pre-processing fields for an input of ``channels`` channels (a preset's three values are
+        averaged for a one-channel input; values given by flags must be one per channel, or one for all).
+
+        Raises:
+            InputError: flags give another number of values than the input has channels.
+        """
         out = dict(PRESETS[self.preset]) if self.preset else {}
-        for k in FIELDS:
-            if getattr(self, k) is not None:
-                out[k] = getattr(self, k)
         for k in ("mean", "std"):
             if k in out:
                 out[k] = _per_channel(out[k], channels, k)
+        for k in FIELDS:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = _per_channel(v, channels, k, average=False) if k in ("mean", "std") else v
         return out
 
 
@@ -88,12 +95,12 @@ def _numbers(value, what: str, count: int | None = None) -> tuple[float, ...]:
     return nums
 
 
-def _per_channel(values: tuple[float, ...], channels: int, what: str) -> tuple[float, ...]:
+def _per_channel(values: tuple[float, ...], channels: int, what: str, average: bool = True) -> tuple[float, ...]:
     if len(values) == channels:
         return tuple(values)
     if len(values) == 1:
         return tuple(values) * channels
-    if channels == 1:
+    if channels == 1 and average:
         return (float(np.mean(values)),)
     raise InputError(f"--{what} has {len(values)} values; the input has {channels} channels")
 
