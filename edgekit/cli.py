@@ -71,7 +71,7 @@ def inspect(model, input_shapes, as_json):
     for t in info.io.inputs:
         if t.preprocessing == "assumed":
             out.print(f"  input {t.name}: pre-processing assumed (no model card states it); quantized targets need "
-                      "--preprocess, --mean/--std/--value-range/--color or --calib", highlight=False)
+                      "--preprocess, --mean/--std/--value-range/--color or --calib", highlight=False, soft_wrap=True)
     formats = list(info.support)
     ops = Table("op", "count", "MMACs", *formats, title="Ops (support per target format)")
     for op, count in info.op_histogram.items():
