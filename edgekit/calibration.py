@@ -214,14 +214,15 @@ def gate_data(io: IOSpec, source: str | Path | None, n_cal: int, n_held: int, se
     else:
         raise InputError(f"calibration data must be a folder of images or a .npy file, got {p}")
     samples = _per_sample(batches)
-    own = min(len(samples) // 4, (n_held + 1) // 2) if n_held else 0
+    images = all(t.is_image and t.channels == 3 for t in io.inputs)
+    # generated inputs need a distribution (a pre-processing) somebody stated; without one, hold back the user's only
+    generate = images and not (npy and any(t.preprocessing == "assumed" for t in io.inputs))
+    own = min(len(samples) // 4, (n_held + 1) // 2 if generate else n_held) if n_held else 0
     if len(samples) - own < 1:
         own = 0
     cal, mine = samples[: len(samples) - own], samples[len(samples) - own :]
     cal = cal[:n_cal]
-    extra = n_held - own
-    if npy and any(t.preprocessing == "assumed" for t in io.inputs if t.is_image):
-        extra = 0  # generated images would need a pre-processing nobody stated: hold back the user's only
+    extra = n_held - own if generate else 0
     nat = _per_sample({t.name: natural(t, extra, seed + 1000) for t in io.inputs}) if extra else []
     held_desc = " + ".join(x for x in (f"{label} ({own})" if own else "",
                                        f"1/f colour fields + textures ({extra})" if extra else "") if x)

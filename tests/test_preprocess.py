@@ -310,3 +310,23 @@ def test_torch_source_first_layer_is_checked(tmp_path):
         edgekit.convert(net, "onnx-int8", tmp_path / "a", preprocess="unit", calib_samples=4, held_back=2)
     art = edgekit.convert(net, "onnx-int8", tmp_path / "b", preprocess="imagenet", calib_samples=4, held_back=2)
     assert art.parity["input_check"][0]["status"] == "consistent"
+
+
+def test_gate_data_families(tmp_path):
+    from edgekit import calibration
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 3, 16, 16), dtype=np.float32))
+    stated = IOSpec((TensorSpec("image", (1, 3, 16, 16), preprocessing="card"),), ())
+    g = calibration.gate_data(stated, tmp_path / "x.npy", 16, 8)
+    assert g.in_model_space and len(g.calibration) == 16 and len(g.held_back) == 8
+    assert g.describe["held_back"] == "your .npy x.npy (4) + 1/f colour fields + textures (4)"
+    # nothing states how pixels map to this model space: only the user's own samples are held back
+    assumed = IOSpec((TensorSpec("image", (1, 3, 16, 16), preprocessing="assumed"),), ())
+    g = calibration.gate_data(assumed, tmp_path / "x.npy", 16, 8)
+    assert g.describe == {"calibration": "your .npy x.npy (15)", "held_back": "your .npy x.npy (5)"}
+    generated = calibration.gate_data(stated, None, 4, 2)
+    assert generated.describe == {"calibration": "generated portraits (4)",
+                                  "held_back": "1/f colour fields + textures (2)"}
+    # deterministic for a seed: the same artifact is judged on the same inputs
+    again = calibration.gate_data(stated, None, 4, 2)
+    assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(generated.held_back, again.held_back))
