@@ -360,8 +360,7 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
         raise InputError(f"no frame could be read from {input}" + (f" ({src.stopped})" if src.stopped else ""))
     notes: list[str] = []
     deviations = [_deviation("config", d) for d in preprocessing_deviations(entries)]
-    with _native_stderr_quiet():  # ncnn lists its Vulkan devices on stderr when asked how many there are
-        found = local_units()
+    found = local_units()
     units = {u: v for u, v in found.items() if any(c.split(":")[0] == u for s in spec.stages for c in s.units)}
     calls = ConfiguredCalls(units, entries)
     costs, unavailable = measure_costs(spec, units, first, repeats=3, calls=calls)
@@ -465,26 +464,6 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
     writer.close(info={"config": str(cfg.get("device", "")), "model": model_info, "deviations": deviations,
                        "notes": notes})
     return report
-
-
-@contextlib.contextmanager
-def _native_stderr_quiet():
-    """Send what native libraries write to file descriptor 2 to /dev/null for a moment."""
-    import sys
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def spec_stage(spec: PipelineSpec, name: str) -> Stage:
