@@ -269,6 +269,19 @@ def _compare_maps(o: OutputParity, r: np.ndarray, c: np.ndarray, spec, tol: Tole
         o.failures.append(f"cosine {o.cosine:.5f} < {tol.min_map_cosine}")
 
 
+def task_score(ref: np.ndarray, cand: np.ndarray, spec) -> float:
+    """One sample's task metric in [0, 1] (higher is better), as the gate computes it: mask IoU or mean class
+    IoU for map kinds, cosine otherwise. Quantizers that search for a setting (NNCF's accuracy control) use it
+    so they optimise what the gate will judge.
+    """
+    o = OutputParity(spec.name, spec.kind, 0.0, 0.0, _cosine(ref.astype(np.float64)[None],
+                                                              np.asarray(cand, np.float64)[None]))
+    if spec.kind in MAP_KINDS:
+        _compare_maps(o, ref.astype(np.float64)[None], np.asarray(cand, np.float64)[None], spec, TOLERANCES["int8"])
+        return float(o.iou)
+    return o.cosine
+
+
 def check(reference, candidate, samples: list[dict[str, np.ndarray]], precision_class: str,
           ref_outputs: list[dict[str, np.ndarray]] | None = None, inputs_from: str = "the input data") -> ParityReport:
     """Run both sessions on ``samples`` and compare. ``ref_outputs`` reuses reference results.

@@ -140,22 +140,14 @@ def _reference_outputs(job: ConversionJob) -> list[dict]:
 
 
 def _validation_fn(job: ConversionJob, names: list[str]):
-    """NNCF validation function: edgekit's task metric of a compiled model against the fp32 outputs."""
-    from edgekit.parity import mask_iou
+    """NNCF validation function: the gate's task metric of a compiled model against the fp32 outputs."""
+    from edgekit.parity import task_score
 
     spec = job.source.io.outputs[0]
 
     def validate(compiled, data):
-        scores = []
-        for sample, ref in data:
-            got = compiled({n: sample[n] for n in names})[0]
-            r = ref[spec.name]
-            if spec.kind in ("probability", "logits"):
-                cut = 0.0 if spec.kind == "logits" else 0.5
-                scores.append(mask_iou(r > cut, np.asarray(got) > cut))
-            else:
-                a, b = r.ravel(), np.asarray(got).ravel()
-                scores.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)))
+        scores = [task_score(ref[spec.name], compiled({n: sample[n] for n in names})[0], spec)
+                  for sample, ref in data]
         return float(np.mean(scores)), scores
 
     return validate
