@@ -120,7 +120,11 @@ def convert(model, target, output, calib, input_shapes, io_layout, io_dtype, cal
         check_output(output, protect=[model, calib])
     stated = preprocessing.parse(preprocess, mean=mean, std=std, value_range=value_range, color=color)
     options = {k: v for k, v in (("io_layout", io_layout), ("io_dtype", io_dtype)) if v}
-    with err.status("converting") as status:
+    import contextlib
+
+    # converters' own progress output (NNCF's bars) must not corrupt --json on stdout
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with quiet, err.status("converting") as status:
         art = do_convert(model, target, output, calib=calib, input_shapes=list(input_shapes),
                          calib_samples=calib_samples, options=options,
                          progress=lambda msg: status.update(msg), preprocess=stated,

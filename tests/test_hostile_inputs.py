@@ -174,3 +174,18 @@ def test_ncnn_wrong_shape_cannot_segfault(ncnn_artifact, tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3 refused" in res.stdout and "destroyed too early" not in res.stderr
+
+
+def test_convert_json_is_only_json(cardless_onnx, tmp_path):
+    """NNCF draws progress bars on stdout: with --json they must go elsewhere, or the JSON cannot be parsed."""
+    pytest.importorskip("openvino")
+    import json
+
+    from tests.hostile import edgekit
+
+    res = edgekit("convert", cardless_onnx, "-t", "openvino-int8", "--preprocess", "unit", *SHAPE, "-o", "out",
+                  "--calib-samples", "8", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    manifest = json.loads(res.stdout)
+    assert manifest["source_io"]["inputs"][0]["preprocessing"] == "preset unit"
+    assert manifest["parity"]["data"]["held_back"] == "1/f colour fields + textures (8)"
