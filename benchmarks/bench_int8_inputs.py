@@ -145,6 +145,15 @@ def short(why: str) -> str:
     return why if len(why) <= 160 else why[:157] + "..."
 
 
+def float_kept(art: dict) -> str:
+    """What of the artifact is not int8: layers kept in float, or a retry with another quantization mode."""
+    parts = []
+    if art["parity"].get("kept_float"):
+        parts.append(f"{len(art['parity']['kept_float'])} layer(s) kept in float")
+    parts += [n.split("; ")[-1] for n in art.get("notes", []) if "retried with" in n]
+    return ", ".join(parts) or "all int8"
+
+
 def gate_metric(parity: dict) -> str:
     o = parity["outputs"][0]
     if o.get("agreement") is not None:
@@ -181,7 +190,7 @@ def main() -> None:
                             score = f"{tol} {independent(name, onnx_path, out, spec):.3f}"
                         except Exception as e:  # noqa: BLE001 - a benchmark row records what broke and goes on
                             score = f"could not run: {type(e).__name__}: {str(e)[:100]}"
-                        row = (name, target, mode, "published", gate_metric(art["parity"]), score)
+                        row = (name, target, mode, f"published ({float_kept(art)})", gate_metric(art["parity"]), score)
                     rows.append(row)
                     print(" | ".join(row) + f"  ({time.time() - t0:.0f}s)", flush=True)
     finally:
