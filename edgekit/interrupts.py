@@ -56,3 +56,10 @@ def check() -> None:
     """Raise ``KeyboardInterrupt`` (:class:`Terminated` after SIGTERM) if one arrived since :func:`install`."""
     if _interrupted.is_set():
         raise _exception()
+
+
+def reset() -> None:
+    """Forget an interrupt that was handled (for callers that go on after one, such as a test runner that
+    called the CLI in-process)."""
+    _interrupted.clear()
+    _signal.clear()

@@ -12,6 +12,22 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "models" / "portrait-seg" / "student.onnx"
 
 
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """A test that calls the CLI in-process installs edgekit's SIGINT/SIGTERM handlers in pytest's own process,
+    and one that sends itself a signal leaves the interrupt recorded: put both back after every test, so no
+    test's Ctrl-C reaches the next one."""
+    import signal
+
+    from edgekit import interrupts
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+    interrupts.reset()
+
+
 @pytest.fixture(scope="session")
 def student_onnx() -> Path:
     return STUDENT
