@@ -567,7 +567,7 @@ def models_fetch(name):
 @click.argument("name", type=click.Choice(["device-profile", "app-config", "pipeline", "recipe"]))
 def schema(name):
     """Print a published JSON Schema (device profiles, app configs, pipelines, distillation recipes)."""
-    from edgekit.profiling.device import schema as load_schema
+    from edgekit.datafiles import schema as load_schema
 
     _emit_json(load_schema(name))
 

@@ -142,10 +142,6 @@ def _find(specs, name):
 # ---------------------------------------------------------------- model card
 
 
-#: a model card is a few lines; anything bigger is refused before it is parsed
-CARD_MAX_BYTES = 1024 * 1024
-
-
 @dataclass(frozen=True)
 class ModelCard:
     """What ``model.yaml`` beside a model says: task, pre-processing, default shape, resolutions."""
@@ -164,21 +160,10 @@ class ModelCard:
         Raises:
             InputError: unreadable YAML, or a field the schema refuses (one line naming the field).
         """
-        import yaml
+        from edgekit.datafiles import read_yaml
 
         p = Path(path)
-        try:
-            if p.stat().st_size > CARD_MAX_BYTES:
-                raise InputError(f"model card {p} is {p.stat().st_size} bytes; a card is at most {CARD_MAX_BYTES}")
-            text = p.read_text()
-            if any(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=yaml.SafeLoader)):
-                raise InputError(f"model card {p} uses YAML aliases (*name); write the values out")
-            raw = yaml.safe_load(text)
-        except RecursionError as e:
-            raise InputError(f"model card {p} is nested too deeply to be a model card") from e
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"cannot read model card {p}: {first}") from e
+        raw = read_yaml(p, "model card")
         return cls.from_dict({} if raw is None else raw, str(p))
 
     @classmethod

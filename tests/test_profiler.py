@@ -5,10 +5,11 @@ import json
 import jsonschema
 import pytest
 
+from edgekit.datafiles import schema
 from edgekit.errors import DeviceError, InputError
 from edgekit.profiling.appconfig import load_config
 from edgekit.profiling.choose import choose, pareto_front
-from edgekit.profiling.device import available_profiles, load_profile, schema
+from edgekit.profiling.device import available_profiles, load_profile
 from edgekit.profiling.reach import parse_benchmark_model
 from edgekit.profiling.sweep import Point
 

@@ -64,7 +64,9 @@ def test_pytorch_source_uses_litert_torch(workdir):
     model = build()
     model.load_state_dict(torch.load(STUDENT.with_suffix(".pt"), weights_only=True))
     for target in ("tflite-fp32", "tflite-int8"):
-        art = edgekit.convert(model, target, workdir / f"torch-{target}", input_shapes={"": (1, 3, 128, 128)})
+        # the student takes (pixel / 255 - 0.5) / 0.5: the "signed" preset; int8 refuses to guess it
+        art = edgekit.convert(model, target, workdir / f"torch-{target}", input_shapes={"": (1, 3, 128, 128)},
+                              preprocess="signed")
         assert art.route == "litert-torch"
         assert art.io.inputs[0].layout == "NCHW"
         assert art.parity["passed"]

@@ -96,8 +96,8 @@ def load_pipeline(source: str | Path | dict, cache: Path = Path("out/pipeline-ar
             parameters it does not take, a path that leaves its folder or does not exist, or stages that
             cannot run in order.
     """
+    from edgekit.datafiles import read_yaml, validate_against
     from edgekit.pipeline.kernels import lookup, make
-    from edgekit.profiling.device import read_yaml, validate_against
 
     if isinstance(source, dict):
         raw, what = source, "pipeline"

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from edgekit import interrupts
 from edgekit.artifact import MANIFEST, Artifact
+from edgekit.datafiles import validate_against
 from edgekit.errors import InputError, OutputError
 from edgekit.files import apply_umask, inside, sha256_file, verify_sha256, write_json_atomic
 from edgekit.profiling.choose import Choice
-from edgekit.profiling.device import DeviceProfile, validate_against
+from edgekit.profiling.device import DeviceProfile
 from edgekit.profiling.sweep import Point
 
 SCHEMA_VERSION = 2

@@ -127,7 +127,7 @@ def load_recipe(source: str | Path | dict, teacher_module: str | None = None) ->
             a non-finite number, combines options that cannot work together, or names a teacher module that
             was not given on the command line.
     """
-    from edgekit.profiling.device import read_yaml, validate_against
+    from edgekit.datafiles import read_yaml, validate_against
 
     if isinstance(source, dict):
         raw, what = source, "recipe"
