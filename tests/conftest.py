@@ -122,3 +122,27 @@ def mean_iou_vs_fp32(student_artifacts, artifact, portraits) -> float:
     x = as_input(portraits[0])
     return float(np.mean([mask_iou(ref.run({"image": x[i:i + 1]})["mask"] > 0.5,
                                    cand.run({"image": x[i:i + 1]})["mask"] > 0.5) for i in range(len(x))]))
+
+
+# The suite loads torch, TensorFlow, LiteRT, OpenVINO, ncnn (with a Vulkan instance) and coremltools into one
+# process; after the last test and the summary, tearing that interpreter down segfaults inside a native
+# library's finalizer (exit 139 with every test passed; each CLI run the tests make exits cleanly). So the test
+# process ends with pytest's own exit status as soon as pytest is done, without running native finalizers.
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    import os
+    import sys
+
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
