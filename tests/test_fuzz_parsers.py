@@ -93,6 +93,20 @@ def write_doc(path: Path, doc, as_yaml: bool) -> None:
         path.write_text(yaml.safe_dump(doc, allow_unicode=True))
 
 
+def draw_file(data, path: Path, real: Path | dict) -> None:
+    """Write to ``path`` one of: a mutation of a real document, a random document, or the real document's text
+    cut or with a stray snippet inserted. ``real`` is a YAML file, or a JSON document already read."""
+    as_yaml = isinstance(real, Path)
+    base = yaml.safe_load(real.read_text()) if as_yaml else real
+    kind = data.draw(st.sampled_from(["mutation", "random", "text"]), label="kind")
+    if kind == "mutation":
+        write_doc(path, mutate(data, base), as_yaml=as_yaml)
+    elif kind == "random":
+        write_doc(path, data.draw(yaml_values if as_yaml else values, label="doc"), as_yaml=as_yaml)
+    else:
+        path.write_text(text_mutation(data, real.read_text() if as_yaml else json.dumps(base, indent=1)))
+
+
 @pytest.fixture(scope="module")
 def fuzz_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz")
@@ -111,7 +125,7 @@ def test_fuzz_input_shape(flags):
 
 
 # -- pipeline YAML -----------------------------------------------------------------------------------------------
-PIPELINE = yaml.safe_load((ROOT / "profiles" / "pipelines" / "virtual-background.yaml").read_text())
+PIPELINE_FILE = ROOT / "profiles" / "pipelines" / "virtual-background.yaml"
 
 
 @FUZZ
@@ -120,13 +134,7 @@ def test_fuzz_pipeline_yaml(fuzz_dir, data):
     from edgekit.pipeline.spec import load_pipeline
 
     f = fuzz_dir / "pipeline.yaml"
-    kind = data.draw(st.sampled_from(["mutation", "random", "text"]), label="kind")
-    if kind == "mutation":
-        write_doc(f, mutate(data, PIPELINE), as_yaml=True)
-    elif kind == "random":
-        write_doc(f, data.draw(yaml_values, label="doc"), as_yaml=True)
-    else:
-        f.write_text(text_mutation(data, (ROOT / "profiles" / "pipelines" / "virtual-background.yaml").read_text()))
+    draw_file(data, f, PIPELINE_FILE)
     ends_well(load_pipeline, f, cache=fuzz_dir / "cache")
 
 
@@ -140,13 +148,7 @@ def test_fuzz_recipe(fuzz_dir, data):
     from edgekit.train.recipe import load_recipe
 
     f = fuzz_dir / "recipe.yaml"
-    kind = data.draw(st.sampled_from(["mutation", "random", "text"]), label="kind")
-    if kind == "mutation":
-        write_doc(f, mutate(data, yaml.safe_load(RECIPE_FILE.read_text())), as_yaml=True)
-    elif kind == "random":
-        write_doc(f, data.draw(yaml_values, label="doc"), as_yaml=True)
-    else:
-        f.write_text(text_mutation(data, RECIPE_FILE.read_text()))
+    draw_file(data, f, RECIPE_FILE)
     ends_well(load_recipe, f, teacher_module=data.draw(st.none() | st.text(max_size=12), label="--teacher-module"))
 
 
@@ -161,13 +163,7 @@ def test_fuzz_device_profile(fuzz_dir, data):
 
     f = fuzz_dir / "profile.yaml"
     base = data.draw(st.sampled_from(PROFILES), label="profile")
-    kind = data.draw(st.sampled_from(["mutation", "random", "text"]), label="kind")
-    if kind == "mutation":
-        write_doc(f, mutate(data, yaml.safe_load(base.read_text())), as_yaml=True)
-    elif kind == "random":
-        write_doc(f, data.draw(yaml_values, label="doc"), as_yaml=True)
-    else:
-        f.write_text(text_mutation(data, base.read_text()))
+    draw_file(data, f, base)
     libs = data.draw(st.none() | st.lists(st.text(max_size=12) | st.just(f"gpu={f}"), max_size=2), label="libs")
     ends_well(load_profile, f, libs)
 
@@ -182,13 +178,7 @@ def test_fuzz_model_card(fuzz_dir, data):
     from edgekit.spec import ModelCard
 
     f = fuzz_dir / "model.yaml"
-    kind = data.draw(st.sampled_from(["mutation", "random", "text"]), label="kind")
-    if kind == "mutation":
-        write_doc(f, mutate(data, yaml.safe_load(CARD_FILE.read_text())), as_yaml=True)
-    elif kind == "random":
-        write_doc(f, data.draw(yaml_values, label="doc"), as_yaml=True)
-    else:
-        f.write_text(text_mutation(data, CARD_FILE.read_text()))
+    draw_file(data, f, CARD_FILE)
     ends_well(ModelCard.load, f)
 
 
@@ -217,14 +207,8 @@ def test_fuzz_artifact_json(artifact_copy, data):
     from edgekit.artifact import Artifact
 
     folder, base = artifact_copy
-    kind = data.draw(st.sampled_from(["mutation", "random", "text"]), label="kind")
     f = folder / "artifact.json"
-    if kind == "mutation":
-        write_doc(f, mutate(data, base), as_yaml=False)
-    elif kind == "random":
-        write_doc(f, data.draw(values, label="doc"), as_yaml=False)
-    else:
-        f.write_text(text_mutation(data, json.dumps(base, indent=1)))
+    draw_file(data, f, base)
     ends_well(Artifact.load, folder)
 
 
@@ -250,13 +234,7 @@ def test_fuzz_app_config(config_copy, data):
 
     folder, base = config_copy
     f = folder / "fuzz.json"
-    kind = data.draw(st.sampled_from(["mutation", "random", "text"]), label="kind")
-    if kind == "mutation":
-        write_doc(f, mutate(data, base), as_yaml=False)
-    elif kind == "random":
-        write_doc(f, data.draw(values, label="doc"), as_yaml=False)
-    else:
-        f.write_text(text_mutation(data, json.dumps(base, indent=1)))
+    draw_file(data, f, base)
     ends_well(load_config, f)
 
 
