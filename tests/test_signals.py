@@ -76,8 +76,12 @@ def test_sigterm_during_onnx2tf_leaves_nothing(tmp_path, tiny_onnx):
     assert [p.name for p in tmpdir.iterdir() if p.name.startswith("edgekit-work-")] == []
 
 
-def test_sigterm_outside_a_child_tool(tmp_path, tiny_onnx):
-    """SIGTERM while edgekit itself calibrates (no child running): 143, nothing written."""
+@pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "terminated; nothing was written")],
+                         ids=["ctrl-c", "sigterm"])
+def test_signal_outside_a_child_tool(tmp_path, tiny_onnx, sig, code, message):
+    """Ctrl-C or SIGTERM while edgekit itself calibrates (no child running): its exit code, one line, nothing
+    written, no staging or work folder left."""
     outdir = tmp_path / "out"
     outdir.mkdir()
     tmpdir = tmp_path / "tmpdir"
@@ -90,9 +94,9 @@ def test_sigterm_outside_a_child_tool(tmp_path, tiny_onnx):
         time.sleep(0.05)
     assert proc.poll() is None, "conversion ended before it could be stopped"
     time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr[-3000:]
-    assert "terminated; nothing was written" in stderr and "Traceback" not in stderr
+    assert proc.returncode == code, stderr[-3000:]
+    assert message in stderr and "Traceback" not in stderr
     assert list(outdir.iterdir()) == []
     assert [p.name for p in Path(tmpdir).iterdir() if p.name.startswith("edgekit-")] == []
