@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from edgekit.train.distill import distill, evaluate_model
-from edgekit.train.recipe import load_recipe
+from edgekit.apps.train.distill import distill, evaluate_model
+from edgekit.apps.train.recipe import load_recipe
 
 VARIANTS = {
     "student alone (ground truth)": {},

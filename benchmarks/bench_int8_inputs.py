@@ -47,9 +47,9 @@ def build(name: str):
     import torch
     import torchvision
 
-    from edgekit.calibration import normalize
-    from edgekit.data.natural import dataset
-    from edgekit.spec import TensorSpec
+    from edgekit.core.calibration import normalize
+    from edgekit.core.iospec import TensorSpec
+    from edgekit.core.samples.natural import dataset
 
     torch.manual_seed(0)
     if name == "resnet18":
@@ -80,7 +80,7 @@ def build(name: str):
 
 
 def export(name: str, folder: Path):
-    from edgekit.ingest import export_torch
+    from edgekit.core.ingest import export_torch
 
     model, spec = build(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def export(name: str, folder: Path):
 def calib_folder(folder: Path, size: int) -> Path:
     import cv2
 
-    from edgekit.data.natural import dataset
+    from edgekit.core.samples.natural import dataset
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(dataset(40, size, size, seed=777)):
@@ -106,9 +106,9 @@ def independent(name: str, onnx_path: Path, artifact: Path, spec) -> float:
     import onnxruntime as ort
 
     import edgekit
-    from edgekit.calibration import normalize
-    from edgekit.data.natural import dataset
-    from edgekit.parity import class_agreement
+    from edgekit.core.calibration import normalize
+    from edgekit.core.parity import class_agreement
+    from edgekit.core.samples.natural import dataset
 
     x = normalize(dataset(FRESH, *spec.hw, seed=4242), spec)
     ref = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -3,9 +3,9 @@ sequential (same stages, same units), with p50/p95 latency; the timeline PNG goe
 
 from pathlib import Path
 
-from edgekit.pipeline.executor import PipelineRunner, StageCalls
-from edgekit.pipeline.report import summarize
-from edgekit.pipeline.schedule import compare, schedule, synthetic_frames, warm_pipelined
+from edgekit.apps.pipeline.executor import PipelineRunner, StageCalls
+from edgekit.apps.pipeline.report import summarize
+from edgekit.apps.pipeline.schedule import compare, schedule, synthetic_frames, warm_pipelined
 
 CAMERA_FPS = 60
 

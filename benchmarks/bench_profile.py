@@ -4,7 +4,7 @@ Pareto table. Writes profiles/configs/local-cpu.json (the app config the video p
 import shutil
 from pathlib import Path
 
-from edgekit.profiling.profile import profile_device
+from edgekit.apps.profiling.profile import profile_device
 
 if __name__ == "__main__":
     out = Path("out/bench/profile")

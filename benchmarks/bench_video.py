@@ -7,18 +7,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgekit.pipeline.costs import measure_costs
-from edgekit.pipeline.executor import PipelineRunner, StageCalls, run_sequential
-from edgekit.pipeline.placement import plan
-from edgekit.pipeline.spec import reset_stages
-from edgekit.pipeline.units import local_units
-from edgekit.profiling.appconfig import load_config
-from edgekit.video import kernels, quality
-from edgekit.video.effects.beauty import FaceTracker
-from edgekit.video.effects.denoise import TemporalDenoiser
-from edgekit.video.effects.lowlight import clahe, open_lowlight
-from edgekit.video.process import build_pipeline
-from edgekit.video.synthetic_video import synthetic_clip
+from edgekit.apps.pipeline.costs import measure_costs
+from edgekit.apps.pipeline.definition import reset_stages
+from edgekit.apps.pipeline.executor import PipelineRunner, StageCalls, run_sequential
+from edgekit.apps.pipeline.placement import plan
+from edgekit.apps.pipeline.units import local_units
+from edgekit.apps.profiling.appconfig import load_config
+from edgekit.apps.video import kernels, quality
+from edgekit.apps.video.effects.beauty import FaceTracker
+from edgekit.apps.video.effects.denoise import TemporalDenoiser
+from edgekit.apps.video.effects.lowlight import clahe, open_lowlight
+from edgekit.apps.video.process import build_pipeline
+from edgekit.apps.video.synthetic_video import synthetic_clip
 
 CONFIG = Path("profiles/configs/local-cpu.json")
 
@@ -43,7 +43,7 @@ def segmentation_quality(cfg) -> list[str]:
 
 
 def landmark_rows() -> list[str]:
-    from edgekit.data.photos import evaluation_photos
+    from edgekit.core.samples.photos import evaluation_photos
 
     name, img = evaluation_photos()[0]
     base = cv2.resize((img[..., ::-1] * 255).astype(np.uint8), None, fx=720 / img.shape[0], fy=720 / img.shape[0])
@@ -71,8 +71,8 @@ def denoise_rows() -> list[str]:
 
 
 def lowlight_rows() -> list[str]:
-    from edgekit.data.photos import evaluation_photos
-    from edgekit.data.synthetic import dataset
+    from edgekit.core.samples.photos import evaluation_photos
+    from edgekit.core.samples.synthetic import dataset
 
     ll = open_lowlight()
     rng = np.random.default_rng(9)
@@ -124,7 +124,7 @@ def speed_rows(cfg) -> list[str]:
 
 def _with_face(hw, n):
     """A real portrait (obama.jpg) moving slowly over the frame, so face effects have work to do."""
-    from edgekit.data.photos import evaluation_photos
+    from edgekit.core.samples.photos import evaluation_photos
 
     _, img = evaluation_photos()[0]
     H, W = hw

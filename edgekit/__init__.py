@@ -15,8 +15,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 __all__ = ["convert", "load", "validate", "inspect", "doctor", "__version__"]
 
-_API = {"convert": "edgekit.conversion", "load": "edgekit.api", "validate": "edgekit.api",
-        "inspect": "edgekit.api", "doctor": "edgekit.doctor"}
+_API = {"convert": "edgekit.core.conversion", "load": "edgekit.api", "validate": "edgekit.api",
+        "inspect": "edgekit.api", "doctor": "edgekit.backends.doctor"}
 
 
 def __getattr__(name: str):

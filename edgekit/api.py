@@ -5,15 +5,15 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from edgekit import calibration
-from edgekit.artifact import Artifact
-from edgekit.converters import registry
+from edgekit.backends import registry
+from edgekit.backends.onnx.session import OrtSession
+from edgekit.backends.registry import open_session
+from edgekit.backends.session import Session
+from edgekit.core import calibration
+from edgekit.core.artifact import Artifact
+from edgekit.core.ingest import load_source
+from edgekit.core.parity import ParityReport, check
 from edgekit.errors import InputError
-from edgekit.ingest import load_source
-from edgekit.parity import ParityReport, check
-from edgekit.runtimes.base import Session
-from edgekit.runtimes.onnxruntime import OrtSession
-from edgekit.runtimes.registry import open_session
 
 
 def load(artifact: str | Path | Artifact, threads: int = 1, delegate: str = "cpu") -> Session:
@@ -64,6 +64,6 @@ def validate(artifact: str | Path | Artifact, reference: str | Path | None = Non
 
 def inspect(model, input_shapes: list[str] | None = None):
     """Describe a model: IO, parameters, MACs per op type, op histogram and per-target op support."""
-    from edgekit.inspection import inspect_model
+    from edgekit.core.inspection import inspect_model
 
     return inspect_model(model, input_shapes)

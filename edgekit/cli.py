@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from edgekit import interrupts
+from edgekit.core import interrupts
 from edgekit.errors import EdgekitError
 
 out = Console()
@@ -86,8 +86,9 @@ def inspect(model, input_shapes, as_json):
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Artifact directory (default out/NAME-TARGET).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of images or .npy batch for calibration.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1x3xHxW", help="Fix dynamic dims.")
-@click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), help="Layout of the artifact's IO (TFLite).")
-@click.option("--io-dtype", type=click.Choice(["float", "int8"]), help="IO dtype of full-int8 targets.")
+@click.option("--option", "-O", "target_options", multiple=True, metavar="KEY=VALUE",
+              help="A converter option of the target's backend (repeatable); --help-target T lists them.")
+@click.option("--help-target", is_flag=True, help="List the options of --target's backend and exit.")
 @click.option("--calib-samples", default=32, show_default=True, help="Calibration samples to use.")
 @click.option("--preprocess", type=click.Choice(["imagenet", "unit", "signed", "raw255"], case_sensitive=False),
               help="How images become the input: imagenet (mean/std of ImageNet on [0,1]), unit ([0,1]), "
@@ -99,27 +100,30 @@ def inspect(model, input_shapes, as_json):
 @click.option("--confirm-preprocess", is_flag=True,
               help="Quantize even though the model's first layer suggests another pre-processing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifact manifest as JSON.")
-def convert(model, target, output, calib, input_shapes, io_layout, io_dtype, calib_samples, preprocess, mean, std,
-            value_range, color, confirm_preprocess, as_json):
+def convert(model, target, output, calib, input_shapes, target_options, help_target, calib_samples, preprocess, mean,
+            std, value_range, color, confirm_preprocess, as_json):
     """Convert MODEL (ONNX file or PyTorch reference) to TARGET and prove parity.
 
     \b
     Examples:
       edgekit convert student.onnx --target onnx-int8 --calib photos/
       edgekit convert resnet18.onnx --target openvino-int8 --preprocess imagenet
-      edgekit convert student.onnx --target tflite-int8 --io-layout nhwc
+      edgekit convert student.onnx --target tflite-int8 -O io_dtype=int8
+      edgekit convert x.onnx --target tflite --help-target        (list tflite's -O options)
       edgekit convert mypkg.models:build --target onnx-fp32 --input-shape 1x3x256x256
     Quantized targets need to know the pre-processing: from the model card, the flags above or --calib;
     they refuse to guess. The artifact is written only if its parity gate passes.
     """
-    from edgekit import preprocess as preprocessing
-    from edgekit.artifact import check_output
-    from edgekit.conversion import convert as do_convert
+    from edgekit.core import preprocess as preprocessing
+    from edgekit.core.artifact import check_output
+    from edgekit.core.conversion import convert as do_convert
 
+    if help_target:
+        return _print_target_options(target, as_json)
     if output is not None:  # refuse a place holding the user's files before any work (checked again at the end)
         check_output(output, protect=[model, calib])
     stated = preprocessing.parse(preprocess, mean=mean, std=std, value_range=value_range, color=color)
-    options = {k: v for k, v in (("io_layout", io_layout), ("io_dtype", io_dtype)) if v}
+    options = _parse_key_values(target_options, "-O")
     import contextlib
 
     # converters' own progress output (NNCF's bars) must not corrupt --json on stdout
@@ -142,6 +146,37 @@ def convert(model, target, output, calib, input_shapes, io_layout, io_dtype, cal
     _print_parity(art.parity)
     for note in art.notes:
         out.print(f"  note: {note}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _parse_key_values(pairs, flag: str) -> dict[str, str]:
+    """``("a=1", "b=x")`` -> ``{"a": "1", "b": "x"}`` (values are checked by whoever declares the keys)."""
+    from edgekit.errors import InputError
+
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{flag} takes KEY=VALUE, got '{pair}'")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def _print_target_options(target: str, as_json: bool) -> None:
+    """``--help-target``: the declared options of a target's backend (``tflite`` or ``tflite-int8``)."""
+    from edgekit.backends import registry
+
+    backend = registry.backend(target.strip().lower().split("-")[0])
+    if as_json:
+        return _emit_json({"format": backend.format, "runtime": backend.runtime, "targets": backend.targets,
+                           "options": [{"name": o.name, "type": o.type, "choices": list(o.choices),
+                                        "default": o.default, "precisions": list(o.precisions), "help": o.help}
+                                       for o in backend.options]})
+    t = Table("option", "values", "default", "targets", "help",
+              title=f"{backend.format} ({backend.runtime}) converter options: -O KEY=VALUE")
+    for o in backend.options:
+        t.add_row(o.name, "|".join(map(str, o.choices)) or o.type, "-" if o.default is None else str(o.default),
+                  ", ".join(f"{backend.format}-{p}" for p in o.precisions) or "all", o.help)
+    out.print(t)
 
 
 def _print_parity(parity: dict) -> None:
@@ -179,12 +214,12 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, as_json)
 
     import numpy as np
 
-    from edgekit import calibration
     from edgekit.api import load
+    from edgekit.apps.profiling.latency import measure
+    from edgekit.backends.session import check_threads
+    from edgekit.core import calibration
+    from edgekit.core.files import write_atomic
     from edgekit.errors import InputError, OutputError
-    from edgekit.files import write_atomic
-    from edgekit.profiling.latency import measure
-    from edgekit.runtimes.base import check_threads
 
     check_threads(threads)
     if runs < 1:
@@ -272,16 +307,16 @@ def validate(artifact, reference, data, samples, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def doctor(as_json):
     """List each backend: installed or not, versions, devices/delegates it sees here."""
-    from edgekit import doctor as doc
+    from edgekit.backends import doctor as doc
 
     rows = doc.report()
     if as_json:
         return _emit_json(doc.to_dict(rows))
-    t = Table("backend", "installed", "versions", "devices here", "note",
+    t = Table("backend", "runtime", "installed", "versions", "devices here", "note",
               title=f"edgekit doctor ({doc.system()['platform']})")
     for r in rows:
-        t.add_row(r.name, _fmt_bool(r.installed), ", ".join(f"{k} {v or '-'}" for k, v in r.packages.items()),
-                  ", ".join(r.devices) or "-", r.note)
+        versions = ", ".join(f"{k} {v or '-'}" for k, v in r.packages.items())
+        t.add_row(r.name, r.runtime, _fmt_bool(r.installed), versions, ", ".join(r.devices) or "-", r.note)
     out.print(t)
 
 
@@ -293,7 +328,7 @@ def doctor(as_json):
 @click.option("--json", "as_json", is_flag=True)
 def demo(model, targets, output, runs, as_json):
     """Convert the bundled student to every implemented target; one table of size, parity, latency."""
-    from edgekit.profiling.matrix import BUNDLED_MODEL, available_targets, run_matrix
+    from edgekit.apps.profiling.matrix import BUNDLED_MODEL, available_targets, run_matrix
 
     model = model or BUNDLED_MODEL
     targets = list(targets) or available_targets()
@@ -337,7 +372,7 @@ def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgekit.profiling.profile import profile_device
+    from edgekit.apps.profiling.profile import profile_device
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=not err.is_terminal) as bar:
@@ -387,9 +422,9 @@ def distill(config, resume, nproc, teacher_module, as_json):
       edgekit distill --config recipe.yaml --nproc 2 --resume
     Ends with the student's mask IoU / boundary F on the held-out set and OUTPUT/student.onnx.
     """
-    from edgekit.train.distill import distill as run_distill
-    from edgekit.train.distill import launch
-    from edgekit.train.recipe import load_recipe
+    from edgekit.apps.train.distill import distill as run_distill
+    from edgekit.apps.train.distill import launch
+    from edgekit.apps.train.recipe import load_recipe
 
     recipe = load_recipe(config, teacher_module=teacher_module)  # validated before anything trains
     if nproc > 1:
@@ -436,8 +471,8 @@ def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
       edgekit schedule virtual-background
       edgekit schedule profiles/pipelines/virtual-background.yaml --run 120 --timeline tl.png
     """
-    from edgekit.pipeline.schedule import compare, synthetic_frames
-    from edgekit.pipeline.schedule import schedule as do_schedule
+    from edgekit.apps.pipeline.schedule import compare, synthetic_frames
+    from edgekit.apps.pipeline.schedule import schedule as do_schedule
 
     with err.status("measuring every stage on every unit"):
         s = do_schedule(pipeline, device, latency_bound)
@@ -502,9 +537,9 @@ def process(input_path, output, config, effects, background, strengths, max_fram
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from edgekit.apps.video.process import EFFECTS
+    from edgekit.apps.video.process import process as run_process
     from edgekit.errors import InputError
-    from edgekit.video.process import EFFECTS
-    from edgekit.video.process import process as run_process
 
     parsed = {}
     for item in strengths:
@@ -557,7 +592,7 @@ def models_fetch(name):
         for model, path in mediapipe.fetch().items():
             out.print(f"{model}: {path}")
     else:
-        from edgekit.data import photos
+        from edgekit.core.samples import photos
 
         for path in photos.fetch():
             out.print(str(path))
@@ -567,7 +602,7 @@ def models_fetch(name):
 @click.argument("name", type=click.Choice(["device-profile", "app-config", "pipeline", "recipe"]))
 def schema(name):
     """Print a published JSON Schema (device profiles, app configs, pipelines, distillation recipes)."""
-    from edgekit.datafiles import schema as load_schema
+    from edgekit.core.datafiles import schema as load_schema
 
     _emit_json(load_schema(name))
 

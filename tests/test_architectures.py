@@ -13,7 +13,7 @@ TARGETS = ["tflite-fp32", "openvino-fp32", "ncnn-fp32", "coreml-fp16"]
 def arch_onnx(workdir):
     """Each architecture exported once to ONNX (the file users would have)."""
     pytest.importorskip("torch")
-    from edgekit.ingest import export_torch
+    from edgekit.core.ingest import export_torch
     from edgekit.zoo.testnets import build
 
     paths = {}

@@ -91,8 +91,8 @@ def test_swallowed_ctrl_c_still_stops_the_commit(tmp_path, monkeypatch):
     """A KeyboardInterrupt lost in a finalizer must not let the artifact be committed."""
     import threading
 
-    from edgekit import interrupts
-    from edgekit.artifact import staging
+    from edgekit.core import interrupts
+    from edgekit.core.artifact import staging
 
     flag = threading.Event()
     flag.set()

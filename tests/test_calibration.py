@@ -2,9 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgekit import calibration
+from edgekit.core import calibration
+from edgekit.core.iospec import IOSpec, TensorSpec
 from edgekit.errors import InputError
-from edgekit.spec import IOSpec, TensorSpec
 
 SPEC = TensorSpec("image", (1, 3, 32, 48), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 IO = IOSpec((SPEC,), ())

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from edgekit.core.iospec import IOSpec, TensorSpec, to_layout
+from edgekit.core.target import Target
 from edgekit.errors import InputError, MissingDependencyError
-from edgekit.spec import IOSpec, TensorSpec, to_layout
-from edgekit.target import Target
 
 
 def test_target_parse():
@@ -29,7 +29,7 @@ def test_tensor_spec_layout_roundtrip():
 
 
 def test_missing_dependency_names_extra():
-    from edgekit.deps import require
+    from edgekit.core.deps import require
 
     with pytest.raises(MissingDependencyError, match=r"pip install 'edgekit\[all\]'"):
         require("definitely_not_installed_pkg")

@@ -13,7 +13,7 @@ pytest.importorskip("onnx2torch")  # imports torchvision, which must load before
 
 @pytest.fixture(scope="session")
 def mil():
-    from edgekit.runtimes import mil_reference
+    from edgekit.backends.coreml import mil_reference
 
     return mil_reference
 
@@ -31,7 +31,7 @@ def test_student_variants_pass_verified_gate(student_artifacts, target, min_iou)
 
 
 def test_package_spec(student_artifacts, mil):
-    from edgekit.converters.coreml import import_coremltools
+    from edgekit.backends.coreml.converter import import_coremltools
 
     ct = import_coremltools()
     for target, weight_op in (("coreml-fp16", None), ("coreml-w8", "constexpr_affine_dequantize"),
@@ -51,7 +51,7 @@ def test_package_spec(student_artifacts, mil):
 
 
 def test_image_input_folds_normalization(student_artifacts):
-    art = student_artifacts("coreml-fp16", options={"coreml_input": "image"})
+    art = student_artifacts("coreml-fp16", options={"input_type": "image"})
     assert art.io.inputs[0].value_range == (0.0, 255.0) and art.source_io.inputs[0].mean == (0.5, 0.5, 0.5)
     assert art.parity["passed"] and art.parity["outputs"][0]["iou"] >= 0.99
 

@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edgekit.apps.train import losses  # noqa: E402
+from edgekit.apps.train.datasets import PortraitFolder, find_pairs  # noqa: E402
+from edgekit.apps.train.recipe import load_recipe  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
-from edgekit.train import losses  # noqa: E402
-from edgekit.train.data import PortraitFolder, find_pairs  # noqa: E402
-from edgekit.train.recipe import load_recipe  # noqa: E402
 
 TINY = {"steps": 4, "batch": 2, "checkpoint_every": 2, "data": {"size": 32, "pool": 8},
         "teacher": {"width": 1.5, "train_steps": 2}, "eval": {"samples": 4, "size": [32, 32], "real_photos": False},
@@ -70,7 +70,7 @@ def test_dataset_layouts(tmp_path):
 
 
 def test_offline_distill_checkpoints_resumes_and_exports(tmp_path):
-    from edgekit.train.distill import distill
+    from edgekit.apps.train.distill import distill
 
     recipe = load_recipe({**TINY, "output": str(tmp_path / "run")})
     seen = []
@@ -91,7 +91,7 @@ def test_offline_distill_checkpoints_resumes_and_exports(tmp_path):
 
 
 def test_online_mode_trains_both(tmp_path):
-    from edgekit.train.distill import distill
+    from edgekit.apps.train.distill import distill
 
     result = distill(load_recipe({**TINY, "mode": "online", "output": str(tmp_path / "online")}))
     assert "teacher" in result and "teacher" in torch.load(tmp_path / "online" / "checkpoint.pt", weights_only=True)
@@ -99,7 +99,7 @@ def test_online_mode_trains_both(tmp_path):
 
 def test_artifact_teacher_output_only(tmp_path, tiny_onnx):
     import edgekit
-    from edgekit.train.distill import distill
+    from edgekit.apps.train.distill import distill
 
     art = edgekit.convert(tiny_onnx, "onnx-fp32", tmp_path / "teacher-art", input_shapes={"": (1, 3, 32, 32)})
     recipe = load_recipe({**TINY, "output": str(tmp_path / "kd"),
@@ -111,7 +111,7 @@ def test_artifact_teacher_output_only(tmp_path, tiny_onnx):
 def test_two_process_gloo_run(tmp_path):
     import yaml
 
-    from edgekit.train.distill import launch
+    from edgekit.apps.train.distill import launch
 
     cfg = tmp_path / "r.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "output": str(tmp_path / "ddp")}))
@@ -146,7 +146,7 @@ def test_crafted_checkpoint_runs_nothing(tmp_path):
     import os
     import pickle
 
-    from edgekit.train.distill import distill, load_weights
+    from edgekit.apps.train.distill import distill, load_weights
 
     marker = tmp_path / "PWNED"
 
@@ -170,7 +170,7 @@ def test_crafted_checkpoint_runs_nothing(tmp_path):
 
 def test_checkpoint_holds_plain_data_only(tmp_path):
     """What edgekit saves loads with weights_only=True, and a plain but foreign checkpoint is one line."""
-    from edgekit.train.distill import _save_atomic, load_weights, plain
+    from edgekit.apps.train.distill import _save_atomic, load_weights, plain
 
     state = {"step": 2, "history": plain([{"step": 1, "iou": np.float32(0.5)}]), "recipe": plain({"size": (1, 2)})}
     _save_atomic(state, tmp_path / "c.pt")

@@ -119,7 +119,7 @@ shape_text = st.text(max_size=30) | st.from_regex(r"\A([a-z_:]{0,6}:)?-?[0-9]{0,
 @FUZZ
 @given(st.lists(shape_text, max_size=4) | st.lists(values, max_size=3))
 def test_fuzz_input_shape(flags):
-    from edgekit.ingest import parse_input_shapes
+    from edgekit.core.ingest import parse_input_shapes
 
     ends_well(parse_input_shapes, flags)
 
@@ -131,7 +131,7 @@ PIPELINE_FILE = ROOT / "profiles" / "pipelines" / "virtual-background.yaml"
 @FUZZ
 @given(st.data())
 def test_fuzz_pipeline_yaml(fuzz_dir, data):
-    from edgekit.pipeline.spec import load_pipeline
+    from edgekit.apps.pipeline.definition import load_pipeline
 
     f = fuzz_dir / "pipeline.yaml"
     draw_file(data, f, PIPELINE_FILE)
@@ -145,7 +145,7 @@ RECIPE_FILE = ROOT / "models" / "portrait-seg" / "distill.yaml"
 @FUZZ
 @given(st.data())
 def test_fuzz_recipe(fuzz_dir, data):
-    from edgekit.train.recipe import load_recipe
+    from edgekit.apps.train.recipe import load_recipe
 
     f = fuzz_dir / "recipe.yaml"
     draw_file(data, f, RECIPE_FILE)
@@ -159,7 +159,7 @@ PROFILES = sorted((ROOT / "profiles" / "devices").glob("*.yaml"))
 @FUZZ
 @given(st.data())
 def test_fuzz_device_profile(fuzz_dir, data):
-    from edgekit.profiling.device import load_profile
+    from edgekit.apps.profiling.device import load_profile
 
     f = fuzz_dir / "profile.yaml"
     base = data.draw(st.sampled_from(PROFILES), label="profile")
@@ -175,7 +175,7 @@ CARD_FILE = ROOT / "models" / "portrait-seg" / "model.yaml"
 @FUZZ
 @given(st.data())
 def test_fuzz_model_card(fuzz_dir, data):
-    from edgekit.spec import ModelCard
+    from edgekit.core.iospec import ModelCard
 
     f = fuzz_dir / "model.yaml"
     draw_file(data, f, CARD_FILE)
@@ -204,7 +204,7 @@ def artifact_copy(fuzz_dir):
 @FUZZ
 @given(st.data())
 def test_fuzz_artifact_json(artifact_copy, data):
-    from edgekit.artifact import Artifact
+    from edgekit.core.artifact import Artifact
 
     folder, base = artifact_copy
     f = folder / "artifact.json"
@@ -230,7 +230,7 @@ def config_copy(fuzz_dir):
 @FUZZ
 @given(st.data())
 def test_fuzz_app_config(config_copy, data):
-    from edgekit.profiling.appconfig import load_config
+    from edgekit.apps.profiling.appconfig import load_config
 
     folder, base = config_copy
     f = folder / "fuzz.json"
@@ -254,9 +254,9 @@ NASTY = {
 
 @pytest.mark.parametrize("name", sorted(NASTY))
 def test_nasty_files_end_in_one_edgekit_error(tmp_path, name, monkeypatch):
-    from edgekit.pipeline.spec import load_pipeline
-    from edgekit.profiling.device import load_profile
-    from edgekit.train.recipe import load_recipe
+    from edgekit.apps.pipeline.definition import load_pipeline
+    from edgekit.apps.profiling.device import load_profile
+    from edgekit.apps.train.recipe import load_recipe
 
     monkeypatch.chdir(tmp_path)
     f = tmp_path / "f.yaml"

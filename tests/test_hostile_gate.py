@@ -85,14 +85,14 @@ def inf_model_int8(tmp, fx):
 
 
 def nan_reference_validate(tmp, fx):
-    from edgekit.conversion import convert
+    from edgekit.core.conversion import convert
 
     convert(_relu(tmp, "good"), "onnx-fp32", tmp / "art")
     return ["validate", "art", "--reference", _nan_model(tmp)]
 
 
 def nan_validate_data(tmp, fx):
-    from edgekit.conversion import convert
+    from edgekit.core.conversion import convert
 
     convert(_relu(tmp, "good"), "onnx-fp32", tmp / "art")
     np.save(tmp / "data.npy", np.full((4, 3, 16, 16), np.nan, np.float32))
@@ -309,8 +309,8 @@ def test_parse_input_shapes_raises_only_input_errors():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
+    from edgekit.core.ingest import parse_input_shapes
     from edgekit.errors import InputError
-    from edgekit.ingest import parse_input_shapes
 
     alphabet = st.sampled_from(list("0123456789x:image_-１ "))
 
@@ -333,8 +333,8 @@ def test_model_card_parser_raises_only_input_errors(tmp_path):
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
+    from edgekit.core.iospec import ModelCard, TensorSpec
     from edgekit.errors import InputError
-    from edgekit.spec import ModelCard, TensorSpec
 
     leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True),
                      st.sampled_from(["image", "y", "NCHW", "NHWC", "probability", "labels", "RGB", "BGR"]),

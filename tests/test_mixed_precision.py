@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit
-from edgekit.sensitivity import rank_layers
+from edgekit.core.sensitivity import rank_layers
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +32,8 @@ def outlier_model(workdir):
     # centre the logits on the data so that the mask is about half the image
     import onnxruntime as ort
 
-    from edgekit import calibration
-    from edgekit.spec import IOSpec, TensorSpec
+    from edgekit.core import calibration
+    from edgekit.core.iospec import IOSpec, TensorSpec
 
     io = IOSpec((TensorSpec("image", (1, 3, 32, 32)),), ())
     x = np.concatenate([s["image"] for s in calibration.samples(io, None, n=8)])
@@ -52,8 +52,8 @@ def outlier_model(workdir):
 
 
 def test_sensitivity_ranks_the_outlier_layer_first(outlier_model, tmp_path):
-    from edgekit import calibration
-    from edgekit.ingest import load_source
+    from edgekit.core import calibration
+    from edgekit.core.ingest import load_source
 
     src = load_source(outlier_model, tmp_path)
     ranking = rank_layers(src.onnx_path, calibration.samples(src.io, None, n=4))
@@ -94,11 +94,11 @@ def test_reported_kept_layers_are_float_in_the_onnx_artifact(outlier_model, work
 def test_reported_kept_layers_are_float_in_the_openvino_artifact(outlier_model, workdir):
     ov = pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from edgekit import calibration
-    from edgekit.converters.base import ConversionJob
-    from edgekit.converters.openvino import OpenVINOConverter
-    from edgekit.ingest import load_source
-    from edgekit.target import Target
+    from edgekit.backends.converter import ConversionJob
+    from edgekit.backends.openvino.converter import OpenVINOConverter
+    from edgekit.core import calibration
+    from edgekit.core.ingest import load_source
+    from edgekit.core.target import Target
 
     (workdir / "ov-kept-src").mkdir()
     src = load_source(outlier_model, workdir / "ov-kept-src")
@@ -156,7 +156,7 @@ class _FakeConverter:
         return self.unsupported
 
     def convert(self, job, workdir):
-        from edgekit.converters.base import ConvertedModel
+        from edgekit.backends.converter import ConvertedModel
 
         self.calls.append(job.keep_float)
         (workdir / "m.bin").write_bytes(b"x")
@@ -170,10 +170,10 @@ class _FakeConverter:
 def _loop(monkeypatch, tmp_path, converter, n_layers):
     from types import SimpleNamespace
 
-    from edgekit import sensitivity
-    from edgekit.conversion import _convert_and_check
-    from edgekit.converters.base import ConversionJob
-    from edgekit.target import Target
+    from edgekit.backends.converter import ConversionJob
+    from edgekit.core import sensitivity
+    from edgekit.core.conversion import _convert_and_check
+    from edgekit.core.target import Target
 
     ranking = [sensitivity.LayerSensitivity(f"L{i}", "Conv", float(i)) for i in range(1, n_layers + 1)]
     monkeypatch.setattr(sensitivity, "rank_layers", lambda *a, **k: ranking)
@@ -187,13 +187,13 @@ def _loop(monkeypatch, tmp_path, converter, n_layers):
 
 
 def _fake_io():
-    from edgekit.spec import IOSpec, TensorSpec
+    from edgekit.core.iospec import IOSpec, TensorSpec
 
     return IOSpec((TensorSpec("x", (1, 4), layout="ANY"),), (TensorSpec("y", (1, 4), layout="ANY"),))
 
 
 def test_keep_float_steps_end_with_all_layers():
-    from edgekit.conversion import keep_float_steps
+    from edgekit.core.conversion import keep_float_steps
 
     assert keep_float_steps(7) == [1, 2, 4, 7]
     assert keep_float_steps(8) == [1, 2, 4, 8]
@@ -243,9 +243,9 @@ def test_route_that_cannot_keep_float_is_not_retried(monkeypatch, tmp_path):
 def test_litert_torch_route_declares_it_cannot_keep_float():
     from types import SimpleNamespace
 
-    from edgekit.converters.base import ConversionJob
-    from edgekit.converters.tflite import TFLiteConverter
-    from edgekit.target import Target
+    from edgekit.backends.converter import ConversionJob
+    from edgekit.backends.tflite.converter import TFLiteConverter
+    from edgekit.core.target import Target
 
     torch_src = SimpleNamespace(torch_module=object())
     onnx_src = SimpleNamespace(torch_module=None)

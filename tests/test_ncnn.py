@@ -42,8 +42,8 @@ def test_missing_vulkan_device_is_an_error(student_artifacts):
 
 
 def test_int8_runs_on_stock_ncnn(student_artifacts, portraits):
-    from edgekit.converters import ncnn_model
-    from edgekit.parity import mask_iou
+    from edgekit.backends.ncnn import model as ncnn_model
+    from edgekit.core.parity import mask_iou
     from tests.conftest import as_input
 
     art = student_artifacts("ncnn-int8")
@@ -66,7 +66,7 @@ def test_int8_runs_on_stock_ncnn(student_artifacts, portraits):
 
 
 def test_kl_threshold_clips_outliers():
-    from edgekit.converters.ncnn_int8 import aciq_clip, kl_threshold
+    from edgekit.backends.ncnn.int8 import aciq_clip, kl_threshold
 
     rng = np.random.default_rng(0)
     x = np.abs(np.concatenate([rng.standard_normal(100_000), [40.0]]))
@@ -77,7 +77,7 @@ def test_kl_threshold_clips_outliers():
 
 
 def test_param_bin_roundtrip(student_artifacts, tmp_path):
-    from edgekit.converters import ncnn_model
+    from edgekit.backends.ncnn import model as ncnn_model
 
     for target in ("ncnn-fp32", "ncnn-fp16", "ncnn-int8"):
         art = student_artifacts(target)

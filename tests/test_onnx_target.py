@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit.artifact import Artifact, sha256_file
+from edgekit.core.artifact import Artifact, sha256_file
 from edgekit.errors import InputError, ParityError
 from tests.conftest import mean_iou_vs_fp32
 
@@ -62,7 +62,7 @@ def test_validate_again_and_detect_tampering(student_artifacts, workdir):
         edgekit.validate(bad)
     import json  # re-record the sha256 (as a forger would): the parity gate must still catch the change
 
-    from edgekit.files import sha256_file
+    from edgekit.core.files import sha256_file
 
     manifest = json.loads((bad / "artifact.json").read_text())
     manifest["files"]["model"]["sha256"] = sha256_file(bad / "model.onnx")

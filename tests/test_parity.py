@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from edgekit.core.iospec import IOSpec, TensorSpec
+from edgekit.core.parity import check, compare_outputs, mask_iou, psnr
 from edgekit.errors import InputError, ParityError
-from edgekit.parity import check, compare_outputs, mask_iou, psnr
-from edgekit.spec import IOSpec, TensorSpec
 
 
 def _io(kind):
@@ -152,7 +152,7 @@ def test_finite_outputs_still_pass():
 
 
 def test_tolerances_not_loosened():
-    from edgekit.parity import TOLERANCES
+    from edgekit.core.parity import TOLERANCES
 
     assert TOLERANCES["fp32"].max_abs == 1e-3 and TOLERANCES["fp32"].min_iou == 0.995
     assert TOLERANCES["int8"].min_iou == 0.97 and TOLERANCES["int8"].min_cosine == 0.98

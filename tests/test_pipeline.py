@@ -2,11 +2,11 @@
 
 import pytest
 
-from edgekit.pipeline import placement
-from edgekit.pipeline.executor import PipelineRunner, StageCalls
-from edgekit.pipeline.placement import plan
-from edgekit.pipeline.schedule import compare, schedule, synthetic_frames
-from edgekit.pipeline.spec import PipelineSpec, Stage, load_pipeline, reset_stages
+from edgekit.apps.pipeline import placement
+from edgekit.apps.pipeline.definition import PipelineSpec, Stage, load_pipeline, reset_stages
+from edgekit.apps.pipeline.executor import PipelineRunner, StageCalls
+from edgekit.apps.pipeline.placement import plan
+from edgekit.apps.pipeline.schedule import compare, schedule, synthetic_frames
 
 
 @pytest.fixture(scope="session")
@@ -97,18 +97,18 @@ def _one(kernel, **extra):
 
 
 def test_kernels_are_registry_names_never_imports(tmp_path):
+    from edgekit.apps.pipeline.kernels import known
     from edgekit.errors import InputError
-    from edgekit.pipeline.kernels import known
 
     marker = tmp_path / "PWNED"
     for ref, params in [("subprocess:Popen", {"args": ["touch", str(marker)]}), ("os:system", {}),
-                        ("builtins:eval", {}), ("edgekit.video.kernels:composite", {})]:
+                        ("builtins:eval", {}), ("edgekit.apps.video.kernels:composite", {})]:
         with pytest.raises(InputError, match="is not a registered kernel.*; known: .*composite"):
             load_pipeline(_one(ref, params=params))
     assert not marker.exists()
     assert {"model_input", "refine_mask", "temporal_smoother", "blurred_background", "composite"} <= set(known())
     with pytest.raises(InputError, match="did you mean 'composite'"):
-        load_pipeline(_one("edgekit.video.kernels:composite"))
+        load_pipeline(_one("edgekit.apps.video.kernels:composite"))
     # params are checked against the kernel's signature at load time
     with pytest.raises(InputError, match="does not accept"):
         load_pipeline(_one("refine_mask", params={"nope": 1}))
@@ -119,8 +119,8 @@ def test_kernels_are_registry_names_never_imports(tmp_path):
 def test_plugin_kernels_come_from_entry_points(monkeypatch):
     import importlib.metadata
 
-    from edgekit import plugins
-    from edgekit.pipeline import kernels
+    from edgekit.apps.pipeline import kernels
+    from edgekit.core import plugins
 
     ep = importlib.metadata.EntryPoint("double_it", "operator:mul", "edgekit.kernels")
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [ep] if group == kernels.GROUP else [])
@@ -178,23 +178,23 @@ def test_pipeline_paths_stay_in_the_files_folder(tmp_path, student_onnx):
 
 
 def test_bundled_pipeline_loads_from_any_directory(tmp_path, monkeypatch):
-    from edgekit.pipeline.schedule import BUNDLED
+    from edgekit.apps.pipeline.schedule import BUNDLED
 
     monkeypatch.chdir(tmp_path)
-    from edgekit.pipeline.kernels import BUILTIN
+    from edgekit.apps.pipeline.kernels import BUILTIN
 
     raw = (BUNDLED / "virtual-background.yaml").read_text()
     assert all(f"kernel: {k}" not in raw or k in BUILTIN for k in BUILTIN)
     assert ":" not in "".join(ln.split("kernel:")[1] for ln in raw.splitlines() if "kernel:" in ln)
-    from edgekit.pipeline.spec import _default_root
+    from edgekit.apps.pipeline.definition import _default_root
 
     assert (_default_root(BUNDLED / "virtual-background.yaml") / "models/portrait-seg/student.onnx").is_file()
 
 
 def test_a_raising_stage_is_a_unit_failure_not_a_crash():
+    from edgekit.apps.pipeline.costs import measure_costs
+    from edgekit.apps.pipeline.units import Unit
     from edgekit.errors import DeviceError
-    from edgekit.pipeline.costs import measure_costs
-    from edgekit.pipeline.units import Unit
 
     units = {u: Unit(u, "cpu", u) for u in ("cpu0", "cpu1")}
 
@@ -229,7 +229,7 @@ def test_a_raising_stage_is_a_unit_failure_not_a_crash():
     assert runner.stats.moves and "ZeroDivisionError: boom" in runner.stats.moves[0].reason
     spec.stages[0].kernel = lambda x: {}["error"]
     with pytest.raises(DeviceError, match="stage 'k' failed on cpu0: KeyError"):
-        list(__import__("edgekit.pipeline.executor", fromlist=["x"]).run_sequential(spec, p, units, [np.zeros(1)]))
+        list(__import__("edgekit.apps.pipeline.executor", fromlist=["x"]).run_sequential(spec, p, units, [np.zeros(1)]))
 
 
 def test_units_share_one_heap():
@@ -237,7 +237,7 @@ def test_units_share_one_heap():
     import os
     import platform
 
-    from edgekit.pipeline.units import share_one_heap
+    from edgekit.apps.pipeline.units import share_one_heap
 
     if "MALLOC_ARENA_MAX" in os.environ:
         assert share_one_heap() == (os.environ["MALLOC_ARENA_MAX"] == "1")

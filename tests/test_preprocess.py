@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit import preprocess as pp
-from edgekit.calibration import normalize
+from edgekit.core import preprocess as pp
+from edgekit.core.calibration import normalize
+from edgekit.core.iospec import IOSpec, TensorSpec
 from edgekit.errors import ConversionError, InputError
-from edgekit.spec import IOSpec, TensorSpec
 
 H = W = 32
 
@@ -72,7 +72,7 @@ def _bn_model(trained_on: str, fold: bool = False):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgekit.data import natural
+    from edgekit.core.samples import natural
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32) * 0.3
@@ -111,7 +111,7 @@ def imagenet_model(tmp_path_factory) -> Path:
 
 
 def _portraits(spec):
-    from edgekit.data.synthetic import dataset
+    from edgekit.core.samples.synthetic import dataset
 
     return normalize(dataset(8, H, W, seed=1)[0], spec)
 
@@ -169,7 +169,7 @@ def test_fp32_warns_but_goes_on(imagenet_model, tmp_path):
 def test_user_images_are_partly_held_back(imagenet_model, tmp_path):
     import cv2
 
-    from edgekit.data.natural import dataset
+    from edgekit.core.samples.natural import dataset
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -187,7 +187,7 @@ def test_user_images_are_partly_held_back(imagenet_model, tmp_path):
 
 
 def test_param_values_of_every_kind():
-    from edgekit.converters import ncnn_model as nm
+    from edgekit.backends.ncnn import model as nm
 
     assert nm.parse_param("0=16") == (0, 16)
     assert nm.parse_param("1=1.000000e-05") == (1, 1e-05)
@@ -211,7 +211,7 @@ def aspp_onnx(tmp_path_factory) -> Path:
     pytest.importorskip("ncnn")
     from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-    from edgekit.ingest import export_torch
+    from edgekit.core.ingest import export_torch
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("aspp") / "aspp.onnx"
@@ -223,7 +223,7 @@ def aspp_onnx(tmp_path_factory) -> Path:
 def test_pnnx_params_round_trip(aspp_onnx, tmp_path):
     import ncnn
 
-    from edgekit.converters import ncnn_model as nm
+    from edgekit.backends.ncnn import model as nm
 
     art = edgekit.convert(aspp_onnx, "ncnn-fp32", tmp_path / "fp32")
     param, binf = art.file("model"), art.file("weights")
@@ -259,7 +259,7 @@ def test_deeplab_head_converts_to_ncnn_int8(aspp_onnx, tmp_path):
 def _photos(folder: Path, n: int = 8) -> Path:
     import cv2
 
-    from edgekit.data.natural import dataset
+    from edgekit.core.samples.natural import dataset
 
     folder.mkdir()
     for i, img in enumerate(dataset(n, 40, 40, seed=9)):
@@ -295,7 +295,7 @@ def test_calib_images_alone_need_the_model_to_confirm(tmp_path):
 def test_torch_source_first_layer_is_checked(tmp_path):
     """A PyTorch module keeps its batch norm (the ONNX export folds it): the check reads it from the module."""
     torch = pytest.importorskip("torch")
-    from edgekit.data.natural import dataset
+    from edgekit.core.samples.natural import dataset
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8, momentum=None),
@@ -313,7 +313,7 @@ def test_torch_source_first_layer_is_checked(tmp_path):
 
 
 def test_gate_data_families(tmp_path):
-    from edgekit import calibration
+    from edgekit.core import calibration
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 3, 16, 16), dtype=np.float32))
     stated = IOSpec((TensorSpec("image", (1, 3, 16, 16), preprocessing="card"),), ())

@@ -5,13 +5,13 @@ import json
 import jsonschema
 import pytest
 
-from edgekit.datafiles import schema
+from edgekit.apps.profiling.appconfig import load_config
+from edgekit.apps.profiling.choose import choose, pareto_front
+from edgekit.apps.profiling.device import available_profiles, load_profile
+from edgekit.apps.profiling.reach import parse_benchmark_model
+from edgekit.apps.profiling.sweep import Point
+from edgekit.core.datafiles import schema
 from edgekit.errors import DeviceError, InputError
-from edgekit.profiling.appconfig import load_config
-from edgekit.profiling.choose import choose, pareto_front
-from edgekit.profiling.device import available_profiles, load_profile
-from edgekit.profiling.reach import parse_benchmark_model
-from edgekit.profiling.sweep import Point
 
 SWEEP_PROFILE = """
 id: test-cpu
@@ -46,7 +46,7 @@ def test_invalid_profile_is_refused(tmp_path):
 
 @pytest.fixture(scope="session")
 def swept(workdir, student_onnx):
-    from edgekit.profiling.profile import profile_device
+    from edgekit.apps.profiling.profile import profile_device
 
     prof = workdir / "test-cpu.yaml"
     prof.write_text(SWEEP_PROFILE)
@@ -100,8 +100,8 @@ def test_app_config_validates_and_pins_files(swept, tmp_path):
 
 
 def test_interrupted_sweep_resumes(swept, workdir, student_onnx):
-    from edgekit.profiling.device import load_profile as lp
-    from edgekit.profiling.sweep import load_points, sweep
+    from edgekit.apps.profiling.device import load_profile as lp
+    from edgekit.apps.profiling.sweep import load_points, sweep
 
     result, _, prof = swept
     points_file = workdir / "profile" / "test-cpu" / "points.jsonl"
@@ -121,7 +121,7 @@ def test_unreachable_devices_fail_clearly(device, match, tmp_path):
     import platform
     import shutil
 
-    from edgekit.profiling.profile import profile_device
+    from edgekit.apps.profiling.profile import profile_device
 
     if device == "android-gpu" and shutil.which("adb"):
         pytest.skip("adb is installed here")
@@ -200,7 +200,7 @@ class _Art:
 @pytest.mark.parametrize("delegate, flag", [("gpu", "--use_gpu=true"), ("cpu", "--use_xnnpack=true"),
                                             ("nnapi", "--use_nnapi=true")])
 def test_adb_times_the_requested_delegate_and_names_p95(tmp_path, monkeypatch, delegate, flag):
-    from edgekit.profiling.reach import AdbReach
+    from edgekit.apps.profiling.reach import AdbReach
 
     log = _fake_adb(tmp_path, monkeypatch)
     prof = _adb_profile(tmp_path, delegate)
@@ -212,7 +212,7 @@ def test_adb_times_the_requested_delegate_and_names_p95(tmp_path, monkeypatch, d
 
 
 def test_adb_refuses_a_delegate_it_cannot_time(tmp_path, monkeypatch):
-    from edgekit.profiling.reach import AdbReach
+    from edgekit.apps.profiling.reach import AdbReach
 
     _fake_adb(tmp_path, monkeypatch)
     prof = _adb_profile(tmp_path, "npu")
@@ -221,7 +221,7 @@ def test_adb_refuses_a_delegate_it_cannot_time(tmp_path, monkeypatch):
 
 
 def test_hung_adb_ends_in_one_line(tmp_path, monkeypatch):
-    from edgekit.profiling import reach
+    from edgekit.apps.profiling import reach
 
     _fake_adb(tmp_path, monkeypatch, bench="sleep 30")
     monkeypatch.setitem(reach.ADB_TIMEOUT_S, "benchmark", 0.5)

@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 
 import edgekit
-from edgekit.data.synthetic import dataset
-from edgekit.parity import mask_iou
+from edgekit.core.parity import mask_iou
+from edgekit.core.samples.synthetic import dataset
 from tests.conftest import STUDENT, as_input
 
 

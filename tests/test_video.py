@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from edgekit.apps.video import kernels, quality
+from edgekit.apps.video.synthetic_video import synthetic_clip
 from edgekit.errors import InputError
-from edgekit.video import kernels, quality
-from edgekit.video.synthetic_video import synthetic_clip
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def clip():
 
 @pytest.fixture(scope="session")
 def clip_file(workdir, clip):
-    from edgekit.video.io import FrameWriter
+    from edgekit.apps.video.io import FrameWriter
 
     path = workdir / "clip.avi"
     w = FrameWriter(path, 30)
@@ -66,7 +66,7 @@ def test_temporal_smoothing_steadies_a_flickering_mask():
 
 
 def test_denoiser_gains_psnr():
-    from edgekit.video.effects.denoise import TemporalDenoiser
+    from edgekit.apps.video.effects.denoise import TemporalDenoiser
 
     rng = np.random.default_rng(1)
     clean, _ = synthetic_clip(24, (360, 640), seed=4, motion=0.5)
@@ -78,8 +78,8 @@ def test_denoiser_gains_psnr():
 
 
 def test_lowlight_beats_clahe():
-    from edgekit.data.synthetic import dataset
-    from edgekit.video.effects.lowlight import clahe, curve_lut, open_lowlight
+    from edgekit.apps.video.effects.lowlight import clahe, curve_lut, open_lowlight
+    from edgekit.core.samples.synthetic import dataset
 
     lut = curve_lut()
     assert lut.shape == (65, 256) and (lut[32] == np.arange(256)).all()  # A = 0 leaves pixels as they are
@@ -96,8 +96,8 @@ def test_lowlight_beats_clahe():
 
 
 def test_face_landmarks_and_jitter(mediapipe_models):
-    from edgekit.data.photos import evaluation_photos
-    from edgekit.video.effects.beauty import BeautySettings, FaceTracker, apply_beauty
+    from edgekit.apps.video.effects.beauty import BeautySettings, FaceTracker, apply_beauty
+    from edgekit.core.samples.photos import evaluation_photos
 
     name, img = evaluation_photos()[0]
     frame = cv2.resize((img[..., ::-1] * 255).astype(np.uint8), None, fx=0.5, fy=0.5)
@@ -118,7 +118,7 @@ def test_face_landmarks_and_jitter(mediapipe_models):
 
 
 def test_process_video(clip_file, app_config, workdir):
-    from edgekit.video.process import process
+    from edgekit.apps.video.process import process
 
     report = process(clip_file, workdir / "processed.avi", app_config, ["blur", "denoise"])
     assert report.frames_in == report.frames_out == 24 and not report.stopped
@@ -143,8 +143,8 @@ def test_truncated_video_processes_what_it_can(clip_file, app_config, workdir):
 def test_config_with_changed_model_is_refused(app_config, clip_file, workdir):
     import shutil
 
-    from edgekit.profiling.appconfig import load_config
-    from edgekit.video.process import process
+    from edgekit.apps.profiling.appconfig import load_config
+    from edgekit.apps.video.process import process
 
     copy = workdir / "tampered-config"
     shutil.copytree(app_config.parent, copy)

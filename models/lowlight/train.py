@@ -2,7 +2,7 @@
 
     .venv/bin/python models/lowlight/train.py [--steps 1500]
 
-Pairs: bright synthetic scenes (edgekit.data.synthetic) and the same scenes darkened the way a
+Pairs: bright synthetic scenes (edgekit.core.samples.synthetic) and the same scenes darkened the way a
 camera sees a dim room (gamma, exposure drop, colour cast, sensor noise). Loss: L1 to the bright
 image plus an illumination-smoothness term on the curve maps (as Zero-DCE). No photos are used.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from edgekit.data.synthetic import dataset
-from edgekit.ingest import export_torch
+from edgekit.core.ingest import export_torch
+from edgekit.core.samples.synthetic import dataset
 from edgekit.zoo.curve_net import CurveNet, apply_curve
 
 HERE = Path(__file__).parent

@@ -2,7 +2,7 @@
 
     .venv/bin/python models/portrait-seg/train.py [--steps 2000]
 
-Trains on the repo's own synthetic composites (edgekit.data.synthetic; no photos), evaluates mask
+Trains on the repo's own synthetic composites (edgekit.core.samples.synthetic; no photos), evaluates mask
 IoU and boundary F-score on a held-out synthetic set at 256x256 and 144x256, exports the model with
 dynamic H/W (the model card gives the default 1x3x256x256), and writes ``metrics.json``.
 """
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from edgekit.data.synthetic import dataset
-from edgekit.ingest import export_torch
-from edgekit.train.segmentation import TrainConfig, evaluate, torch_predictor, train
+from edgekit.apps.train.segmentation import TrainConfig, evaluate, torch_predictor, train
+from edgekit.core.ingest import export_torch
+from edgekit.core.samples.synthetic import dataset
 from edgekit.zoo.portrait_seg import build, n_params
 
 HERE = Path(__file__).parent

@@ -1,0 +1,1 @@
+"""Applications built on the core and the backends: profiling, per-frame pipelines, video, training."""

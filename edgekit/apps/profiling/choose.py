@@ -1,0 +1,57 @@
+"""From measured points to a decision: the Pareto front (latency vs quality) and the chosen config."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from edgekit.apps.profiling.sweep import Point
+
+
+@dataclass
+class Choice:
+    chosen: Point | None
+    fallback: Point | None
+    front: list[Point]
+    budget_ms: float
+    why: str
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """Points no other point beats on both p50 latency (lower) and quality (higher)."""
+    ok = sorted((p for p in points if p.ok), key=lambda p: (p.p50_ms, -(p.quality or 0)))
+    front, best = [], -1.0
+    for p in ok:
+        q = p.quality or 0.0
+        if q > best:
+            front.append(p)
+            best = q
+    return front
+
+
+def _rank(p: Point, camera: tuple[int, int]) -> tuple:
+    h, w = p.resolution
+    aspect_error = abs(math.log((w / h) / (camera[1] / camera[0])))  # squashing a frame distorts people
+    return (round(p.quality or 0.0, 3), -round(aspect_error, 2), h * w, -p.tail_ms)
+
+
+def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720, 1280)) -> Choice:
+    """Highest quality point whose p90 (p95 where only that was measured) fits the budget (ties: the
+    camera's aspect ratio, then larger input, then faster); the fallback is the best fitting point on
+    another runtime, so an app has somewhere to go if the first fails."""
+    front = pareto_front(points)
+    fitting = sorted((p for p in points if p.ok and p.tail_ms <= budget_ms), key=lambda p: _rank(p, camera),
+                     reverse=True)
+    if not fitting:
+        fastest = min((p for p in points if p.ok), key=lambda p: p.tail_ms, default=None)
+        why = (f"nothing fits the {budget_ms:.1f} ms budget; the fastest point is {fastest.label()} at "
+               f"{fastest.tail_name} {fastest.tail_ms:.2f} ms") if fastest else "no point was measured successfully"
+        return Choice(None, None, front, budget_ms, why)
+    chosen = fitting[0]
+    others = [p for p in fitting[1:] if p.format != chosen.format] or fitting[1:]
+    fallback = others[0] if others else None
+    why = (f"{chosen.label()}: {chosen.tail_name} {chosen.tail_ms:.2f} ms fits {budget_ms:.1f} ms with "
+           f"{chosen.quality_metric} {chosen.quality:.4f}, the best of {len(fitting)} fitting points"
+           + (f"; fallback {fallback.label()} ({fallback.tail_name} {fallback.tail_ms:.2f} ms)" if fallback
+              else "; no fallback fits"))
+    return Choice(chosen, fallback, front, budget_ms, why)

@@ -1,0 +1,70 @@
+"""``edgekit profile``: sweep a device, choose, write the app config and the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.apps.profiling.appconfig import check_config_location, export_config
+from edgekit.apps.profiling.choose import Choice, choose
+from edgekit.apps.profiling.device import CONFIGS_DIR, DeviceProfile, load_profile
+from edgekit.apps.profiling.matrix import BUNDLED_MODEL
+from edgekit.apps.profiling.report import html_report, pareto_png
+from edgekit.apps.profiling.sweep import Point, sweep
+
+
+@dataclass
+class ProfileResult:
+    profile: DeviceProfile
+    points: list[Point]
+    choice: Choice
+    config_path: Path | None
+    report_path: Path
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"device": self.profile.id, "budget_ms": self.choice.budget_ms, "why": self.choice.why,
+                "chosen": self.choice.chosen.to_dict() if self.choice.chosen else None,
+                "fallback": self.choice.fallback.to_dict() if self.choice.fallback else None,
+                "pareto_front": [p.to_dict() for p in self.choice.front],
+                "points": [p.to_dict() for p in self.points], "config": str(self.config_path or ""),
+                "report": str(self.report_path), "wall_s": self.wall_s, "notes": self.notes}
+
+
+def profile_device(device: str | Path, model: str | Path | None = None, out_dir: str | Path = "out/profile",
+                   config_dir: str | Path | None = None,
+                   progress: Callable[[str, int, int], None] | None = None,
+                   delegate_libs: dict[str, str] | list[str] | None = None) -> ProfileResult:
+    """Sweep ``model`` (default: the bundled student) on ``device`` and write config + report.
+
+    Points already in ``OUT/DEVICE/points.jsonl`` are resumed only when they were measured for this model
+    (sha256), this device profile (content hash) and this edgekit version; others are ignored with a note.
+    The app config ships only artifacts converted from ``model``. When no point fits the budget the report
+    is still written and ``config_path`` is None.
+
+    Raises:
+        DeviceError: before measuring anything, when the device or a runtime it needs is missing.
+        InputError: the profile or the model cannot be used.
+        OutputError: the config location holds something that is not edgekit's previous app config.
+    """
+    from edgekit.core.artifact import sha256_file
+
+    prof = load_profile(device, delegate_libs)  # libraries only from the caller (--delegate-lib), never the file
+    model = Path(model or BUNDLED_MODEL)
+    out = Path(out_dir) / prof.id
+    notes: list[str] = []
+    config_path = Path(config_dir or CONFIGS_DIR) / f"{prof.id}.json"
+    check_config_location(config_path)  # refuse a foreign folder before sweeping, not after
+    t0 = time.perf_counter()
+    points = sweep(model, prof, out, cache=Path(out_dir) / "artifacts", progress=progress, notes=notes)
+    wall = time.perf_counter() - t0
+    choice = choose(points, prof.budget_ms, prof.camera)
+    png = pareto_png(points, choice, out / "pareto.png", f"{prof.id}: {model.name}")
+    report = html_report(prof, points, choice, png, out / "report.html", wall, notes)
+    written = None
+    if choice.chosen is not None:
+        written = export_config(prof, choice, config_path, model_sha256=sha256_file(model))
+    return ProfileResult(prof, points, choice, written, report, wall, notes)

@@ -1,0 +1,216 @@
+"""How a device is reached: ``local`` (this machine, one worker process per point) or ``adb``.
+
+Both check, before any work, that everything the profile needs is there, and fail with an error
+that names what is missing; neither ever reports a number it did not measure, nor records one under
+another name: a delegate is timed with that delegate or refused, and a percentile is stored as what it is.
+Every ``adb`` call has a timeout: a hung device or adb server ends in one :class:`DeviceError` line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.apps.profiling.device import DeviceProfile
+from edgekit.core import subprocesses
+from edgekit.errors import DeviceError, EdgekitError, InputError
+
+
+@dataclass
+class Measured:
+    p50_ms: float
+    p90_ms: float | None           # None where the tool does not report a p90 (see p95_ms)
+    peak_memory_mb: float | None
+    quality: float | None
+    quality_metric: str
+    measured_on: str
+    detail: dict
+    p95_ms: float | None = None
+
+    @property
+    def tail(self) -> tuple[str, float]:
+        """The tail latency that was measured, under its true name: ``("p90", ms)`` or ``("p95", ms)``."""
+        return ("p90", self.p90_ms) if self.p90_ms is not None else ("p95", self.p95_ms)
+
+
+#: seconds one point's measurement (session load, warm-up, timed runs, quality) may take on this machine
+MEASURE_TIMEOUT_S = 600.0
+
+
+class LocalReach:
+    name = "local"
+
+    def check(self, profile: DeviceProfile) -> None:
+        from edgekit.backends import registry
+
+        for target in profile.targets:
+            fmt = target.split("-")[0]
+            registry.get(fmt).check_available()
+            for delegate in profile.delegates_for(fmt):
+                try:
+                    registry.session_class(fmt).check_delegate(delegate)
+                except EdgekitError as e:
+                    raise DeviceError(f"device profile {profile.id} needs {fmt} on '{delegate}', which this "
+                                      f"machine cannot run: {e}") from e
+
+    def measure(self, artifact, delegate: str, threads: int, profile: DeviceProfile, data: Path) -> Measured:
+        cmd = [sys.executable, "-m", "edgekit.apps.profiling.worker", str(artifact.path), delegate, str(threads),
+               str(profile.runs), str(profile.warmup), str(data)]
+        res = subprocesses.run(cmd, "measurement worker", timeout=MEASURE_TIMEOUT_S, error=DeviceError)
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+        if res.returncode != 0 or not lines:
+            tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DeviceError(f"measurement of {artifact.target} on {delegate} crashed (exit {res.returncode}): {tail}")
+        out = json.loads(lines[-1])
+        if "error" in out:
+            raise DeviceError(out["error"])
+        return Measured(out["p50_ms"], out["p90_ms"], out["peak_memory_mb"], out["quality"], out["quality_metric"],
+                        "this machine", {"placement": out["placement"], "session_memory_mb": out["session_memory_mb"]})
+
+
+#: seconds an adb call may take (pushing a model or a benchmark run takes longer than listing devices)
+ADB_TIMEOUT_S = {"devices": 20.0, "shell": 60.0, "push": 120.0, "benchmark": 900.0}
+
+#: LiteRT ``benchmark_model`` flags that run a model on each delegate a profile may name. ``cpu`` is
+#: XNNPACK (LiteRT's default), ``cpu-ref`` the built-in kernels only. A delegate without a flag here is
+#: refused: it is never timed on the CPU and recorded under its own name.
+BENCHMARK_FLAGS = {
+    "cpu": ["--use_xnnpack=true"],
+    "cpu-ref": ["--use_xnnpack=false"],
+    "gpu": ["--use_gpu=true"],
+    "nnapi": ["--use_nnapi=true"],
+}
+
+
+class AdbReach:
+    """An Android device over adb, timed by LiteRT's ``benchmark_model`` (tflite targets only)."""
+
+    name = "adb"
+
+    def check(self, profile: DeviceProfile) -> None:
+        if not shutil.which("adb"):
+            raise DeviceError(f"device profile {profile.id} is reached over adb, and adb is not installed "
+                              "(Debian: apt-get install adb; or Android platform-tools)")
+        serials = connected_devices()
+        wanted = profile.adb.get("serial")
+        if not serials or (wanted and wanted not in serials):
+            raise DeviceError(f"no Android device attached{' with serial ' + wanted if wanted else ''} "
+                              f"(adb devices lists: {', '.join(serials) or 'none'})")
+        tool = Path(profile.adb.get("benchmark_model", ""))
+        if not tool.is_file():
+            raise DeviceError(f"LiteRT's benchmark_model binary for Android was not found at '{tool}' "
+                              "(set adb.benchmark_model in the profile)")
+        from edgekit.backends import registry
+
+        formats = {t.split("-")[0] for t in profile.targets}
+        bad = [t for t in profile.targets if registry.backend(t.split("-")[0]).device_benchmark != "benchmark_model"]
+        if bad:
+            able = [b.format for b in registry.backends().values() if b.device_benchmark == "benchmark_model"]
+            raise InputError(f"adb profiles time targets with LiteRT's benchmark_model ({', '.join(able)} targets); "
+                             f"{', '.join(bad)} cannot be timed this way")
+        for fmt in formats:
+            for delegate in profile.delegates_for(fmt):
+                benchmark_flags(delegate)
+
+    def measure(self, artifact, delegate: str, threads: int, profile: DeviceProfile, data: Path) -> Measured:
+        remote = profile.adb.get("remote_dir", "/data/local/tmp/edgekit")
+        serial = ["-s", profile.adb["serial"]] if profile.adb.get("serial") else []
+        tool = Path(profile.adb["benchmark_model"])
+        flags = benchmark_flags(delegate)  # before anything is pushed
+        _adb(serial + ["shell", "mkdir", "-p", remote], "shell")
+        _adb(serial + ["push", str(tool), f"{remote}/benchmark_model"], "push")
+        _adb(serial + ["push", str(artifact.file()), f"{remote}/model.tflite"], "push")
+        args = [f"{remote}/benchmark_model", f"--graph={remote}/model.tflite", f"--num_threads={threads}",
+                f"--num_runs={profile.runs}", f"--warmup_runs={profile.warmup}", "--report_peak_memory_footprint=true",
+                *flags]
+        out = _adb(serial + ["shell", *args], "benchmark")
+        timing = parse_benchmark_model(out)
+        # benchmark_model cannot return outputs: quality is the artifact's parity on this machine, labelled so
+        outputs = (artifact.parity or {}).get("outputs") or [{}]
+        local_quality = outputs[0].get("iou")
+        # benchmark_model reports p5/median/p95, never p90: the tail is recorded as the p95 it is
+        return Measured(timing["median_ms"], None, timing.get("peak_memory_mb"), local_quality,
+                        "mask IoU (parity check on this machine)", f"android {serial[-1] if serial else 'device'}",
+                        {"benchmark_model": timing, "delegate_flags": flags}, p95_ms=timing["p95_ms"])
+
+
+def benchmark_flags(delegate: str) -> list[str]:
+    """The ``benchmark_model`` flags that time ``delegate`` on the device.
+
+    Raises:
+        InputError: ``benchmark_model`` has no way to run that delegate (it would run on the CPU).
+    """
+    if delegate not in BENCHMARK_FLAGS:
+        raise InputError(f"delegate '{delegate}' cannot be timed over adb with benchmark_model (it would run on "
+                         f"the CPU and be recorded as '{delegate}'); adb profiles support "
+                         f"{', '.join(BENCHMARK_FLAGS)}")
+    return list(BENCHMARK_FLAGS[delegate])
+
+
+def _adb(args: list[str], kind: str = "shell") -> str:
+    """Run ``adb ARGS`` with the timeout of its ``kind`` (see ``ADB_TIMEOUT_S``).
+
+    Raises:
+        DeviceError: adb is missing, exits non-zero, or does not answer in time (it is killed).
+    """
+    limit = ADB_TIMEOUT_S[kind]
+    what = " ".join(a for a in args[:3] if not a.startswith("/"))
+    try:
+        res = subprocess.run(["adb", *args], capture_output=True, text=True, timeout=limit,
+                             stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise DeviceError(f"adb {what} did not answer in {limit:g} s (device hung or unplugged?); it was "
+                          "stopped") from e
+    except OSError as e:
+        raise DeviceError(f"cannot run adb: {e}") from e
+    if res.returncode != 0:
+        detail = " ".join((res.stderr.strip() or res.stdout.strip() or "no output").split())[:300]
+        raise DeviceError(f"adb {what} failed (exit {res.returncode}): {detail}")
+    return res.stdout
+
+
+def connected_devices() -> list[str]:
+    """Serials of the devices ``adb devices`` lists as ready.
+
+    Raises:
+        DeviceError: adb fails or does not answer in time.
+    """
+    out = _adb(["devices"], "devices")
+    return [ln.split()[0] for ln in out.splitlines()[1:] if ln.strip().endswith("device")]
+
+
+def parse_benchmark_model(text: str) -> dict:
+    """Timings (ms) and peak memory (MB) from LiteRT ``benchmark_model`` output.
+
+    The last ``count=... median=... p95=...`` line is the timed runs (the first is warm-up); times
+    there are microseconds. benchmark_model prints p5/median/p95 (no p90): each is returned under its
+    own name (``p5_ms``, ``median_ms``, ``p95_ms``), and ``p90_ms`` only if a p90 is actually printed.
+
+    Raises:
+        DeviceError: no timing line in ``text``.
+    """
+    rows = re.findall(r"count=(\d+)(.*)", text)
+    rows = [(c, rest) for c, rest in rows if "median=" in rest and "avg=" in rest]
+    if not rows:
+        raise DeviceError("benchmark_model printed no timing line (count=... median=... p95=...)")
+    count, rest = rows[-1]
+    stats = {k: float(v) for k, v in re.findall(r"\b(avg|median|p\d+)=([\d.]+(?:e[+-]?\d+)?)", rest)}
+    out = {"runs": int(count), "mean_ms": stats["avg"] / 1000, "median_ms": stats["median"] / 1000}
+    for k, v in stats.items():
+        if k.startswith("p"):
+            out[f"{k}_ms"] = v / 1000
+    if "p95_ms" not in out and "p90_ms" not in out:
+        raise DeviceError("benchmark_model printed no tail percentile (p90/p95) in its timing line")
+    peak = re.search(r"peak memory footprint \(MB\)[^:]*:\s*([\d.]+)", text, re.IGNORECASE)
+    if peak:
+        out["peak_memory_mb"] = float(peak.group(1))
+    return out
+
+
+def reach_for(profile: DeviceProfile):
+    return {"local": LocalReach, "adb": AdbReach}[profile.reach]()

@@ -1,0 +1,78 @@
+"""Sweep reports: a Pareto plot (PNG) and an HTML page per device."""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from pathlib import Path
+
+from edgekit.apps.profiling.choose import Choice
+from edgekit.apps.profiling.device import DeviceProfile
+from edgekit.apps.profiling.sweep import Point
+from edgekit.core.files import apply_umask, write_atomic
+
+
+def pareto_png(points: list[Point], choice: Choice, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    ok = [p for p in points if p.ok]
+    formats = sorted({p.format for p in ok})
+    for i, fmt in enumerate(formats):
+        ps = [p for p in ok if p.format == fmt]
+        ax.scatter([p.p50_ms for p in ps], [p.quality for p in ps], label=fmt, s=28, color=f"C{i}", alpha=0.8)
+    front = sorted(choice.front, key=lambda p: p.p50_ms)
+    ax.plot([p.p50_ms for p in front], [p.quality for p in front], "k--", lw=1, label="Pareto front")
+    ax.axvline(choice.budget_ms, color="red", lw=1, label=f"budget {choice.budget_ms:.1f} ms")
+    if choice.chosen:
+        c = choice.chosen
+        ax.scatter([c.p50_ms], [c.quality], s=160, facecolors="none", edgecolors="red", lw=2, label="chosen")
+        ax.annotate(c.label(), (c.p50_ms, c.quality), textcoords="offset points", xytext=(8, -14), fontsize=8)
+    ax.set_xlabel("p50 latency (ms)")
+    ax.set_ylabel(ok[0].quality_metric if ok else "quality")
+    ax.set_title(title.replace("$", r"\$"))  # a model named with '$' is not mathtext
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.edgekit-tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        apply_umask(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png: Path, path: Path,
+                wall_s: float, notes: list[str] | tuple[str, ...] = ()) -> Path:
+    """The HTML page of a sweep (written atomically): the choice, notes, the plot and every point."""
+    rows = []
+    front = {p.key for p in choice.front}
+    for p in sorted(points, key=lambda p: (p.resolution, p.target, p.delegate, p.threads)):
+        mark = "chosen" if choice.chosen and p.key == choice.chosen.key else (
+            "fallback" if choice.fallback and p.key == choice.fallback.key else ("front" if p.key in front else ""))
+        tail = f"{p.tail_ms:.2f}" + ("" if p.p90_ms is not None else " (p95)") if p.ok else "-"
+        cells = [html.escape(p.label()), f"{p.p50_ms:.2f}" if p.ok else "-", tail,
+                 f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb else "-",
+                 f"{p.quality:.4f}" if p.quality is not None else "-", mark, html.escape(p.error)]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgekit profile {html.escape(profile.id)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head>
+<body><h1>{html.escape(profile.id)}</h1><p>{html.escape(profile.description)}</p>
+<p><b>Choice:</b> {html.escape(choice.why)}</p>
+{"".join(f"<p>Note: {html.escape(n)}</p>" for n in notes)}
+<p>Budget {choice.budget_ms:.1f} ms per frame ({profile.fps:g} fps x {profile.model_share:g} share); sweep wall time
+{wall_s:.0f} s; {sum(p.ok for p in points)} of {len(points)} points measured.</p>
+<img src="{png.name}" alt="Pareto plot">
+<table><tr><th>point</th><th>p50 ms</th><th>p90 ms</th><th>peak MB</th><th>quality</th><th></th><th>error</th></tr>
+{"".join(rows)}</table></body></html>"""
+    return write_atomic(path, page)

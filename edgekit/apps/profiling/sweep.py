@@ -1,0 +1,239 @@
+"""The sweep: for a model and a device profile, convert what is needed (reusing artifacts by source
+hash), then measure every resolution x target x delegate x threads point. Finished points are appended
+to ``points.jsonl`` as they come, so an interrupted sweep resumes where it stopped.
+
+Each point is keyed by what it measured: the model's sha256, the device profile's content hash and the
+edgekit version. A sweep resumed in a folder that holds another model's (or another profile's, or another
+version's) points never reuses them: they stay in the file and are ignored, with a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.apps.profiling.device import DeviceProfile
+from edgekit.apps.profiling.reach import reach_for
+from edgekit.core import calibration
+from edgekit.core.artifact import Artifact, sha256_file
+from edgekit.errors import EdgekitError, InputError
+
+
+@dataclass
+class Point:
+    resolution: tuple[int, int]
+    target: str
+    delegate: str
+    threads: int
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    peak_memory_mb: float | None = None
+    quality: float | None = None
+    quality_metric: str = ""
+    measured_on: str = ""
+    artifact: str = ""
+    error: str = ""
+    model_sha256: str = ""
+    profile_hash: str = ""
+    edgekit_version: str = ""
+    p95_ms: float | None = None  # where the tool reports p95 and no p90 (LiteRT benchmark_model over adb)
+
+    @property
+    def key(self) -> tuple:
+        return (tuple(self.resolution), self.target, self.delegate, self.threads)
+
+    @property
+    def provenance(self) -> tuple[str, str, str]:
+        """What the point measured: (model sha256, device profile content hash, edgekit version)."""
+        return (self.model_sha256, self.profile_hash, self.edgekit_version)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.tail_ms is not None
+
+    @property
+    def tail_ms(self) -> float | None:
+        """The tail latency the budget is checked against: p90, or p95 where only p95 was measured."""
+        return self.p90_ms if self.p90_ms is not None else self.p95_ms
+
+    @property
+    def tail_name(self) -> str:
+        """What :attr:`tail_ms` is: ``p90`` or ``p95``."""
+        return "p90" if self.p90_ms is not None else "p95"
+
+    @property
+    def format(self) -> str:
+        return self.target.split("-")[0]
+
+    def label(self) -> str:
+        h, w = self.resolution
+        return f"{self.target} {self.delegate} {self.threads}T {h}x{w}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["resolution"] = list(self.resolution)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Point:
+        """A point from one ``points.jsonl`` line.
+
+        Raises:
+            InputError: the line is not a point (unknown or missing fields, wrong types).
+        """
+        try:
+            names = {f.name for f in fields(cls)}
+            unknown = set(d) - names
+            if unknown:
+                raise ValueError(f"unknown field(s) {sorted(unknown)}")
+            h, w = d["resolution"]
+            p = cls(**{**d, "resolution": (int(h), int(w))})
+            if not isinstance(p.threads, int) or not all(isinstance(v, str) for v in (p.target, p.delegate)):
+                raise ValueError("target/delegate/threads have the wrong type")
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"not a profile point: {e}") from e
+        return p
+
+
+def edgekit_version() -> str:
+    from edgekit import __version__
+
+    return __version__
+
+
+def profile_hash(profile: DeviceProfile) -> str:
+    """sha256 of a device profile's content (every field but where it was read from)."""
+    d = {k: v for k, v in asdict(profile).items() if k != "path"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_points(path: Path, provenance: tuple[str, str, str] | None = None,
+                notes: list[str] | None = None) -> dict[tuple, Point]:
+    """Points of ``points.jsonl`` by key. With ``provenance``, only points measured for that (model sha256,
+    profile hash, edgekit version); the others stay in the file, are ignored and counted in ``notes``, as
+    are lines that are not points (a line cut short by an interrupt)."""
+    if not path.is_file():
+        return {}
+    points, bad, foreign = {}, 0, 0
+    for ln in path.read_text().splitlines():
+        if not ln.strip():
+            continue
+        try:
+            d = json.loads(ln)
+            p = Point.from_dict(d if isinstance(d, dict) else {})
+        except (ValueError, InputError):
+            bad += 1
+            continue
+        if provenance is not None and p.provenance != provenance:
+            foreign += 1
+            continue
+        points[p.key] = p
+    if notes is not None and foreign:
+        notes.append(f"{path}: {foreign} point(s) measured for another model, device profile or edgekit version "
+                     "were ignored (kept in the file, not reused)")
+    if notes is not None and bad:
+        notes.append(f"{path}: {bad} line(s) that are not points were ignored")
+    return points
+
+
+def cached_artifact(model: str | Path, target: str, hw: tuple[int, int], cache: Path) -> Artifact:
+    """The artifact for (model, target, resolution), converted once per source hash."""
+    from edgekit.core.conversion import convert
+
+    h, w = hw
+    folder = cache / sha256_file(model)[:16] / f"{h}x{w}" / target
+    if (folder / "artifact.json").is_file():
+        return Artifact.load(folder)
+    return convert(model, target, folder, input_shapes={"": (1, 3, h, w)})
+
+
+def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path | None = None,
+          progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None) -> list[Point]:
+    """Measure every point of ``profile`` for ``model``; returns all points (resumed ones included).
+
+    Only points of ``points.jsonl`` measured for this model, this profile's content and this edgekit
+    version are resumed; why others were ignored goes to ``notes``.
+
+    Raises:
+        InputError: the model is not a file.
+        DeviceError: the device or a runtime the profile needs is missing (before any work).
+    """
+    model = Path(model)
+    if not model.is_file():
+        raise InputError(f"model not found: {model}")
+    reach = reach_for(profile)
+    reach.check(profile)  # fail before any work when something is missing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache or out_dir.parent / "artifacts"
+    points_file = out_dir / "points.jsonl"
+    ident = (sha256_file(model), profile_hash(profile), edgekit_version())
+    done = load_points(points_file, ident, notes)
+    own = (cache / ident[0][:16]).resolve()
+    strays = [k for k, p in done.items() if p.artifact and own not in Path(p.artifact).resolve().parents]
+    for k in strays:  # a resumed point names an artifact outside this model's cache: measure it again
+        del done[k]
+    if strays and notes is not None:
+        notes.append(f"{points_file}: {len(strays)} point(s) naming an artifact outside {own} are measured again")
+    if points_file.is_file() and points_file.stat().st_size:
+        with points_file.open("rb+") as f:  # a line cut short by an interrupt must not swallow the next point
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+    plan = [(hw, t, d, n) for hw in profile.resolutions for t in profile.targets
+            for d in profile.delegates_for(t.split("-")[0]) for n in profile.threads]
+    for i, (hw, target, delegate, threads) in enumerate(plan):
+        point = Point(tuple(hw), target, delegate, threads, model_sha256=ident[0], profile_hash=ident[1],
+                      edgekit_version=ident[2])
+        if progress:
+            progress(point.label(), i, len(plan))
+        if point.key in done:
+            continue
+        try:
+            art = cached_artifact(model, target, hw, cache)
+            point.artifact = str(art.path)
+            m = reach.measure(art, delegate, threads, profile, _data(model, ident[0], hw, out_dir))
+            point.p50_ms, point.p90_ms, point.peak_memory_mb = m.p50_ms, m.p90_ms, m.peak_memory_mb
+            point.p95_ms = getattr(m, "p95_ms", None)
+            point.quality, point.quality_metric, point.measured_on = m.quality, m.quality_metric, m.measured_on
+        except EdgekitError as e:
+            point.error = str(e)
+        with points_file.open("a") as f:
+            f.write(json.dumps(point.to_dict()) + "\n")
+        done[point.key] = point
+    if progress:
+        progress("done", len(plan), len(plan))
+    return [done[(tuple(hw), t, d, n)] for hw, t, d, n in plan]
+
+
+def _data(model, model_sha256: str, hw: tuple[int, int], out_dir: Path) -> Path:
+    """Inputs and fp32 ONNX Runtime reference outputs of this model at this resolution (made once per model
+    sha256, shared by its points)."""
+    path = out_dir / "data" / f"{model_sha256[:16]}-{hw[0]}x{hw[1]}.npz"
+    if path.is_file():
+        return path
+    import tempfile
+
+    from edgekit.backends.onnx.session import OrtSession
+    from edgekit.core.ingest import load_source
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        src = load_source(model, Path(work), {"": (1, 3, *hw)})
+        samples = calibration.samples(src.io, None, n=12, seed=2024)
+        ref = OrtSession.reference(src)
+        outs = [ref.run(s) for s in samples]
+    arrays = {f"in:{k}": np.concatenate([s[k] for s in samples]) for k in samples[0]}
+    arrays.update({f"ref:{k}": np.concatenate([o[k] for o in outs]) for k in outs[0]})
+    tmp = path.with_name(f".{path.stem}.edgekit-tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

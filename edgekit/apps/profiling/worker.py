@@ -1,0 +1,71 @@
+"""One measurement point in a fresh process: latency, peak memory and quality of an artifact.
+
+    python -m edgekit.apps.profiling.worker ARTIFACT DELEGATE THREADS RUNS WARMUP DATA.npz
+
+``DATA.npz`` holds the inputs (``in:NAME``, stacked samples) and the fp32 reference outputs
+(``ref:NAME``) at the artifact's resolution. The worker prints one JSON line. A separate process
+keeps one point's memory from inflating the next and keeps a crashing native library from taking
+the sweep down.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+import numpy as np
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """This process's RSS high-water mark (VmHWM; unlike ru_maxrss it does not carry the parent's over exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_point(artifact_path: str, delegate: str, threads: int, runs: int, warmup: int, data_path: str) -> dict:
+    from edgekit.api import load
+    from edgekit.apps.profiling.latency import measure
+    from edgekit.core.parity import compare_outputs
+
+    data = np.load(data_path)
+    baseline = _rss_mb()
+    session = load(artifact_path, threads=threads, delegate=delegate)
+    names = [t.name for t in session.io.inputs]
+    count = len(data[f"in:{names[0]}"])
+    samples = [{n: data[f"in:{n}"][i : i + 1] for n in names} for i in range(count)]
+    outputs = [session.run(s) for s in samples]
+    refs = [{t.name: data[f"ref:{t.name}"][i : i + 1] for t in session.io.outputs} for i in range(count)]
+    report = compare_outputs(refs, outputs, session.io, "int8")
+    lat = measure(session, samples[0], runs=runs, warmup=warmup)
+    peak = _peak_rss_mb()
+    o = report.outputs[0]
+    quality = o.iou if o.iou is not None else (o.psnr if o.psnr is not None else o.cosine)
+    metric = "mask IoU" if o.iou is not None else ("PSNR dB" if o.psnr is not None else "cosine")
+    return {"p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms, "mean_ms": lat.mean_ms, "peak_memory_mb": peak,
+            "session_memory_mb": max(_rss_mb() - baseline, 0.0), "quality": quality, "quality_metric": metric,
+            "placement": session.placement().to_dict()}
+
+
+def main(argv: list[str]) -> int:
+    from edgekit.errors import EdgekitError
+
+    artifact, delegate, threads, runs, warmup, data = argv
+    try:
+        result = measure_point(artifact, delegate, int(threads), int(runs), int(warmup), data)
+    except EdgekitError as e:
+        result = {"error": str(e)}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

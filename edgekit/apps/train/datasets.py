@@ -1,0 +1,121 @@
+"""Training data: real portrait datasets on disk, the synthetic compositor, and a weighted mixture.
+
+Folder layouts read by :class:`PortraitFolder` (the ones common portrait datasets use):
+
+* ``images/NAME.jpg`` + ``masks/NAME.png`` (binary masks), or ``image/`` + ``matte/`` / ``alpha/``
+  (alpha mattes, 0-255);
+* flat pairs ``NAME.jpg`` + ``NAME_mask.png`` / ``NAME_matte.png``.
+
+Real foregrounds can also be re-composited over synthetic backgrounds (``recompose``), so users
+mix real and synthetic data. Every batch gets scale/crop/flip and camera-like photometric
+augmentation (colour, lighting, noise, blur, JPEG).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgekit.core.samples import synthetic
+from edgekit.errors import InputError
+
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+PAIRS = (("images", "masks"), ("image", "matte"), ("image", "alpha"), ("images", "mattes"), ("img", "mask"))
+
+
+def find_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs under ``root`` in any of the supported layouts."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"dataset folder not found: {root}")
+    for img_dir, mask_dir in PAIRS:
+        if (root / img_dir).is_dir() and (root / mask_dir).is_dir():
+            masks = {p.stem: p for p in (root / mask_dir).iterdir() if p.suffix.lower() in IMAGE_EXT}
+            pairs = [(p, masks[p.stem]) for p in sorted((root / img_dir).iterdir()) if p.stem in masks]
+            if pairs:
+                return pairs
+    files = {p.stem: p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXT}
+    pairs = []
+    for stem, p in sorted(files.items()):
+        for suffix in ("_mask", "_matte", "_alpha"):
+            if stem + suffix in files:
+                pairs.append((p, files[stem + suffix]))
+    if not pairs:
+        raise InputError(f"no image/mask pairs in {root} (expected images/ + masks/, image/ + matte/, "
+                         "or NAME.jpg + NAME_mask.png)")
+    return pairs
+
+
+class PortraitFolder:
+    """A real dataset: images with masks or alpha mattes."""
+
+    def __init__(self, root: str | Path, recompose: float = 0.0):
+        self.pairs = find_pairs(Path(root))
+        self.recompose = recompose
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        img_path, mask_path = self.pairs[i]
+        img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        if img is None or mask is None:
+            raise InputError(f"cannot read {img_path} / {mask_path}")
+        if mask.shape != img.shape[:2]:
+            mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return img[..., ::-1].astype(np.float32) / 255.0, mask.astype(np.float32) / 255.0
+
+    def sample(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        img, alpha = self.load(int(rng.integers(len(self))))
+        img, alpha = random_crop(rng, img, alpha, size)
+        if rng.random() < self.recompose:  # the real person over a synthetic room
+            bg = synthetic.background(rng, size, size)
+            img = img * alpha[..., None] + bg * (1 - alpha[..., None])
+        return img, alpha
+
+
+class SyntheticSource:
+    """The compositor, pre-generated into a pool at 1.875x the crop size (crops and rescales make more)."""
+
+    def __init__(self, size: int, pool: int, seed: int):
+        self.full = int(size * 1.875)
+        self.imgs, self.masks = synthetic.dataset(pool, self.full, self.full, seed=seed, augment=False)
+
+    def sample(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        i = int(rng.integers(len(self.imgs)))
+        return random_crop(rng, self.imgs[i], self.masks[i], size)
+
+
+def random_crop(rng, img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale (people at different pixel sizes), a size x size crop, and a horizontal flip."""
+    h, w = mask.shape
+    scale = size / min(h, w) * rng.uniform(1.0, 1.8)
+    nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
+    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA)
+    y, x = int(rng.integers(0, nh - size + 1)), int(rng.integers(0, nw - size + 1))
+    img, mask = img[y : y + size, x : x + size], mask[y : y + size, x : x + size]
+    if rng.random() < 0.5:
+        img, mask = img[:, ::-1], mask[:, ::-1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+
+
+@dataclass
+class Mixture:
+    """Weighted sources; :meth:`batch` draws a photometrically augmented batch."""
+
+    sources: list
+    weights: list[float]
+
+    def batch(self, rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        p = np.asarray(self.weights, np.float64) / sum(self.weights)
+        imgs, masks = np.empty((n, size, size, 3), np.float32), np.empty((n, size, size), np.float32)
+        for k in range(n):
+            src = self.sources[int(rng.choice(len(self.sources), p=p))]
+            img, mask = src.sample(rng, size)
+            imgs[k], masks[k] = synthetic.augment_photometric(rng, img), mask
+        return imgs, masks

@@ -1,0 +1,77 @@
+"""Low-light enhancement: curve maps from the repo's Zero-DCE++-style network (run through an edgekit
+Session at 144x256), smoothed over time, applied at full resolution through a (curve, pixel) lookup
+table; and CLAHE, the classic baseline it must beat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgekit.zoo.curve_net_numpy import ITERATIONS
+
+MODEL = Path(__file__).resolve().parents[3] / "models" / "lowlight" / "curve.onnx"
+LEVELS = 64  # curve parameter quantization for the lookup table
+
+
+def curve_lut(levels: int = LEVELS, iterations: int = ITERATIONS) -> np.ndarray:
+    """uint8 table [level, pixel] of the iterated curve for A in [-1, 1]."""
+    a = np.linspace(-1, 1, levels + 1, dtype=np.float64)[:, None]
+    x = np.arange(256, dtype=np.float64)[None] / 255.0
+    for _ in range(iterations):
+        x = x + a * x * (1 - x)
+    return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+class LowLight:
+    """Stateful (the curves are smoothed over frames): call it on each BGR uint8 frame in order.
+
+    Two steps a pipeline can place on different units: :meth:`estimate` (the network at low resolution,
+    smoothed over time) and :meth:`apply` (the lookup at full resolution)."""
+
+    def __init__(self, session, strength: float = 1.0, smoothing: float = 0.7):
+        self.session, self.strength, self.smoothing = session, strength, smoothing
+        self.lut = curve_lut().ravel()
+        self.curves: np.ndarray | None = None  # the smoothed curve maps of the previous frame
+        self.hw = tuple(session.io.inputs[0].shape[-2:])
+
+    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
+        return self.apply(frame_bgr, self.estimate(frame_bgr))
+
+    def estimate(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Curve maps (3 x h x w, RGB, in [-1, 1] times strength) of this frame, smoothed over time."""
+        h, w = self.hw
+        small = cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA)[..., ::-1].astype(np.float32) / 255.0
+        a = self.session.run({self.session.io.inputs[0].name: small.transpose(2, 0, 1)[None].copy()})
+        a = next(iter(a.values()))[0] * self.strength
+        if self.curves is not None and self.curves.shape == a.shape:
+            a = self.smoothing * self.curves + (1 - self.smoothing) * a
+        self.curves = a
+        return a
+
+    def apply(self, frame_bgr: np.ndarray, curves: np.ndarray) -> np.ndarray:
+        """The curves applied at full resolution through the (curve level, pixel) lookup table."""
+        H, W = frame_bgr.shape[:2]
+        a_bgr = cv2.resize(np.ascontiguousarray(curves[::-1].transpose(1, 2, 0)), (W, H),
+                           interpolation=cv2.INTER_LINEAR)
+        level = ((np.clip(a_bgr, -1, 1) + 1) * (LEVELS / 2) + 0.5).astype(np.uint16)
+        level *= 256  # in place: the table index level * 256 + pixel without more 720p temporaries
+        level += frame_bgr
+        return np.take(self.lut, level)
+
+
+def clahe(frame_bgr: np.ndarray, clip: float = 3.0) -> np.ndarray:
+    """CLAHE on the L channel of Lab (the baseline)."""
+    lab = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+def open_lowlight(strength: float = 1.0, threads: int = 1, cache: Path = Path("out/pipeline-artifacts")) -> LowLight:
+    """The bundled curve network as an onnx-fp32 artifact (converted once, parity-checked) in a LowLight."""
+    from edgekit.api import load
+    from edgekit.apps.profiling.sweep import cached_artifact
+
+    art = cached_artifact(MODEL, "onnx-fp32", (144, 256), cache)
+    return LowLight(load(art.path, threads=threads), strength)

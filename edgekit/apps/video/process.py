@@ -1,0 +1,473 @@
+"""``edgekit process``: run the effects an app config describes on a video, a folder or a camera,
+on the heterogeneous runtime (stages placed on this machine's units), and write the result plus a
+before/after sheet.
+
+What runs is what the profiler chose: the config's artifact, runtime, exact delegate, threads, resolution,
+colour order and value range/mean/std. The fallback runs only when the choice cannot, and every deviation
+(fallback, fail-over, an unavailable unit, a config field that disagrees with its artifact) is reported;
+``strict`` turns any of them into an error before anything is written."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.apps.pipeline.costs import measure_costs
+from edgekit.apps.pipeline.definition import PipelineSpec, Stage, reset_stages
+from edgekit.apps.pipeline.executor import PipelineRunner, StageCalls, run_sequential
+from edgekit.apps.pipeline.placement import plan
+from edgekit.apps.pipeline.units import Unit, local_units
+from edgekit.apps.profiling.appconfig import load_config
+from edgekit.apps.video import kernels
+from edgekit.apps.video.io import FrameWriter, open_input
+from edgekit.core.artifact import Artifact
+from edgekit.errors import DeviceError, EdgekitError, InputError, RuntimeUnavailableError
+
+EFFECTS = ("blur", "replace", "beauty", "denoise", "lowlight")
+
+
+@dataclass
+class ProcessReport:
+    frames_in: int
+    frames_out: int
+    stopped: str
+    wall_s: float
+    fps: float
+    output: str
+    sheet: str
+    plan: dict
+    stage_ms: dict
+    notes: list[str] = field(default_factory=list)
+    #: how the segmentation model ran at the start: the config entry (runtime/fallback), target, delegate,
+    #: threads, resolution, and the unit choice
+    model: dict = field(default_factory=dict)
+    #: "stage@choice" -> why that unit could not run it here
+    unavailable: dict[str, str] = field(default_factory=dict)
+    #: fail-over moves during the run (frame, stage, from, to, reason)
+    moves: list[dict] = field(default_factory=list)
+    #: every way the run departed from the app config ({kind, message}); an error with ``strict``
+    deviations: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class BackgroundReplacer:
+    """Replacement background from an image or a (looping) video."""
+
+    def __init__(self, source: str | Path):
+        import cv2
+
+        self.cap = None
+        img = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        if img is None:
+            self.cap = cv2.VideoCapture(str(source))
+            ok, img = self.cap.read()
+            if not ok:
+                raise InputError(f"background {source} is neither an image nor a readable video")
+        self.image = img
+
+    def __call__(self, frame: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        if self.cap is not None:
+            ok, img = self.cap.read()
+            if not ok:  # loop
+                self.cap.set(1, 0)
+                ok, img = self.cap.read()
+            self.image = img if ok else self.image
+        return kernels.replace_background(frame, alpha, self.image)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One way to run the segmentation model, exactly as the app config says (its runtime or fallback)."""
+
+    role: str                   # "runtime" (the profiler's choice) or "fallback"
+    key: str                    # the format slot of the segment stage's choices (UNIT:KEY)
+    target: str
+    runtime: str
+    delegate: str
+    threads: int
+    hw: tuple[int, int]
+    artifact_dir: str
+    color: str
+    value_range: tuple[float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def units(self) -> list[str]:
+        """The units this entry may run on: the one its delegate's kind names (from the backend's declaration),
+        or the CPU cores."""
+        from edgekit.backends import registry
+
+        kind = registry.backend(self.runtime).unit_kind(self.delegate)
+        return [kind] if kind in ("gpu", "npu") else ["cpu1", "cpu0"]
+
+    def describe(self) -> dict:
+        return {"role": self.role, "target": self.target, "runtime": self.runtime, "delegate": self.delegate,
+                "threads": self.threads, "resolution": list(self.hw), "artifact": self.artifact_dir}
+
+    def label(self) -> str:
+        return f"{self.target} on {self.delegate} with {self.threads} thread(s) at {self.hw[0]}x{self.hw[1]}"
+
+    def prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """A uint8 BGR frame -> this entry's 1x3xHxW input: area resize, the config's colour order, value
+        range, mean and std."""
+        return model_input(frame_bgr, self.hw, self.color, self.value_range, self.mean, self.std)
+
+
+def model_input(frame_bgr: np.ndarray, hw: tuple[int, int], color: str = "RGB",
+                value_range: tuple[float, float] = (0.0, 1.0), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """A uint8 BGR frame -> a 1x3xHxW float32 input: resized (area) to ``hw``, in ``color`` order, pixels
+    mapped to ``value_range``, then ``(x - mean) / std`` (as edgekit's calibration prepares images)."""
+    import cv2
+
+    h, w = hw
+    small = cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA)
+    if color != "BGR":
+        small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+    lo, hi = value_range
+    x = small.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def model_entries(config: dict) -> list[ModelEntry]:
+    """The config's runtime and fallback as :class:`ModelEntry` (the config must come from
+    :func:`~edgekit.apps.profiling.appconfig.load_config`, which verified every file).
+
+    Raises:
+        InputError: the config contradicts itself or its artifacts (a resolution the artifact cannot take,
+            an input process cannot feed).
+    """
+    pre = config["preprocessing"]
+    inp = config["input"]
+    if [inp["height"], inp["width"]] != list(config["runtime"]["resolution"]):
+        raise InputError(f"app config: input is {inp['height']}x{inp['width']} but runtime.resolution is "
+                         f"{config['runtime']['resolution']}")
+    entries: list[ModelEntry] = []
+    for role in ("runtime", "fallback"):
+        e = config.get(role)
+        if not e:
+            continue
+        key = e["target"] if all(x.key != e["target"] for x in entries) else f"{e['target']}-{role}"
+        entry = ModelEntry(role, key, e["target"], e["runtime"], e["delegate"], e["threads"],
+                           (int(e["resolution"][0]), int(e["resolution"][1])), e["artifact_dir"], pre["color"],
+                           tuple(pre["value_range"]), tuple(pre["mean"]), tuple(pre["std"]))
+        art = Artifact.load(entry.artifact_dir)
+        src = art.source_io.inputs[0] if art.source_io.inputs else None
+        if src is None or not src.is_image or src.channels != 3 or len(art.source_io.inputs) != 1:
+            raise InputError(f"app config: the {role} artifact does not take one 3-channel image, which is what "
+                             "process feeds it")
+        native = art.io.inputs[0]
+        if role == "runtime" and (inp["name"], [int(d) for d in inp["shape"]], inp["layout"], inp["dtype"]) != (
+                native.name, [int(d) if isinstance(d, int) else d for d in native.shape], native.layout, native.dtype):
+            raise InputError(f"app config: input {inp['name']} {inp['shape']} {inp['layout']} {inp['dtype']} is not "
+                             f"the runtime artifact's input ({native.name} {list(native.shape)} {native.layout} "
+                             f"{native.dtype})")
+        if src.is_static and src.hw != entry.hw:
+            raise InputError(f"app config: {role}.resolution is {entry.hw[0]}x{entry.hw[1]} but its artifact takes "
+                             f"{src.hw[0]}x{src.hw[1]}")
+        entries.append(entry)
+    return entries
+
+
+def _same(a, b) -> bool:
+    a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
+    return a.shape == b.shape and bool(np.allclose(a, b, atol=1e-6))
+
+
+def preprocessing_deviations(entries: list[ModelEntry]) -> list[str]:
+    """Where the config's pre-processing differs from what an artifact was validated with (process uses the
+    config's, and says so)."""
+    out = []
+    for e in entries:
+        src = Artifact.load(e.artifact_dir).source_io.inputs[0]
+        diffs = [] if e.color == src.color else [f"colour order {e.color} (artifact: {src.color})"]
+        for name, given, recorded in (("value range", e.value_range, src.value_range), ("mean", e.mean, src.mean),
+                                      ("std", e.std, src.std)):
+            if not _same(given, recorded):
+                diffs.append(f"{name} {list(given)} (artifact: {list(recorded)})")
+        if diffs:
+            out.append(f"the config's pre-processing differs from what the {e.role} artifact was validated with: "
+                       f"{'; '.join(diffs)}; process feeds the config's")
+    return out
+
+
+class ConfiguredCalls(StageCalls):
+    """Stage calls that run the segmentation model exactly as the app config says: its artifact, runtime,
+    delegate (passed as written), threads, resolution and pre-processing; kernel stages as usual. A model
+    with more than one thread runs with the process's cores (its unit's pinning would put all its threads
+    on one core)."""
+
+    def __init__(self, units: dict[str, Unit], entries: list[ModelEntry]):
+        super().__init__(units)
+        self.entries = {e.key: e for e in entries}
+        self.primary_hw = entries[0].hw if entries else None
+        self.cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+    def __call__(self, stage: Stage, choice: str, values: dict, frame: int) -> dict:
+        entry = self.entries.get(stage.format_of(choice)) if stage.is_model else None
+        if entry is None:
+            return super().__call__(stage, choice, values, frame)
+        unit = stage.unit_of(choice)
+        if unit in self.injected and frame >= self.injected[unit]:
+            raise DeviceError(f"unit {unit} failed (injected fault at frame {self.injected[unit]})")
+        x = values[stage.inputs[0]] if entry.hw == self.primary_hw else entry.prepare(values["frame"])
+        with self._cores(entry.threads):
+            session = self._session(stage, choice)
+            spec = session.io.inputs[0]
+            if spec.layout == "NHWC":
+                x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            out = session.run({spec.name: x.astype(spec.dtype, copy=False)})
+        return dict(zip(stage.outputs, [out[t.name] for t in session.io.outputs]))
+
+    @contextlib.contextmanager
+    def _cores(self, threads: int):
+        if threads <= 1 or self.cores is None:
+            yield
+            return
+        pinned = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.cores)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, pinned)
+
+    def _session(self, stage: Stage, choice: str):
+        key = (stage.name, choice)
+        with self._lock:
+            if key not in self._sessions:
+                from edgekit.api import load
+
+                entry = self.entries[stage.format_of(choice)]
+                self._sessions[key] = load(entry.artifact_dir, threads=entry.threads, delegate=entry.delegate)
+            return self._sessions[key]
+
+
+def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float],
+                   background: str | Path | None = None, threads: int = 1) -> PipelineSpec:
+    """The stages for ``effects``; the segmentation stage's choices run the config's runtime (first) and its
+    fallback (after), ``UNIT:TARGET``, on the units their delegates name (see :class:`ConfiguredCalls`).
+
+    Raises:
+        InputError: an unknown effect, a missing background, or a config process cannot follow.
+    """
+    unknown = set(effects) - set(EFFECTS)
+    if unknown or not effects:
+        raise InputError(f"unknown effect(s) {sorted(unknown)}; choose from {', '.join(EFFECTS)}")
+    if "replace" in effects and not background:
+        raise InputError("the replace effect needs --background IMAGE|VIDEO")
+    stages, image = [], "frame"
+    cpu = ["cpu0", "cpu1"]
+
+    def add(name, fn, inputs, outputs, units=cpu):
+        stages.append(Stage(name, inputs, outputs, list(units), kernel=fn))
+
+    if "denoise" in effects:
+        from edgekit.apps.video.effects.denoise import TemporalDenoiser
+
+        add("denoise", TemporalDenoiser(strengths.get("denoise", 1.0)), [image], ["denoised"])
+        image = "denoised"
+    if "lowlight" in effects:
+        from edgekit.apps.video.effects.lowlight import open_lowlight
+
+        lowlight = open_lowlight(strengths.get("lowlight", 1.0), threads)
+        add("lowlight", lowlight.estimate, [image], ["curves"], ["cpu1", "cpu0"])
+        add("brighten", lowlight.apply, [image, "curves"], ["bright"])
+        image = "bright"
+    if "beauty" in effects:
+        from edgekit.apps.video.effects.beauty import BeautySettings, FaceTracker, apply_beauty
+
+        add("face", FaceTracker(threads), [image], ["landmarks"], ["cpu1", "cpu0"])
+        b = strengths.get("beauty", 1.0)
+        settings = BeautySettings(smooth=0.6 * b, slim=0.3 * b, eyes=0.3 * b, lipstick=0.4 * b)
+        add("beauty", functools.partial(apply_beauty, s=settings), [image, "landmarks"], ["beautified"])
+        image = "beautified"
+    if "blur" in effects or "replace" in effects:
+        entries = model_entries(config)
+        add("prepare", entries[0].prepare, ["frame"], ["seg_in"])
+        chain = [f"{u}:{e.key}" for e in entries for u in e.units()]
+        stages.append(Stage("segment", ["seg_in", "frame"], ["mask"], chain,
+                            model={e.key: e.artifact_dir for e in entries}))
+        add("refine", kernels.refine_mask, ["mask", "frame"], ["alpha_raw"])
+        add("smooth", kernels.TemporalSmoother(), ["alpha_raw"], ["alpha"])
+        if "replace" in effects:
+            add("composite", BackgroundReplacer(background), [image, "alpha"], ["output"])
+        else:
+            add("background", functools.partial(kernels.blurred_background, strength=strengths.get("blur", 1.0)),
+                [image, "alpha"], ["blurred"])
+            add("composite", kernels.composite, [image, "blurred", "alpha"], ["output"])
+    else:
+        add("output", lambda x: x, [image], ["output"])
+    spec = PipelineSpec("process:" + "+".join(effects), stages)
+    spec.check()
+    return spec
+
+
+def _deviation(kind: str, message: str) -> dict:
+    return {"kind": kind, "message": message}
+
+
+def _strict_error(dev: dict) -> EdgekitError:
+    cls = InputError if dev["kind"] == "config" else RuntimeUnavailableError
+    return cls(f"--strict: {dev['message']}; nothing was written")
+
+
+def process(input: str | Path, output: str | Path, config: str | Path, effects: list[str],
+            strengths: dict[str, float] | None = None, background: str | Path | None = None,
+            max_frames: int | None = None, sequential: bool = False, samples: int = 4,
+            progress: Callable[[int, int | None], None] | None = None, strict: bool = False) -> ProcessReport:
+    """Run ``effects`` on ``input`` as the app config says and write ``output`` (video or folder) with a
+    before/after sheet, whole or not at all.
+
+    The segmentation model runs the config's runtime, exact delegate, threads, resolution and pre-processing;
+    its fallback is used only when the runtime cannot run here, or by fail-over during the run. Every such
+    deviation, and why each unit was unavailable, is in the report (``deviations``, ``unavailable``,
+    ``moves``); with ``strict`` any deviation is an error and nothing is written. Frames whose size differs
+    from the first are resized to it (with a note), so the output holds exactly ``frames_out`` frames.
+
+    Raises:
+        InputError: a bad input, effect or config (sha256, paths, a field process cannot follow).
+        OutputError: the output exists and is not edgekit's previous output, or cannot be written.
+        RuntimeUnavailableError: neither the runtime nor the fallback can run here; with ``strict``, any
+            fallback, fail-over or unavailable unit of the config's choice.
+        KeyboardInterrupt: Ctrl-C or SIGTERM; nothing is written.
+    """
+    cfg = load_config(config)  # every file of the runtime and fallback checked against its sha256
+    spec = build_pipeline(cfg, effects, strengths or {}, background)
+    entries = model_entries(cfg) if any(s.name == "segment" for s in spec.stages) else []
+    src = open_input(input, max_frames)
+    out_path = Path(output)
+    sheet = out_path.with_name(out_path.stem + "_before_after.png")
+    writer = FrameWriter(out_path, src.fps, sheet)  # refuses an existing output that is not edgekit's
+    try:
+        return _run(src, writer, cfg, spec, entries, input, sequential, samples, progress, strict)
+    except BaseException:
+        writer.close(keep=False)
+        raise
+
+
+def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[ModelEntry], input, sequential: bool,
+         samples: int, progress, strict: bool) -> ProcessReport:
+    import cv2
+
+    first = next(src.frames, None)
+    if first is None:
+        raise InputError(f"no frame could be read from {input}" + (f" ({src.stopped})" if src.stopped else ""))
+    notes: list[str] = []
+    deviations = [_deviation("config", d) for d in preprocessing_deviations(entries)]
+    found = local_units()
+    units = {u: v for u, v in found.items() if any(c.split(":")[0] == u for s in spec.stages for c in s.units)}
+    calls = ConfiguredCalls(units, entries)
+    costs, unavailable = measure_costs(spec, units, first, repeats=3, calls=calls)
+    reset_stages(spec)  # measuring ran the stateful kernels: start the video from a clean state
+    plan_costs = dict(costs)
+    model_info: dict = {}
+    if entries:
+        by_role = {e.role: [f"{u}:{e.key}" for u in e.units()] for e in entries}
+        primary_ok = [c for c in by_role["runtime"] if ("segment", c) in costs]
+        reasons = "; ".join(f"{c}: {unavailable.get(('segment', c), 'not measured')}" for c in by_role["runtime"])
+        if not primary_ok:
+            if not any(("segment", c) in costs for c in by_role.get("fallback", [])):
+                raise RuntimeUnavailableError(f"neither the app config's runtime ({entries[0].label()}) nor its "
+                                              f"fallback can run here: {reasons}" + "".join(
+                                                  f"; {c}: {unavailable.get(('segment', c), 'not measured')}"
+                                                  for c in by_role.get("fallback", [])))
+            deviations.append(_deviation("fallback", f"the profiler's choice {entries[0].label()} cannot run here "
+                                                     f"({reasons}); running the fallback {entries[1].label()}"))
+        else:
+            for c in by_role.get("fallback", []):  # the fallback is for fail-over only
+                plan_costs.pop(("segment", c), None)
+            missing = [c for c in by_role["runtime"] if ("segment", c) not in costs]
+            if missing:
+                why = "; ".join(f"{c}: {unavailable.get(('segment', c), 'not measured')}" for c in missing)
+                deviations.append(_deviation("unavailable", f"unit(s) of the profiler's choice unavailable: {why}"))
+        if len(entries) > 1 and primary_ok and not any(("segment", c) in costs for c in by_role["fallback"]):
+            notes.append(f"the fallback {entries[1].label()} cannot run here, so there is nothing to fail over to")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        for e in entries:
+            if e.threads > cores:
+                notes.append(f"the {e.role} runs {e.threads} threads as configured; this machine gives edgekit "
+                             f"{cores} core(s)")
+    if strict and deviations:
+        raise _strict_error(deviations[0])
+    p = plan(spec, plan_costs)
+    if entries:
+        chosen = p.assignment["segment"]
+        model_info = {"choice": chosen, **calls.entries[spec_stage(spec, "segment").format_of(chosen)].describe()}
+    every = max(1, (src.expected or 60) // samples)
+    pairs, done = [], 0
+    size = first.shape
+    resized: list[int] = []
+    t0 = time.perf_counter()
+
+    def frames():
+        yield first
+        for f in src.frames:
+            if f.shape != size:  # a video holds one frame size: resize, and say so
+                resized.append(src.read - 1)
+                f = cv2.resize(f if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR), (size[1], size[0]),
+                               interpolation=cv2.INTER_AREA)
+            yield f
+
+    originals: dict[int, np.ndarray] = {}
+
+    def keep(frame_iter):
+        for i, f in enumerate(frame_iter):
+            if i % every == 0 and len(originals) < samples:
+                originals[i] = f
+            yield f
+
+    runner = None
+    if sequential:
+        results = run_sequential(spec, p, units, keep(frames()), output="output", calls=calls)
+    else:
+        runner = PipelineRunner(spec, p, units, max_in_flight=4, calls=calls)
+        results = runner.run(keep(frames()), output="output")
+    seen_moves = 0
+    for i, out in results:
+        if runner is not None and len(runner.stats.moves) > seen_moves:
+            seen_moves = len(runner.stats.moves)
+            if strict:
+                m = runner.stats.moves[0]
+                raise _strict_error(_deviation("fail-over", f"frame {m.frame}: stage {m.stage} failed on "
+                                                            f"{m.from_choice} and moved to {m.to_choice}: {m.reason}"))
+        writer.write(out)
+        done += 1
+        if i in originals:
+            pairs.append((originals.pop(i), out))
+        if progress:
+            progress(done, src.expected)
+    moves = [{"frame": m.frame, "stage": m.stage, "from": m.from_choice, "to": m.to_choice, "reason": m.reason}
+             for m in (runner.stats.moves if runner is not None else [])]
+    if moves and strict:
+        m = moves[0]
+        raise _strict_error(_deviation("fail-over", f"frame {m['frame']}: stage {m['stage']} failed on {m['from']} "
+                                                    f"and moved to {m['to']}: {m['reason']}"))
+    deviations += [_deviation("fail-over", f"frame {m['frame']}: stage {m['stage']} failed on {m['from']} and "
+                                           f"moved to {m['to']}: {m['reason']}") for m in moves]
+    wall = time.perf_counter() - t0
+    if src.stopped:
+        notes.insert(0, src.stopped)
+    if resized:
+        notes.append(f"{len(resized)} frame(s) had another size than the first ({size[1]}x{size[0]}), from frame "
+                     f"{resized[0]} on; they were resized to it")
+    writer.write_sheet(pairs)
+    report = ProcessReport(src.read, writer.count, src.stopped, wall, done / wall if wall else 0.0, str(writer.output),
+                           str(writer.sheet) if pairs else "", p.to_dict(),
+                           {f"{k[0]}@{k[1]}": v for k, v in costs.items()}, notes, model_info,
+                           {f"{k[0]}@{k[1]}": v for k, v in unavailable.items()}, moves, deviations)
+    writer.close(info={"config": str(cfg.get("device", "")), "model": model_info, "deviations": deviations,
+                       "notes": notes})
+    return report
+
+
+def spec_stage(spec: PipelineSpec, name: str) -> Stage:
+    return next(s for s in spec.stages if s.name == name)

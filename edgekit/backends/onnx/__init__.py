@@ -1,0 +1,16 @@
+"""ONNX artifacts run by ONNX Runtime: fp32 (the prepared source) and static QDQ int8."""
+
+from edgekit.backends.declaration import Backend, Option
+
+BACKEND = Backend(
+    format="onnx", runtime="ONNX Runtime", precisions=("fp32", "int8"), quantized=("int8",),
+    converter="edgekit.backends.onnx.converter:OnnxConverter",
+    session="edgekit.backends.onnx.session:OrtSession",
+    extra="core", packages=("onnx", "onnxruntime", "onnxslim"),
+    delegates={"cpu": "cpu", "cuda": "gpu", "tensorrt": "gpu", "openvino": "mixed", "coreml": "mixed",
+               "nnapi": "mixed", "qnn": "npu"},
+    options=(
+        Option("calibration_method", "how activation ranges are calibrated",
+               choices=("percentile", "minmax", "entropy"), default="percentile", precisions=("int8",)),
+    ),
+)

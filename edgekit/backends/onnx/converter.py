@@ -1,0 +1,153 @@
+"""ONNX targets: ``onnx-fp32`` (the prepared, simplified model) and ``onnx-int8`` (static QDQ)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from pathlib import Path
+
+from edgekit.backends.converter import BaseConverter, ConversionJob, ConvertedModel
+from edgekit.core.deps import require, tool_versions
+from edgekit.errors import ConversionError
+
+
+class OnnxConverter(BaseConverter):
+    format = "onnx"
+    supports_keep_float = True
+
+    def check_available(self) -> None:
+        require("onnxruntime")
+
+    def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
+        out = workdir / "model.onnx"
+        options: dict = {}
+        kept: tuple[str, ...] = ()
+        if job.target.precision == "fp32":
+            shutil.copyfile(job.source.onnx_path, out)
+        else:
+            options = quantize_static_qdq(job, out)
+            if job.keep_float:
+                kept = float_nodes(out, job.keep_float)
+                options["float_layers"] = list(kept)
+        return ConvertedModel(files={"model": out.name}, io=job.source.io, route="onnxruntime.quantization"
+                              if job.target.is_quantized else "onnxslim", tools=tool_versions(
+                                  "onnx", "onnxruntime", "onnxslim"), options=options, kept_float=kept)
+
+
+def float_nodes(path: Path, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of the named weighted nodes are float in the written model: present, and their weight does not
+    come from a DequantizeLinear (their activation input may still be int8-rounded when it also feeds
+    quantized layers)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    by_name = {n.name: n for n in model.graph.node}
+    return tuple(name for name in names if name in by_name and len(by_name[name].input) > 1
+                 and by_name[name].input[1] not in dequantized)
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over edgekit samples."""
+
+    def __init__(self, samples):
+        self._it = iter(samples)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_static_qdq(job: ConversionJob, out: Path) -> dict:
+    """Per-channel int8 weights, uint8 activations, QDQ format; ``job.keep_float`` nodes excluded."""
+    require("onnxruntime")
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    method = job.options.get("calibration_method", "percentile")
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    pre = out.with_name("pre.onnx")
+    try:
+        quant_pre_process(str(job.source.onnx_path), str(pre), skip_symbolic_shape=True)
+        try:
+            _quantize(quantize_static, pre, out, job, methods[method])
+        except ValueError as e:
+            if method == "minmax" or "bins" not in str(e):
+                raise
+            # histogram methods fail on near-constant tensors (e.g. squeeze-excite scales)
+            method = "minmax"
+            _quantize(quantize_static, pre, out, job, methods[method])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ConversionError(f"ONNX Runtime static quantization failed: {e}") from e
+    finally:
+        pre.unlink(missing_ok=True)
+    return {"calibration_method": method, "calibration_samples": len(job.calibration),
+            "activations": "uint8 per-tensor", "weights": "int8 per-channel", "format": "QDQ"}
+
+
+def _quantize(quantize_static, pre: Path, out: Path, job: ConversionJob, method) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    excluded = float_region(job.source.model, job.keep_float)
+    with contextlib.redirect_stdout(io.StringIO()):  # ORT prints calibration chatter to stdout
+        quantize_static(str(pre), str(out), _Reader(job.calibration), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        calibrate_method=method, nodes_to_exclude=excluded,
+                        extra_options={"CalibPercentile": 99.99})
+    if excluded:
+        import onnx
+
+        model = onnx.load(str(out))
+        strip_qdq_before(model, set(excluded))
+        onnx.save(model, str(out))
+
+
+#: single-input ops that ONNX Runtime quantizes on their own; their output feeds a kept-float layer
+ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "PRelu"}
+
+
+def float_region(model, keep: tuple[str, ...]) -> list[str]:
+    """The kept layers plus the activations feeding them (walked back through single-input ops)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = list(keep)
+    stack = [i for n in model.graph.node if n.name in keep for i in n.input[:1]]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is not None and node.op_type in ACTIVATIONS and node.name not in out:
+            out.append(node.name)
+            stack.append(node.input[0])
+    return out
+
+
+def strip_qdq_before(model, float_nodes: set[str]) -> None:
+    """Remove Quantize/Dequantize pairs whose output only feeds float nodes.
+
+    ONNX Runtime's ``nodes_to_exclude`` computes a node in float but still quantizes the activation
+    feeding it (as the producer's output); for a layer kept float because its *input* does not survive
+    int8, that pair must go too.
+    """
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    drop = set()
+    for dq in model.graph.node:
+        if dq.op_type != "DequantizeLinear" or dq.input[0] not in producer:
+            continue
+        q = producer[dq.input[0]]
+        users = consumers.get(dq.output[0], [])
+        if q.op_type != "QuantizeLinear" or not users or any(u.name not in float_nodes for u in users):
+            continue
+        for u in users:
+            for k, name in enumerate(u.input):
+                if name == dq.output[0]:
+                    u.input[k] = q.input[0]
+        if len(consumers.get(q.output[0], [])) == 1:
+            drop.update({id(q), id(dq)})
+        else:
+            drop.add(id(dq))
+    kept = [n for n in model.graph.node if id(n) not in drop]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)

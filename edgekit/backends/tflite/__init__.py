@@ -1,0 +1,22 @@
+"""TFLite artifacts run by LiteRT (the runtime formerly called TensorFlow Lite; the file format kept its name)."""
+
+from edgekit.backends.declaration import Backend, Option
+
+BACKEND = Backend(
+    format="tflite", runtime="LiteRT", precisions=("fp32", "fp16", "int8-dynamic", "int8"),
+    quantized=("int8-dynamic", "int8"),
+    converter="edgekit.backends.tflite.converter:TFLiteConverter",
+    session="edgekit.backends.tflite.session:LiteRTSession",
+    extra="tflite", packages=("ai_edge_litert", "tensorflow", "onnx2tf", "litert_torch"),
+    delegates={"cpu": "cpu", "cpu-ref": "cpu", "gpu=LIB": "gpu", "npu=LIB": "npu"},
+    options=(
+        Option("io_layout", "layout of the artifact's inputs (onnx2tf writes NHWC; nchw keeps the source's)",
+               choices=("nhwc", "nchw")),
+        Option("io_dtype", "dtype of a full-int8 model's inputs and outputs", choices=("float", "int8"),
+               default="float", precisions=("int8",)),
+        Option("route", "converter route: onnx2tf (any source), litert-torch (PyTorch sources, fp32/int8)",
+               choices=("onnx2tf", "litert-torch")),
+    ),
+    device_benchmark="benchmark_model",
+    note="the format is tflite, the runtime that runs it is LiteRT (ai_edge_litert)",
+)

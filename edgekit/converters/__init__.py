@@ -1,1 +1,0 @@
-"""Converters: one per artifact format, each implementing :class:`~edgekit.converters.base.Converter`."""

@@ -1,1 +1,0 @@
-"""Runtimes: one :class:`~edgekit.runtimes.base.Session` implementation per artifact format."""
