@@ -19,13 +19,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 def normalize(rgb01: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """N x H x W x C images in [0, 1] (RGB) -> a batch in the spec's layout and normalization."""
-    x = rgb01
-    if spec.color == "BGR":
-        x = x[..., ::-1]
-    lo, hi = spec.value_range
-    x = x * (hi - lo) + lo
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return to_layout(x.astype(np.float32), "NHWC", spec.layout if spec.layout != "ANY" else "NCHW")
+    from edgekit.core.preprocess import normalize_pixels
+
+    x = normalize_pixels(rgb01, spec.color, spec.value_range, spec.mean, spec.std)
+    return to_layout(x, "NHWC", spec.layout if spec.layout != "ANY" else "NCHW")
 
 
 def image_files(folder: Path, what: str = "calibration") -> list[Path]:

@@ -25,15 +25,6 @@ def card_schema() -> dict:
     return json.loads(resources.files("edgekit.schemas").joinpath("model-card.schema.json").read_text())
 
 
-def _card_enum(section: str, key: str) -> tuple[str, ...]:
-    return tuple(card_schema()["properties"][section]["items"]["properties"][key]["enum"])
-
-
-#: valid ``layout`` values and output ``kind`` values: the model card schema is where they are declared
-LAYOUTS = _card_enum("inputs", "layout")
-OUTPUT_KINDS = _card_enum("outputs", "kind")
-
-
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output tensor."""

@@ -77,6 +77,31 @@ class Stated:
         return out
 
 
+def normalize_pixels(x: np.ndarray, color: str = "RGB", value_range=(0.0, 1.0), mean=(0.0,), std=(1.0,),
+                     peak: float = 1.0) -> np.ndarray:
+    """Channel-last RGB pixels in ``[0, peak]`` -> the model's values: channels in ``color`` order, mapped to
+    ``value_range``, then ``(x - mean) / std``, as float32. The one place images become model inputs
+    (calibration, the gate, ``process`` and pipeline kernels all call it)."""
+    if color == "BGR":
+        x = x[..., ::-1]
+    lo, hi = value_range
+    x = x.astype(np.float32) * np.float32((hi - lo) / peak) + np.float32(lo)
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def frame_to_input(frame_bgr: np.ndarray, hw: tuple[int, int], color: str = "RGB", value_range=(0.0, 1.0),
+                   mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """A uint8 BGR camera frame -> a 1x3xHxW float32 input: area-resized to ``hw``, then
+    :func:`normalize_pixels`."""
+    import cv2
+
+    h, w = hw
+    small = cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA)
+    rgb = small[..., ::-1] if color == "BGR" else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # BGR: flipped back below
+    x = normalize_pixels(rgb, color, value_range, mean, std, peak=255.0)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
 def _numbers(value, what: str, count: int | None = None) -> tuple[float, ...]:
     if isinstance(value, str):
         parts = [p for p in value.replace(" ", ",").split(",") if p]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from pathlib import Path
 
 from edgekit.apps.profiling.choose import Choice
 from edgekit.apps.profiling.device import DeviceProfile
 from edgekit.apps.profiling.sweep import Point
-from edgekit.core.files import apply_umask, write_atomic
+from edgekit.core.files import atomic_path, write_atomic
 
 
 def pareto_png(points: list[Point], choice: Choice, path: Path, title: str) -> Path:
@@ -38,15 +36,9 @@ def pareto_png(points: list[Point], choice: Choice, path: Path, title: str) -> P
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.edgekit-tmp-", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        apply_umask(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
     return path

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from edgekit.apps.train.recipe import Recipe, load_recipe
 from edgekit.core.deps import require
+from edgekit.core.files import atomic_path
 from edgekit.errors import EdgekitError, InputError
 
 HELD_OUT_SEED = 987654  # the held-out synthetic set (never used for training)
@@ -187,10 +187,8 @@ def _load_state(module, state, what: str) -> None:
 def _save_atomic(obj, path: Path) -> None:
     torch = require("torch")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def distill(recipe: Recipe | str | Path, resume: bool = False,
@@ -321,9 +319,8 @@ def export(student, out: Path) -> Path:
     from edgekit.core.ingest import export_torch
 
     path = out / "student.onnx"
-    tmp = out / ".student.onnx.tmp"
-    export_torch(student, tmp, (1, 3, 256, 256), input_name="image", output_names=["mask"], dynamic_hw=True)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        export_torch(student, tmp, (1, 3, 256, 256), input_name="image", output_names=["mask"], dynamic_hw=True)
     _save_atomic(student.state_dict(), out / "student.pt")
     return path
 

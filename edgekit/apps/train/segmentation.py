@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -110,9 +109,3 @@ def torch_predictor(model, batch: int = 16):
         return np.concatenate(out)
 
     return predict
-
-
-def timed(fn, *a, **k):
-    t = time.perf_counter()
-    r = fn(*a, **k)
-    return r, time.perf_counter() - t

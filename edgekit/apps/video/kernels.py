@@ -8,12 +8,11 @@ import numpy as np
 
 
 def model_input(frame_bgr: np.ndarray, hw: tuple[int, int], mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> np.ndarray:
-    """A uint8 BGR frame -> the model's 1x3xHxW normalized RGB input."""
-    h, w = hw
-    small = cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA)
-    x = cv2.cvtColor(small, cv2.COLOR_BGR2RGB).astype(np.float32) * (1 / 255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    """A uint8 BGR frame -> the model's 1x3xHxW normalized RGB input (pipeline kernel over
+    :func:`edgekit.core.preprocess.frame_to_input`)."""
+    from edgekit.core.preprocess import frame_to_input
+
+    return frame_to_input(frame_bgr, hw, "RGB", (0.0, 1.0), mean, std)
 
 
 def refine_mask(mask: np.ndarray, frame_bgr: np.ndarray, radius: int = 4, eps: float = 1e-3,

@@ -126,16 +126,9 @@ def model_input(frame_bgr: np.ndarray, hw: tuple[int, int], color: str = "RGB",
                 value_range: tuple[float, float] = (0.0, 1.0), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> np.ndarray:
     """A uint8 BGR frame -> a 1x3xHxW float32 input: resized (area) to ``hw``, in ``color`` order, pixels
     mapped to ``value_range``, then ``(x - mean) / std`` (as edgekit's calibration prepares images)."""
-    import cv2
+    from edgekit.core.preprocess import frame_to_input
 
-    h, w = hw
-    small = cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA)
-    if color != "BGR":
-        small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-    lo, hi = value_range
-    x = small.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    return frame_to_input(frame_bgr, hw, color, value_range, mean, std)
 
 
 def model_entries(config: dict) -> list[ModelEntry]:

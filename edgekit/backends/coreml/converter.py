@@ -168,23 +168,16 @@ def _compress(mlmodel, precision: str, grouped: bool, skip_ops: list[str]):
 
 def map_onnx_nodes(mlmodel, job: ConversionJob) -> dict[str, str]:
     """ONNX node name (in ``job.keep_float``) -> name of the MIL op holding the same weights."""
-    import numpy as np
-    from onnx import numpy_helper
+    from edgekit.core.weightmatch import match_by_weights, onnx_weights
 
-    inits = {i.name: i for i in job.source.model.graph.initializer}
-    wanted = {n.name: numpy_helper.to_array(inits[n.input[1]]).astype(np.float32).ravel()
-              for n in job.source.model.graph.node
-              if n.name in job.keep_float and len(n.input) > 1 and n.input[1] in inits}
-    out = {}
-    for op in mlmodel._mil_program.functions["main"].operations:
-        weight = op.inputs.get("weight") if op.op_type in ("conv", "linear", "conv_transpose") else None
-        if weight is None or weight.op is None or weight.val is None:
-            continue
-        w = np.asarray(weight.val, np.float32).ravel()
-        for name, ref in wanted.items():
-            if ref.size == w.size and np.allclose(ref, w, atol=2e-3, rtol=2e-3):  # fp16-cast weights
-                out[name] = weight.op.name
-    return out
+    def weights():
+        for op in mlmodel._mil_program.functions["main"].operations:
+            weight = op.inputs.get("weight") if op.op_type in ("conv", "linear", "conv_transpose") else None
+            if weight is not None and weight.op is not None and weight.val is not None:
+                yield weight.op.name, weight.val
+
+    # fp16-cast weights: compared within fp16 rounding
+    return match_by_weights(onnx_weights(job.source.model, job.keep_float), weights(), atol=2e-3, rtol=2e-3)
 
 
 def float_weight_consts(mlmodel) -> set[str]:

@@ -66,26 +66,11 @@ def quantize_ncnn(job: ConversionJob, param: Path, binf: Path, workdir: Path) ->
 
 
 def map_onnx_nodes(job: ConversionJob, layers: list[nm.Layer]) -> dict[str, str]:
-    """ONNX Conv/Gemm/MatMul node name -> ncnn layer name, matched by identical weights."""
-    from onnx import numpy_helper
+    """ONNX weighted node name -> ncnn layer name, matched by identical weights."""
+    from edgekit.core.weightmatch import match_by_weights, onnx_weights
 
-    model = job.source.model
-    inits = {i.name: i for i in model.graph.initializer}
-    by_size: dict[int, list[nm.Layer]] = {}
-    for ly in layers:
-        if ly.type in QUANTIZABLE:
-            by_size.setdefault(ly.arrays["weight"][1].size, []).append(ly)
-    out = {}
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        for ly in by_size.get(w.size, []):
-            lw = ly.arrays["weight"][1]
-            if np.allclose(lw, w.ravel(), atol=1e-6) or np.allclose(lw, w.T.ravel(), atol=1e-6):
-                out[node.name] = ly.name
-                break
-    return out
+    return match_by_weights(onnx_weights(job.source.model),
+                            ((ly.name, ly.arrays["weight"][1]) for ly in layers if ly.type in QUANTIZABLE))
 
 
 def calibrate(param: Path, binf: Path, blobs: list[str], samples, input_names: list[str], method: str) -> dict:

@@ -246,31 +246,25 @@ def _to_layout_of(x: np.ndarray, src: TensorSpec, native: TensorSpec) -> np.ndar
 
 
 def map_onnx_nodes(model: Path, job: ConversionJob) -> dict[str, str]:
-    """ONNX Conv/Gemm/MatMul node name -> output tensor name of the TFLite op with the same weights."""
+    """ONNX node name (in ``job.keep_float``) -> output tensor name of the TFLite op with the same weights."""
     from ai_edge_litert.interpreter import Interpreter
-    from onnx import numpy_helper
 
-    inits = {i.name: i for i in job.source.model.graph.initializer}
-    wanted = {}
-    for node in job.source.model.graph.node:
-        if node.name in job.keep_float and len(node.input) > 1 and node.input[1] in inits:
-            w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-            candidates = [w.transpose(0, 2, 3, 1), w.transpose(1, 2, 3, 0)] if w.ndim == 4 else [w, w.T]
-            wanted[node.name] = [c.ravel() for c in candidates]
+    from edgekit.core.weightmatch import match_by_weights, onnx_weights
+
     it = Interpreter(model_path=str(model))
     tensors = {t["index"]: t for t in it.get_tensor_details()}
-    out = {}
-    for op in it._get_ops_details():
-        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op["inputs"]) < 2:
-            continue
-        try:
-            filt = it.get_tensor(int(op["inputs"][1])).astype(np.float32).ravel()
-        except ValueError:
-            continue
-        for name, cands in wanted.items():
-            if any(c.size == filt.size and np.allclose(c, filt, atol=1e-6) for c in cands):
-                out[name] = tensors[int(op["outputs"][0])]["name"]
-    return out
+
+    def filters():
+        for op in it._get_ops_details():
+            if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op["inputs"]) < 2:
+                continue
+            try:
+                filt = it.get_tensor(int(op["inputs"][1]))
+            except ValueError:  # a weight the interpreter cannot hand out (e.g. quantized and freed)
+                continue
+            yield tensors[int(op["outputs"][0])]["name"], filt
+
+    return match_by_weights(onnx_weights(job.source.model, job.keep_float), filters())
 
 
 # ---------------------------------------------------------------- litert-torch route
