@@ -6,6 +6,7 @@
     out = sess.run({"image": x})                              # numpy in, numpy out
     edgekit.validate(art.path)                                # parity gate again, fresh inputs
     edgekit.inspect("student.onnx")                           # IO, MACs, ops, target support
+    edgekit.benchmark(art.path, threads=2)                    # latency and outputs on one input
 
 Heavy packages (torch, tensorflow, openvino, coremltools, ncnn) are imported only when used.
 """
@@ -13,10 +14,10 @@ Heavy packages (torch, tensorflow, openvino, coremltools, ncnn) are imported onl
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["convert", "load", "validate", "inspect", "doctor", "__version__"]
+__all__ = ["convert", "load", "validate", "inspect", "benchmark", "doctor", "__version__"]
 
-_API = {"convert": "edgekit.core.conversion", "load": "edgekit.api", "validate": "edgekit.api",
-        "inspect": "edgekit.api", "doctor": "edgekit.backends.doctor"}
+_API = {"convert": "edgekit.api", "load": "edgekit.api", "validate": "edgekit.api", "inspect": "edgekit.api",
+        "benchmark": "edgekit.api", "doctor": "edgekit.backends.doctor"}
 
 
 def __getattr__(name: str):

@@ -1,4 +1,9 @@
-"""The public Python API besides :func:`edgekit.convert`: load, validate, inspect."""
+"""The public Python API: :func:`convert`, :func:`load`, :func:`validate`, :func:`inspect`, :func:`benchmark`.
+
+The CLI parses its flags, calls these and prints what they return; applications (profiling, pipelines, video,
+training) live in :mod:`edgekit.apps`, the conversion core in :mod:`edgekit.core`, each format in
+:mod:`edgekit.backends`.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,22 @@ from edgekit.backends.registry import open_session
 from edgekit.backends.session import Session
 from edgekit.core import calibration
 from edgekit.core.artifact import Artifact
+from edgekit.core.conversion import convert
 from edgekit.core.ingest import load_source
 from edgekit.core.parity import ParityReport, check
-from edgekit.errors import InputError
+from edgekit.errors import InputError, OutputError
+
+__all__ = ["convert", "load", "validate", "inspect", "benchmark", "read_input", "reference_session"]
 
 
 def load(artifact: str | Path | Artifact, threads: int = 1, delegate: str = "cpu") -> Session:
-    """Open a session on an artifact directory. ``session.run({name: array})`` runs it."""
+    """Open a session on an artifact directory. ``session.run({name: array})`` runs it.
+
+    Raises:
+        InputError: not an artifact, or one whose ``artifact.json``, paths or file hashes do not check out.
+        DeviceError: the delegate cannot run here.
+        MissingDependencyError: the runtime's package is not installed (the message names the extra).
+    """
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     return open_session(art, threads=threads, delegate=delegate)
 
@@ -63,7 +77,89 @@ def validate(artifact: str | Path | Artifact, reference: str | Path | None = Non
 
 
 def inspect(model, input_shapes: list[str] | None = None):
-    """Describe a model: IO, parameters, MACs per op type, op histogram and per-target op support."""
+    """Describe a model: IO, parameters, MACs per op type, op histogram and per-target op support.
+
+    Raises:
+        InputError: the model cannot be read.
+    """
     from edgekit.core.inspection import inspect_model
 
     return inspect_model(model, input_shapes)
+
+
+def read_input(path: Path | None, io) -> dict:
+    """One input for a model with spec ``io``: a ``.npy`` of exactly the input's shape (batch dimension optional),
+    an image file (pre-processed as the spec says), or, with ``path`` None, a generated sample.
+
+    Raises:
+        InputError: several inputs, a missing or unreadable file, or a shape that does not fit.
+    """
+    if path is None:
+        return calibration.samples(io, None, n=1, seed=7)[0]
+    path = Path(path)
+    if len(io.inputs) != 1:
+        raise InputError("--input feeds single-input models; this one has several")
+    spec = io.inputs[0]
+    if not path.exists():
+        raise InputError(f"input file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"input {path} is not a file (give a .npy or an image)")
+    if path.suffix.lower() == ".npy":
+        return {spec.name: calibration.load_npy(path, spec, what="input", exact=True)}
+    if path.suffix.lower() not in calibration.IMAGE_SUFFIXES:
+        raise InputError(f"input {path.name}: expected a .npy or an image "
+                         f"({', '.join(sorted(calibration.IMAGE_SUFFIXES))})")
+    return {spec.name: calibration.load_image_files([path], spec, what="input")}
+
+
+def _npz_target(save: Path) -> Path:
+    if save.suffix != ".npz":
+        save = save.with_name(save.name + ".npz")  # what numpy would have written
+    if not save.parent.is_dir():
+        raise OutputError(f"cannot save outputs to {save}: folder {save.parent} does not exist")
+    if save.is_dir():
+        raise OutputError(f"cannot save outputs to {save}: it is a folder")
+    return save
+
+
+def benchmark(artifact: str | Path | Artifact, input: Path | None = None, threads: int = 1, delegate: str = "cpu",
+              runs: int = 50, placement: bool = False, save: Path | None = None) -> dict:
+    """Run an artifact on one input (:func:`read_input`) and time it: ``{"artifact", "threads", "delegate",
+    "latency" (p50/p90/...), "outputs" (shape/min/max/mean per output), "placement" (when asked)}``; with
+    ``save``, the outputs are written to that ``.npz`` (atomically; its folder must exist).
+
+    Raises:
+        InputError: bad threads/runs, the artifact or the input cannot be used.
+        OutputError: ``save`` cannot be written.
+        DeviceError: the delegate cannot run here.
+    """
+    import io as iolib
+
+    import numpy as np
+
+    from edgekit.apps.profiling.latency import measure
+    from edgekit.backends.session import check_threads
+    from edgekit.core.files import write_atomic
+
+    check_threads(threads)
+    if runs < 1:
+        raise InputError(f"--runs must be at least 1, got {runs}")
+    save = _npz_target(Path(save)) if save is not None else None
+    sess = load(artifact, threads=threads, delegate=delegate)
+    inputs = read_input(input, sess.io)
+    outputs = sess.run(inputs)
+    lat = measure(sess, inputs, runs=runs)
+    if save:
+        buf = iolib.BytesIO()
+        np.savez(buf, **outputs)
+        try:
+            write_atomic(save, buf.getvalue())
+        except OSError as e:
+            raise OutputError(f"cannot save outputs to {save}: {e.strerror or e}") from e
+    result = {"artifact": str(getattr(artifact, "path", artifact)), "threads": threads, "delegate": delegate,
+              "latency": lat.to_dict(),
+              "outputs": {k: {"shape": list(v.shape), "min": float(v.min()), "max": float(v.max()),
+                              "mean": float(v.mean())} for k, v in outputs.items()}}
+    if placement:
+        result["placement"] = sess.placement().to_dict()
+    return result

@@ -181,7 +181,8 @@ def _print_target_options(target: str, as_json: bool) -> None:
 
 def _print_parity(parity: dict) -> None:
     t = Table("output", "max |diff|", "mean |diff|", "cosine", "mask IoU", "PSNR dB", "result",
-              title=f"parity vs ONNX Runtime fp32 ({parity['samples']} inputs, {parity['precision_class']} tolerances)")
+              title=f"parity vs {parity.get('reference', 'ONNX Runtime fp32')} ({parity['samples']} inputs, "
+                    f"{parity['precision_class']} tolerances)")
     for o in parity["outputs"]:
         t.add_row(o["name"], f"{o['max_abs']:.3g}", f"{o['mean_abs']:.3g}", f"{o['cosine']:.6f}",
                   "-" if o["iou"] is None else f"{o['iou']:.4f} (min {o['iou_min']:.4f})" + (
@@ -210,47 +211,15 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, as_json)
     \b
     Example:  edgekit run out/student-onnx-int8 --input face.jpg --threads 2 --placement
     """
-    import io as iolib
+    from edgekit.api import benchmark
 
-    import numpy as np
-
-    from edgekit.api import load
-    from edgekit.apps.profiling.latency import measure
-    from edgekit.backends.session import check_threads
-    from edgekit.core import calibration
-    from edgekit.core.files import write_atomic
-    from edgekit.errors import InputError, OutputError
-
-    check_threads(threads)
-    if runs < 1:
-        raise InputError(f"--runs must be at least 1, got {runs}")
-    if save is not None:
-        if save.suffix != ".npz":
-            save = save.with_name(save.name + ".npz")  # what numpy would have written
-        if not save.parent.is_dir():
-            raise OutputError(f"cannot save outputs to {save}: folder {save.parent} does not exist")
-        if save.is_dir():
-            raise OutputError(f"cannot save outputs to {save}: it is a folder")
-    sess = load(artifact, threads=threads, delegate=delegate)
-    inputs = _read_input(input_file, sess.io, calibration)
-    outputs = sess.run(inputs)
-    lat = measure(sess, inputs, runs=runs)
-    if save:
-        buf = iolib.BytesIO()
-        np.savez(buf, **outputs)
-        try:
-            write_atomic(save, buf.getvalue())
-        except OSError as e:
-            raise OutputError(f"cannot save outputs to {save}: {e.strerror or e}") from e
-    result = {"artifact": str(artifact), "threads": threads, "delegate": delegate, "latency": lat.to_dict(),
-              "outputs": {k: {"shape": list(v.shape), "min": float(v.min()), "max": float(v.max()),
-                              "mean": float(v.mean())} for k, v in outputs.items()}}
-    if placement:
-        result["placement"] = sess.placement().to_dict()
+    result = benchmark(artifact, input_file, threads=threads, delegate=delegate, runs=runs, placement=placement,
+                       save=save)
     if as_json:
         return _emit_json(result)
-    out.print(f"{artifact}: p50 {lat.p50_ms:.2f} ms  p90 {lat.p90_ms:.2f} ms  ({runs} runs, {threads} thread(s), "
-              f"{delegate})")
+    lat = result["latency"]
+    out.print(f"{artifact}: p50 {lat['p50_ms']:.2f} ms  p90 {lat['p90_ms']:.2f} ms  ({runs} runs, {threads} "
+              f"thread(s), {delegate})")
     t = Table("output", "shape", "min", "max", "mean")
     for k, v in result["outputs"].items():
         t.add_row(k, "x".join(map(str, v["shape"])), f"{v['min']:.4g}", f"{v['max']:.4g}", f"{v['mean']:.4g}")
@@ -258,27 +227,6 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, as_json)
     if placement:
         p = result["placement"]
         out.print("placement: " + ", ".join(f"{u}: {n} ops" for u, n in p["ops_per_unit"].items()))
-
-
-def _read_input(path, io, calibration):
-    """``--input``: one .npy of exactly the input's shape (batch dimension optional) or one image file."""
-    from edgekit.errors import InputError
-
-    if path is None:
-        return calibration.samples(io, None, n=1, seed=7)[0]
-    if len(io.inputs) != 1:
-        raise InputError("--input feeds single-input models; this one has several")
-    spec = io.inputs[0]
-    if not path.exists():
-        raise InputError(f"input file not found: {path}")
-    if not path.is_file():
-        raise InputError(f"input {path} is not a file (give a .npy or an image)")
-    if path.suffix.lower() == ".npy":
-        return {spec.name: calibration.load_npy(path, spec, what="input", exact=True)}
-    if path.suffix.lower() not in calibration.IMAGE_SUFFIXES:
-        raise InputError(f"input {path.name}: expected a .npy or an image "
-                         f"({', '.join(sorted(calibration.IMAGE_SUFFIXES))})")
-    return {spec.name: calibration.load_image_files([path], spec, what="input")}
 
 
 @cli.command()
@@ -423,14 +371,12 @@ def distill(config, resume, nproc, teacher_module, as_json):
     Ends with the student's mask IoU / boundary F on the held-out set and OUTPUT/student.onnx.
     """
     from edgekit.apps.train.distill import distill as run_distill
-    from edgekit.apps.train.distill import launch
+    from edgekit.apps.train.distill import distill_distributed
     from edgekit.apps.train.recipe import load_recipe
 
     recipe = load_recipe(config, teacher_module=teacher_module)  # validated before anything trains
     if nproc > 1:
-        if launch(config, nproc, resume, teacher_module) != 0:
-            raise EdgekitError(f"distributed training on {nproc} processes failed (see the log above)")
-        result = json.loads((Path(recipe.output) / "metrics.json").read_text())
+        result = distill_distributed(recipe, config, nproc, resume, teacher_module)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -471,7 +417,7 @@ def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
       edgekit schedule virtual-background
       edgekit schedule profiles/pipelines/virtual-background.yaml --run 120 --timeline tl.png
     """
-    from edgekit.apps.pipeline.schedule import compare, synthetic_frames
+    from edgekit.apps.pipeline.schedule import compare, cost_table, synthetic_frames
     from edgekit.apps.pipeline.schedule import schedule as do_schedule
 
     with err.status("measuring every stage on every unit"):
@@ -484,16 +430,10 @@ def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
             result["run"] = compare(s, synthetic_frames(frames), timeline=timeline)
     if as_json:
         return _emit_json(result)
-    t = Table("stage", *[c for c in sorted({c.split(":")[0] for st in s.spec.stages for c in st.units})],
-              "placed on", title=f"{s.spec.name}: measured ms per frame")
-    units = sorted({c.split(":")[0] for st in s.spec.stages for c in st.units})
-    for st in s.spec.stages:
-        cells = []
-        for u in units:
-            opts = [f"{c.split(':')[1] + ' ' if ':' in c else ''}{s.costs[(st.name, c)]:.2f}" for c in st.units
-                    if c.split(":")[0] == u and (st.name, c) in s.costs]
-            cells.append(", ".join(opts) or "-")
-        t.add_row(st.name, *cells, f"[bold]{s.plan.assignment[st.name]}[/]")
+    units, rows = cost_table(s)
+    t = Table("stage", *units, "placed on", title=f"{s.spec.name}: measured ms per frame")
+    for stage, cells, placed in rows:
+        t.add_row(stage, *cells, f"[bold]{placed}[/]")
     out.print(t)
     for u in s.units.values():
         out.print(f"  {u.name}: {u.description}")

@@ -29,6 +29,21 @@ class Scheduled:
     plan: Plan
 
 
+def cost_table(s: Scheduled) -> tuple[list[str], list[tuple[str, list[str], str]]]:
+    """The measured costs as a table: the unit names (columns), then per stage ``(stage, cells, placed on)``
+    where each cell lists that unit's measured choices (``"onnx 3.21, ncnn 2.80"``) or ``-``."""
+    units = sorted({c.split(":")[0] for st in s.spec.stages for c in st.units})
+    rows = []
+    for st in s.spec.stages:
+        cells = []
+        for u in units:
+            opts = [f"{c.split(':')[1] + ' ' if ':' in c else ''}{s.costs[(st.name, c)]:.2f}" for c in st.units
+                    if c.split(":")[0] == u and (st.name, c) in s.costs]
+            cells.append(", ".join(opts) or "-")
+        rows.append((st.name, cells, s.plan.assignment[st.name]))
+    return units, rows
+
+
 def schedule(pipeline: str | Path, device: str = "local", latency_bound_ms: float = 100.0,
              frame: np.ndarray | None = None, repeats: int = 10) -> Scheduled:
     """Measure every (stage, unit) cost on ``device`` and choose the placement.

@@ -325,6 +325,18 @@ def export(student, out: Path) -> Path:
     return path
 
 
+def distill_distributed(recipe: Recipe, config: str | Path, nproc: int, resume: bool,
+                        teacher_module: str | None = None) -> dict:
+    """:func:`distill` on ``nproc`` CPU processes (:func:`launch`); returns the metrics rank 0 wrote.
+
+    Raises:
+        EdgekitError: the distributed run failed.
+    """
+    if launch(config, nproc, resume, teacher_module) != 0:
+        raise EdgekitError(f"distributed training on {nproc} processes failed (see the log above)")
+    return json.loads((Path(recipe.output) / "metrics.json").read_text())
+
+
 def launch(config: str | Path, nproc: int, resume: bool, teacher_module: str | None = None) -> int:
     """Run a recipe on ``nproc`` CPU processes (gloo) through torch.distributed.run; returns its exit status.
 
