@@ -1,6 +1,7 @@
 """Convert one model to many targets and resolutions, then measure size, parity and latency.
 
-Shared by ``edgekit demo`` and the scripts in ``benchmarks/``.
+The API behind ``edgekit demo``: :func:`run_matrix` returns one :class:`MatrixRow` per (target, delegate,
+resolution). The scripts in ``benchmarks/`` print and save it as markdown (``benchmarks/harness.py``).
 """
 
 from __future__ import annotations
@@ -104,40 +105,3 @@ def _measure(art, delegate: str, resolution: str, convert_s: float, threads, run
     except EdgekitError as e:
         row.error = str(e)
     return row
-
-
-def markdown(rows: list[MatrixRow], threads: tuple[int, ...] = (1, 2)) -> str:
-    head = "| target | delegate | input | size KiB | parity | mask IoU vs fp32 | max abs diff | convert s |" + \
-        "".join(f" p50 ms {n}T |" for n in threads)
-    lines = [head, "|" + "---|" * (8 + len(threads))]
-    for r in rows:
-        iou = "-" if r.iou is None else f"{r.iou:.4f}"
-        lat = "".join(f" {r.p50_ms[n]:.2f} |" if n in r.p50_ms else " - |" for n in threads)
-        parity = r.parity if not r.error else f"{r.parity}: {r.error[:60]}"
-        lines.append(f"| {r.target} | {r.delegate} | {r.resolution} | {r.size_kib:.0f} | {parity} | {iou} | "
-                     f"{r.max_abs:.2g} | {r.convert_s:.1f} |{lat}")
-    return "\n".join(lines)
-
-
-def bench_main(name: str, targets: list[str], delegates: dict[str, list[str]] | None = None,
-               resolutions: tuple[tuple[int, int], ...] = ((256, 256), (144, 256)), runs: int = 50,
-               threads: tuple[int, ...] = (1, 2)) -> list[MatrixRow]:
-    """Entry point of the ``benchmarks/bench_*.py`` scripts: measure, print and save a markdown table."""
-    import platform
-
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    out_dir = Path("out") / "bench" / name
-    with console.status(name) as status:
-        rows = run_matrix(BUNDLED_MODEL, targets, list(resolutions), out_dir, threads=threads, runs=runs,
-                          delegates=delegates, progress=lambda m: status.update(f"{name}: {m}"))
-    table = markdown(rows, threads)
-    timing = f"median of {runs} runs" if threads else "no runtime here: parity by the MIL reference evaluator"
-    header = f"### {name}: bundled portrait-seg student, {timing} ({platform.machine()}, " \
-             f"{__import__('os').cpu_count()} cores)\n\n"
-    print(header + table)
-    results = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"{name}.md").write_text(header + table + "\n")
-    return rows
