@@ -2,15 +2,19 @@
 
 ``edgekit models fetch mediapipe`` downloads that wheel with pip (no dependencies) and extracts the
 selfie segmenters, the short-range face detector and the 468-point face landmarker into edgekit's
-cache. Newer mediapipe wheels no longer carry them. Nothing is committed to the repository.
+cache, each with a model card beside it (``NAME.yaml``: value range, colour order, output kinds, licence),
+so ``edgekit convert ~/.cache/edgekit/mediapipe/0.10.14/NAME.tflite --target T`` knows how pixels become
+the model's input. Newer mediapipe wheels no longer carry them. Nothing is committed to the repository.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, InputError
@@ -22,6 +26,61 @@ MODELS = {
     "face_detection_short_range": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
     "face_landmark": "mediapipe/modules/face_landmark/face_landmark.tflite",
 }
+
+LICENCE = "Apache-2.0"
+SOURCE = f"the mediapipe=={VERSION} wheel on PyPI"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``edgekit models list`` says about a model, and its card's pre-processing."""
+
+    name: str
+    task: str
+    input: str
+    value_range: tuple[float, float]
+    outputs: dict[str, str]          # output tensor -> card kind
+    resolutions: tuple[tuple[int, int], ...]
+    description: str
+
+
+INFO = {
+    "selfie_segmentation": ModelInfo(
+        "selfie_segmentation", "segmentation", "input_1", (0.0, 1.0), {"activation_10": "probability"},
+        ((256, 256),), "MediaPipe's general selfie segmenter (person probability)"),
+    "selfie_segmentation_landscape": ModelInfo(
+        "selfie_segmentation_landscape", "segmentation", "input_1", (0.0, 1.0), {"segment_back": "probability"},
+        ((144, 256),), "MediaPipe's landscape selfie segmenter (Meet; person probability)"),
+    "face_detection_short_range": ModelInfo(
+        "face_detection_short_range", "detection", "input", (-1.0, 1.0),
+        {"regressors": "tensor", "classificators": "tensor"}, ((128, 128),),
+        "MediaPipe's BlazeFace short-range face detector (896 anchors: boxes, 6 keypoints, scores)"),
+    "face_landmark": ModelInfo(
+        "face_landmark", "landmarks", "input_1", (0.0, 1.0), {"conv2d_21": "tensor", "conv2d_31": "tensor"},
+        ((192, 192),), "MediaPipe's 468-point face mesh (landmarks, face presence logit)"),
+}
+
+
+def card_text(name: str) -> str:
+    """The model card (YAML) edgekit writes beside a fetched model."""
+    info = INFO[name]
+    lo, hi = info.value_range
+    outputs = "".join(f"  - name: {o}\n    kind: {k}\n" for o, k in info.outputs.items())
+    h, w = info.resolutions[0]
+    return (f"# Model card written by edgekit models fetch mediapipe ({SOURCE}; licence {LICENCE})\n"
+            f"name: {name}\ntask: {info.task}\ndescription: {json.dumps(info.description)}\nlicence: {LICENCE}\n"
+            f"inputs:\n  - name: {info.input}\n    shape: [1, {h}, {w}, 3]\n    layout: NHWC\n    color: RGB\n"
+            f"    value_range: [{lo}, {hi}]\n    mean: [0.0, 0.0, 0.0]\n    std: [1.0, 1.0, 1.0]\n"
+            f"outputs:\n{outputs}resolutions: [[{h}, {w}]]\n")
+
+
+def _write_cards(folder: Path) -> None:
+    from edgekit.core.files import write_atomic
+
+    for name in MODELS:
+        card = folder / f"{name}.yaml"
+        if (folder / f"{name}.tflite").is_file() and (not card.is_file() or card.read_text() != card_text(name)):
+            write_atomic(card, card_text(name))
 
 
 def cache_dir() -> Path:
@@ -55,6 +114,7 @@ def fetch() -> dict[str, Path]:
 
     dest = cache_dir()
     if all((dest / f"{n}.tflite").is_file() for n in MODELS):
+        _write_cards(dest)  # a cache fetched by an older edgekit has no cards yet
         return {n: dest / f"{n}.tflite" for n in MODELS}
     with tempfile.TemporaryDirectory(prefix="edgekit-mediapipe-") as tmp, cache_staging(dest) as stage:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
@@ -69,6 +129,7 @@ def fetch() -> dict[str, Path]:
                     (stage / f"{name}.tflite").write_bytes(z.read(member))
         except (zipfile.BadZipFile, KeyError, OSError) as e:
             raise EdgekitError(f"the mediapipe=={VERSION} wheel could not be read: {e}") from e
+        _write_cards(stage)
     return {n: dest / f"{n}.tflite" for n in MODELS}
 
 
