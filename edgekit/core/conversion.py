@@ -74,14 +74,15 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
         checks = _check_inputs(src, gate, tgt, confirm_preprocess, say)
         data, cal = gate.all, gate.calibration
         job = ConversionJob(src, tgt, cal, options)
-        reference = OrtSession.reference(src)
+        reference = src.reference() if src.reference is not None else OrtSession.reference(src)
         ref_out = [reference.run(s) for s in data]
         with staging(out, protect=[model, calib]) as stage:
             artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say)
             artifact.parity = report.to_dict()
             artifact.parity["data"] = gate.describe
+            artifact.parity["reference"] = src.reference_label
             artifact.parity["input_check"] = [c.to_dict() for c in checks]
-            artifact.notes.extend(_input_notes(src.io, tgt, calib, gate, checks))
+            artifact.notes.extend([*src.notes, *_input_notes(src.io, tgt, calib, gate, checks)])
             shutil.copyfile(src.onnx_path, stage / REFERENCE_FILE)
             artifact.reference = REFERENCE_FILE
             artifact.save()
@@ -247,7 +248,7 @@ def _attempt(converter, job: ConversionJob, stage: Path, data, ref_out, say: Pro
                         source_io=job.source.io, source=job.source.describe(), route=converted.route,
                         tools=converted.tools, options={**job.options, **converted.options},
                         notes=list(converted.notes))
-    say("checking parity against the ONNX Runtime reference")
+    say("checking parity against the reference")
     session = converter.verifier(artifact)
     try:
         report = check(None, session, data, job.target.tolerance_class, ref_outputs=ref_out)

@@ -27,6 +27,7 @@ def extra_of(package: str) -> str:
 #: packages that cannot be expressed as an extra because their wheel pins clash with the rest
 NO_DEPS_HINTS = {
     "onnx2tf": "pip install --no-deps onnx2tf==1.29.24 simple_onnx_processing_tools==1.1.32",
+    "tf2onnx": "pip install --no-deps tf2onnx==1.17.0",
 }
 
 DIST_NAMES = {"ai_edge_litert": "ai-edge-litert", "litert_torch": "litert-torch", "tensorflow": "tensorflow-cpu"}

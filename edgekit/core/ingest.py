@@ -46,6 +46,11 @@ class SourceModel:
     input_shapes: dict[str, tuple[int, ...]]
     torch_module: Any = None
     notes: list[str] = field(default_factory=list)
+    #: ``reference(threads=1)`` -> the parity reference Session, for sources that are not ONNX themselves (a
+    #: backend's source loader sets it: the original model in its own runtime); None: ONNX Runtime on ``onnx_path``
+    reference: Any = None
+    #: what the parity gate compares against (recorded in the parity report)
+    reference_label: str = "ONNX Runtime fp32"
 
     def describe(self) -> dict:
         return {"path": self.path, "kind": self.kind, "sha256": self.sha256,
@@ -110,6 +115,8 @@ def load_source(source: Any, workdir: Path, input_shapes: dict | None = None,
     torch_module = None
     if _is_torch_module(source):
         torch_module, path, kind = source, f"<{type(source).__name__}>", "torch"
+    elif isinstance(source, (str, Path)) and (loader := _source_loader(source)) is not None:
+        return loader(source, workdir, input_shapes, card, simplify)  # a backend reads its own format
     elif isinstance(source, (str, Path)) and _looks_like_onnx(source):
         path, kind = str(source), "onnx"
     elif isinstance(source, (str, Path)):
@@ -137,6 +144,17 @@ def load_source(source: Any, workdir: Path, input_shapes: dict | None = None,
     _save(model, prepared)
     return SourceModel(path=path, kind=kind, sha256=sha, onnx_path=prepared, model=model,
                        io=io_spec(model, card), card=card, input_shapes=shapes, torch_module=torch_module)
+
+
+def _source_loader(source):
+    """The source loader of the backend that reads ``source``'s suffix (its declaration's ``sources``), or None."""
+    from edgekit.backends.registry import source_backend
+
+    backend = source_backend(source)
+    if backend is None or not backend.source_loader:
+        return None
+    module, _, attr = backend.source_loader.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _looks_like_onnx(source) -> bool:

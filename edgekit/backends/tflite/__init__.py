@@ -7,7 +7,7 @@ BACKEND = Backend(
     quantized=("int8-dynamic", "int8"),
     converter="edgekit.backends.tflite.converter:TFLiteConverter",
     session="edgekit.backends.tflite.session:LiteRTSession",
-    extra="tflite", packages=("ai_edge_litert", "tensorflow", "onnx2tf", "litert_torch"),
+    extra="tflite", packages=("ai_edge_litert", "tensorflow", "onnx2tf", "litert_torch", "tf2onnx"),
     delegates={"cpu": "cpu", "cpu-ref": "cpu", "gpu=LIB": "gpu", "npu=LIB": "npu"},
     options=(
         Option("io_layout", "layout of the artifact's inputs (onnx2tf writes NHWC; nchw keeps the source's)",
@@ -17,6 +17,7 @@ BACKEND = Backend(
         Option("route", "converter route: onnx2tf (any source), litert-torch (PyTorch sources, fp32/int8)",
                choices=("onnx2tf", "litert-torch")),
     ),
+    sources=(".tflite",), source_loader="edgekit.backends.tflite.source:load",
     device_benchmark="benchmark_model",
     note="the format is tflite, the runtime that runs it is LiteRT (ai_edge_litert)",
 )
