@@ -26,6 +26,12 @@ def _fmt_bool(v) -> str:
     return {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}[v]
 
 
+#: flags shared by several commands, declared once
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of tables.")
+input_shape_option = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1x3xHxW",
+                                  help="Fix dynamic input dims (repeat per input).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgekit")
 def cli():
@@ -44,9 +50,8 @@ def cli():
 
 @cli.command()
 @click.argument("model")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1x3xHxW",
-              help="Fix dynamic input dims (repeat per input).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@input_shape_option
+@json_option
 def inspect(model, input_shapes, as_json):
     """IO, parameters, MACs per op type, op histogram and per-target op support of MODEL.
 
@@ -85,7 +90,7 @@ def inspect(model, input_shapes, as_json):
 @click.option("--target", "-t", required=True, help="e.g. onnx-fp32, onnx-int8, tflite-int8, openvino-fp16.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Artifact directory (default out/NAME-TARGET).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of images or .npy batch for calibration.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1x3xHxW", help="Fix dynamic dims.")
+@input_shape_option
 @click.option("--option", "-O", "target_options", multiple=True, metavar="KEY=VALUE",
               help="A converter option of the target's backend (repeatable); --help-target T lists them.")
 @click.option("--help-target", is_flag=True, help="List the options of --target's backend and exit.")
@@ -99,7 +104,7 @@ def inspect(model, input_shapes, as_json):
 @click.option("--color", type=click.Choice(["RGB", "BGR"], case_sensitive=False), help="Channel order.")
 @click.option("--confirm-preprocess", is_flag=True,
               help="Quantize even though the model's first layer suggests another pre-processing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the artifact manifest as JSON.")
+@json_option
 def convert(model, target, output, calib, input_shapes, target_options, help_target, calib_samples, preprocess, mean,
             std, value_range, color, confirm_preprocess, as_json):
     """Convert MODEL (ONNX file or PyTorch reference) to TARGET and prove parity.
@@ -204,7 +209,7 @@ def _print_parity(parity: dict) -> None:
 @click.option("--placement", is_flag=True, help="Show which unit ran how many ops.")
 @click.option("--save", type=click.Path(path_type=Path),
               help="Save outputs to this .npz file (its folder must exist; an existing file is replaced whole).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def run(artifact, input_file, threads, delegate, runs, placement, save, as_json):
     """Run ARTIFACT on an input (or a generated one) and report latency and outputs.
 
@@ -234,7 +239,7 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, as_json)
 @click.option("--reference", type=click.Path(path_type=Path), help="Compare against this model instead.")
 @click.option("--data", type=click.Path(path_type=Path), help="Folder of images or .npy (default: generated).")
 @click.option("--samples", default=16, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def validate(artifact, reference, data, samples, as_json):
     """Re-run the parity gate of ARTIFACT on fresh inputs (exit code 6 when it fails).
 
@@ -252,7 +257,7 @@ def validate(artifact, reference, data, samples, as_json):
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def doctor(as_json):
     """List each backend: installed or not, versions, devices/delegates it sees here."""
     from edgekit.backends import doctor as doc
@@ -273,7 +278,7 @@ def doctor(as_json):
 @click.option("--target", "targets", multiple=True, help="Targets (default: every one installed here).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True)
 @click.option("--runs", default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def demo(model, targets, output, runs, as_json):
     """Convert the bundled student to every implemented target; one table of size, parity, latency."""
     from edgekit.apps.profiling.matrix import BUNDLED_MODEL, available_targets, run_matrix
@@ -307,7 +312,7 @@ def demo(model, targets, output, runs, as_json):
 @click.option("--delegate-lib", "delegate_libs", multiple=True, metavar="UNIT=PATH",
               help="Library of a delegate the profile names (e.g. gpu=/path/libdelegate.so); a profile file "
                    "never names a library itself.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
     """Sweep a device profile, pick the best configuration under its frame budget, write the app config.
 
@@ -360,7 +365,7 @@ def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
 @click.option("--nproc", default=1, show_default=True, help="CPU processes (torch.distributed, gloo).")
 @click.option("--teacher-module", metavar="PKG.MOD:FACTORY", help="A teacher given as code (teacher.kind: module); "
               "a recipe file alone cannot name code to import.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def distill(config, resume, nproc, teacher_module, as_json):
     """Train a student from a teacher (pixelwise KL, pairwise affinity, attention transfer).
 
@@ -408,7 +413,7 @@ def distill(config, resume, nproc, teacher_module, as_json):
 @click.option("--latency-bound", default=100.0, show_default=True, help="Per-frame latency bound (ms).")
 @click.option("--run", "frames", default=0, help="Also run N synthetic 720p frames pipelined vs sequential.")
 @click.option("--timeline", type=click.Path(path_type=Path), help="Write a timeline PNG of the run.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
     """Place a multi-model pipeline's stages on this machine's compute units and explain the plan.
 
@@ -460,7 +465,7 @@ def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
 @click.option("--sequential", is_flag=True, help="One stage after another (no pipelining), for comparison.")
 @click.option("--strict", is_flag=True, help="Any deviation from the app config (fallback used, fail-over, a unit "
               "of the chosen runtime unavailable, a config field that disagrees with its artifact) is an error.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def process(input_path, output, config, effects, background, strengths, max_frames, sequential, strict, as_json):
     """Run video pre-processing effects on INPUT (video file, image folder, or camera:N).
 
