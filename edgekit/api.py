@@ -24,8 +24,11 @@ from edgekit.errors import InputError, OutputError
 __all__ = ["convert", "load", "validate", "inspect", "benchmark", "read_input", "reference_session"]
 
 
-def load(artifact: str | Path | Artifact, threads: int = 1, delegate: str = "cpu") -> Session:
+def load(artifact: str | Path | Artifact, threads: int = 1, delegate: str = "cpu", spin: bool | None = None) -> Session:
     """Open a session on an artifact directory. ``session.run({name: array})`` runs it.
+
+    ``spin``: whether the runtime's worker threads busy-wait between runs (None: the runtime's default, off;
+    ``session.run_options()`` says what was applied).
 
     Raises:
         InputError: not an artifact, or one whose ``artifact.json``, paths or file hashes do not check out.
@@ -33,7 +36,7 @@ def load(artifact: str | Path | Artifact, threads: int = 1, delegate: str = "cpu
         MissingDependencyError: the runtime's package is not installed (the message names the extra).
     """
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-    return open_session(art, threads=threads, delegate=delegate)
+    return open_session(art, threads=threads, delegate=delegate, spin=spin)
 
 
 def reference_session(artifact: Artifact, reference: str | Path | None = None, work: Path | None = None):
@@ -60,14 +63,19 @@ def reference_session(artifact: Artifact, reference: str | Path | None = None, w
 
 def validate(artifact: str | Path | Artifact, reference: str | Path | None = None, data: str | Path | None = None,
              samples: int = 16, seed: int = 4242, raise_on_fail: bool = True) -> ParityReport:
-    """Re-run the parity gate of an artifact against its stored reference (or ``reference``) on fresh inputs.
+    """Re-run the parity gate of an artifact against its stored reference (or ``reference``) on fresh inputs
+    (``samples`` of them; at least as many as a classifier output needs, see
+    :func:`~edgekit.core.parity.samples_needed`).
 
     Raises:
         ParityError: the artifact fails the gate (unless ``raise_on_fail`` is False).
         InputError: the artifact, its reference or the data cannot be used.
     """
+    from edgekit.core.parity import samples_needed
+
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     ref, io = reference_session(art, reference)
+    samples = max(samples, samples_needed(io, art.target.tolerance_class))  # a classifier: one yes/no per sample
     inputs = calibration.samples(io, data, n=samples, seed=seed)
     cand = registry.get(art.target.format).verifier(art)
     report = check(ref, cand, inputs, art.target.tolerance_class)

@@ -20,7 +20,14 @@ from edgekit.core import calibration
 from edgekit.core import preprocess as preprocessing
 from edgekit.core.artifact import Artifact, staging
 from edgekit.core.ingest import load_source, parse_input_shapes
-from edgekit.core.parity import ParityReport, check, require_finite_inputs, require_finite_reference
+from edgekit.core.parity import (
+    TOLERANCES,
+    ParityReport,
+    check,
+    require_finite_inputs,
+    require_finite_reference,
+    samples_needed,
+)
 from edgekit.core.target import Target
 from edgekit.errors import InputError, ParityError
 
@@ -70,6 +77,9 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
         src.io = preprocessing.resolve(src.io, src.card, stated)
         _refuse_unknown_inputs(tgt, src.io, calib)
         say("preparing calibration and validation inputs")
+        # a classifier's top-1 agreement is one yes/no per sample: hold back enough samples to mean something
+        needed = samples_needed(src.io, tgt.tolerance_class)
+        held_back = max(held_back, needed - calib_samples)
         gate = calibration.gate_data(src.io, calib, calib_samples, held_back)
         checks = _check_inputs(src, gate, tgt, confirm_preprocess, say)
         data, cal = gate.all, gate.calibration
@@ -83,6 +93,10 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
             artifact.parity["reference"] = src.reference_label
             artifact.parity["input_check"] = [c.to_dict() for c in checks]
             artifact.notes.extend([*src.notes, *_input_notes(src.io, tgt, calib, gate, checks)])
+            if needed:
+                floor = TOLERANCES[tgt.tolerance_class].min_agreement
+                artifact.notes.append(f"classifier output: the gate compared {len(data)} samples, enough for "
+                                      f"top-1 agreement on all of them to show >= {floor} at 95% confidence")
             shutil.copyfile(src.onnx_path, stage / REFERENCE_FILE)
             artifact.reference = REFERENCE_FILE
             artifact.save()

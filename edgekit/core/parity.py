@@ -183,6 +183,34 @@ def require_finite_reference(refs: list[dict[str, np.ndarray]], what: str = "the
                              "fix the source model: no target can be checked against it")
 
 
+#: confidence with which a classifier that agreed on every gate sample is shown to meet ``min_agreement``
+CLASSIFIER_CONFIDENCE = 0.95
+
+
+def one_decision_per_sample(spec) -> bool:
+    """Whether an output makes one class decision per sample (a classifier): then each gate sample is a single
+    yes/no, and a handful of samples proves little about the agreement rate."""
+    if spec.kind not in MAP_KINDS or not spec.shape:
+        return False
+    per_sample = [d for d in spec.shape[1:] if d != 1]  # (1, 1000): 1000 scores; (1, 1): one label
+    return len(per_sample) <= 1 and (spec.kind == "labels" or (len(spec.shape) == 2 and spec.shape[1] > 1))
+
+
+def samples_needed(io, precision_class: str, confidence: float = CLASSIFIER_CONFIDENCE) -> int:
+    """Gate samples needed for a classifier whose only guard is top-1 agreement (no max-abs check on its
+    scores, as for quantized targets): the smallest n such that agreeing on all n shows agreement >=
+    ``min_agreement`` with ``confidence`` (``min_agreement ** n <= 1 - confidence``; 149 for 0.98). 0 when no
+    output is a classifier or the scores themselves are checked."""
+    import math
+
+    tol = TOLERANCES[precision_class]
+    if tol.max_abs is not None or not tol.min_agreement or tol.min_agreement >= 1:
+        return 0
+    if not any(one_decision_per_sample(s) for s in io.outputs):
+        return 0
+    return math.ceil(math.log(1 - confidence) / math.log(tol.min_agreement))
+
+
 def _class_axis(spec, ndim: int) -> int | None:
     """Axis of the class scores in one sample (batch dim kept), or None when there is none."""
     if ndim == 2:  # (batch, classes): a classifier
@@ -258,7 +286,8 @@ def _compare_maps(o: OutputParity, r: np.ndarray, c: np.ndarray, spec, tol: Tole
         ious = [s[1] for s in stats]
         o.classes = int(max(s[2] for s in stats))
         if tol.min_agreement is not None and o.agreement < tol.min_agreement:
-            o.failures.append(f"pixel agreement {o.agreement:.4f} < {tol.min_agreement}")
+            what = "top-1 agreement" if one_decision_per_sample(spec) else "pixel agreement"
+            o.failures.append(f"{what} {o.agreement:.4f} < {tol.min_agreement}")
     else:
         ious = [mask_iou(a, b) for (a, _), (b, _) in pairs]
     o.iou, o.iou_min = float(np.mean(ious)), float(np.min(ious))
