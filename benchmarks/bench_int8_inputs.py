@@ -15,7 +15,8 @@ ranges a trained model's would. Each is exported to ONNX with a model card that 
 
 Every published artifact and the fp32 model then run on fresh natural-image-like inputs that the gate never
 saw (149 for the classifier, whose check is one yes/no per input; 16 for the segmenters), ImageNet-normalized:
-top-1 agreement (classifier) or mean class IoU of the argmax masks (segmenters). The table goes to stdout and benchmarks/results/int8_inputs.md.
+top-1 agreement (classifier) or mean class IoU of the argmax masks (segmenters). The table goes to stdout and
+benchmarks/results/int8_inputs.md.
 
     nice .venv/bin/python benchmarks/bench_int8_inputs.py [--targets onnx-int8,openvino-int8,ncnn-int8]
 """
