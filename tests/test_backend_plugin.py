@@ -162,3 +162,20 @@ def test_plugin_registering_a_builtin_format_is_refused(tmp_path):
     assert proc.returncode != 0 and "registers format 'onnx' twice" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert Path(site).exists()
+
+
+def test_builtin_declarations_agree_with_packaging_and_sessions():
+    """Each built-in declaration names an extra that pyproject defines (or core), and its session accepts
+    exactly the delegates it declares: the declaration is the one place, and nothing contradicts it."""
+    import tomllib
+
+    from edgekit.backends import registry
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for fmt in registry.BUILTIN:
+        backend = registry.backend(fmt)
+        assert backend.extra == "core" or backend.extra in extras, fmt
+        assert tuple(registry.session_class(fmt).delegates) == tuple(backend.delegates), fmt
+        assert registry.get(fmt).format == fmt
+        assert set(backend.quantized) <= set(backend.precisions)
