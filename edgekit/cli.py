@@ -552,6 +552,62 @@ def schema(name):
     _emit_json(load_schema(name))
 
 
+@cli.command("diff")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Path(path_type=Path), help="Compare against this model instead.")
+@click.option("--data", type=click.Path(path_type=Path), help="Folder of images or .npy (default: generated).")
+@click.option("--samples", default=4, show_default=True)
+@click.option("--threshold", "threshold_db", type=float, help="SQNR (dB) below which a layer diverges "
+              "(default: from the target's tolerance class).")
+@click.option("--worst", type=int, help="Show only the N layers with the lowest SQNR.")
+@click.option("--no-isolated", is_flag=True, help="Skip the isolated (sub-model) error.")
+@click.option("--json", "as_json", is_flag=True)
+def diff_command(artifact, reference, data, samples, threshold_db, worst, no_isolated, as_json):
+    """Per-layer error of ARTIFACT against its fp32 reference, in every tensor its runtime exposes.
+
+    \b
+    Example:  edgekit diff out/student-ncnn-int8 --data photos/ --worst 10
+    """
+    from edgekit.apps.debugger import diff
+    from edgekit.apps.debugger.render import diff_lines, diff_table
+
+    with err.status("diff") as status:
+        report = diff(artifact, reference, data, samples=samples, threshold_db=threshold_db,
+                      isolated=not no_isolated, progress=lambda m: status.update(m))
+    if as_json:
+        return _emit_json(report.to_dict())
+    out.print(diff_table(report, worst))
+    for line in diff_lines(report):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+@cli.command("bisect")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Path(path_type=Path), help="Compare against this model instead.")
+@click.option("--data", type=click.Path(path_type=Path), help="Folder of images or .npy (default: generated).")
+@click.option("--samples", default=4, show_default=True)
+@click.option("--threshold", "threshold_db", type=float, help="SQNR (dB) below which a layer diverges.")
+@click.option("--no-confirm", is_flag=True, help="Do not re-convert with the culprit kept in float.")
+@click.option("--json", "as_json", is_flag=True)
+def bisect_command(artifact, reference, data, samples, threshold_db, no_confirm, as_json):
+    """The first layer where ARTIFACT diverges from its reference; for quantized targets, whether keeping it
+    in float restores parity.
+
+    \b
+    Example:  edgekit bisect out/student-onnx-int8
+    """
+    from edgekit.apps.debugger import bisect
+    from edgekit.apps.debugger.render import bisect_lines
+
+    with err.status("bisect") as status:
+        report = bisect(artifact, reference, data, samples=samples, threshold_db=threshold_db,
+                        confirm=not no_confirm, progress=lambda m: status.update(m))
+    if as_json:
+        return _emit_json(report.to_dict())
+    for line in bisect_lines(report):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map edgekit errors to one stderr line and an exit code."""
     interrupts.install()

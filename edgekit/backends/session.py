@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgekit.core.iospec import IOSpec, TensorSpec, to_layout
-from edgekit.errors import InputError
+from edgekit.errors import InputError, RuntimeUnavailableError
 
 
 @dataclass
@@ -87,6 +87,83 @@ class Session(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources (optional)."""
+
+    # ---- numeric debugger taps (``edgekit diff``): runtimes that can expose intermediate tensors override
+
+    def tap_points(self) -> list[Tap]:
+        """The intermediate tensors this runtime can expose, in its execution order.
+
+        Raises:
+            TapsUnavailableError: this runtime cannot expose intermediate tensors.
+        """
+        raise TapsUnavailableError(f"{type(self).__name__} cannot expose intermediate tensors (no taps for this "
+                                   "runtime); edgekit diff needs ONNX Runtime, OpenVINO, ncnn or LiteRT")
+
+    def taps(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Run once with every tap exposed: ``(outputs in the source's IO spec, {tap name: float array in the
+        runtime's own layout})``. The outputs let callers check that exposing taps changed nothing.
+
+        Raises:
+            TapsUnavailableError: this runtime cannot expose intermediate tensors.
+            InputError: a missing input or one of the wrong shape.
+        """
+        native = {}
+        for spec, nspec in zip(self.io.inputs, self.native_io.inputs):
+            if spec.name not in inputs:
+                raise InputError(f"missing input '{spec.name}' (inputs: {[s.name for s in self.io.inputs]})")
+            native[nspec.name] = _to_native(np.asarray(inputs[spec.name]), spec, nspec)
+        out, tensors = self._taps_native(native)
+        outputs = {spec.name: _from_native(out[nspec.name], nspec, spec)
+                   for spec, nspec in zip(self.io.outputs, self.native_io.outputs)}
+        return outputs, tensors
+
+    def _taps_native(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        self.tap_points()  # raises the typed error when the runtime has no taps
+        raise TapsUnavailableError(f"{type(self).__name__} lists taps but cannot run them")
+
+    def run_chunk(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run only the part of the model that computes tap ``output`` from the taps (or model inputs) in
+        ``feeds`` ({tap name: array in the runtime's layout}, as :meth:`chunk_inputs` names them), for the
+        debugger's *isolated* error.
+
+        Raises:
+            TapsUnavailableError: this runtime cannot cut a sub-model.
+        """
+        raise TapsUnavailableError(f"{type(self).__name__} cannot run a cut-out part of the model")
+
+    def chunk_inputs(self, output: str, among: set[str] | None = None) -> list[str]:
+        """The nearest taps upstream of tap ``output`` that are in ``among`` (default: every tap), or model inputs:
+        where the chunk computing ``output`` starts (see :meth:`run_chunk`).
+
+        Raises:
+            TapsUnavailableError: this runtime cannot cut a sub-model.
+        """
+        raise TapsUnavailableError(f"{type(self).__name__} cannot run a cut-out part of the model")
+
+
+class TapsUnavailableError(RuntimeUnavailableError):
+    """A runtime cannot expose intermediate tensors, or cannot cut a sub-model (the message names it)."""
+
+
+@dataclass
+class Tap:
+    """One intermediate tensor a runtime can expose (see :meth:`Session.tap_points`)."""
+
+    #: the runtime's name for it (the key :meth:`Session.taps` returns it under)
+    name: str
+    #: the runtime's op or layer type that produces it
+    op: str
+    shape: tuple[int, ...]
+    #: ``NHWC`` when the runtime keeps this 4-D tensor channels-last (the debugger undoes it), else ``""``
+    layout: str = ""
+    #: ONNX tensor names the converter kept for it (matched first, by name)
+    onnx_names: tuple[str, ...] = ()
+    #: ONNX op types this runtime op can come from (for structural matching)
+    onnx_ops: tuple[str, ...] = ()
+    #: float weight of a weighted op, in the runtime's layout (for matching by weights), else None
+    weight: np.ndarray | None = None
+    #: ONNX ops the runtime fused into this op after the weighted one (e.g. an activation), when known
+    fused: tuple[str, ...] = ()
 
 
 def _to_native(x: np.ndarray, spec: TensorSpec, native: TensorSpec) -> np.ndarray:

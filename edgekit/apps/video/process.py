@@ -28,6 +28,7 @@ from edgekit.apps.profiling.appconfig import load_config
 from edgekit.apps.video import kernels
 from edgekit.apps.video.io import FrameWriter, open_input
 from edgekit.core.artifact import Artifact
+from edgekit.core.iospec import to_layout
 from edgekit.errors import DeviceError, EdgekitError, InputError, RuntimeUnavailableError
 
 EFFECTS = ("blur", "replace", "beauty", "denoise", "lowlight")
@@ -219,7 +220,8 @@ class ConfiguredCalls(StageCalls):
             if spec.layout == "NHWC":
                 x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
             out = session.run({spec.name: x.astype(spec.dtype, copy=False)})
-        return dict(zip(stage.outputs, [out[t.name] for t in session.io.outputs]))
+        # the kernels take masks as 1x1xHxW: a model whose outputs are NHWC (a TFLite source's) gives 1xHxWx1
+        return dict(zip(stage.outputs, [to_layout(out[t.name], t.layout, "NCHW") for t in session.io.outputs]))
 
     @contextlib.contextmanager
     def _cores(self, threads: int):

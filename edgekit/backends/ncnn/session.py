@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.ncnn import BACKEND
-from edgekit.backends.session import Placement, Session, check_threads, native_stderr_quiet
+from edgekit.backends.session import Placement, Session, Tap, TapsUnavailableError, check_threads, native_stderr_quiet
 from edgekit.core.deps import require
 from edgekit.core.iospec import IOSpec
 from edgekit.errors import DeviceError, InputError
@@ -46,6 +46,7 @@ class NcnnSession(Session):
         if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
             raise InputError(f"ncnn cannot load {param}")
         self._net = net
+        self._files = (param, weights)  # the debugger's taps read the layers
         self._unit = f"gpu:{self.gpu_name}" if unit == "gpu" else "cpu"
 
     @classmethod
@@ -145,7 +146,124 @@ class NcnnSession(Session):
         return Placement(device=self._unit, ops_per_unit=dict(per),
                          detail={"cpu_only_layer_types": ", ".join(cpu_only)})
 
+    # ---- numeric debugger taps (edgekit diff)
+
+    def tap_points(self) -> list[Tap]:
+        """Every blob a layer computes (Split copies left out), with the layer's weights for matching; pnnx does
+        not keep ONNX names, so the debugger matches these by weights and structure."""
+        if getattr(self, "_tap_list", None) is None:
+            from edgekit.backends.ncnn import model as nm
+
+            self._tap_layers = nm.read(*self._files)
+            self._tap_list = [_ncnn_tap(ly) for ly in self._tap_layers if ly.type not in ("Input", "Split")]
+        return list(self._tap_list)
+
+    def _taps_native(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        taps = self.tap_points()
+        arrays = {spec.name: np.ascontiguousarray(np.asarray(inputs[spec.name])[0], dtype=np.float32)
+                  for spec in self.native_io.inputs}
+        values, error = self._extract_blobs(arrays, [s.name for s in self.native_io.outputs] + [t.name for t in taps])
+        if error:
+            raise InputError(error)
+        finals = {s.name: values[s.name].reshape([int(d) for d in s.shape]) for s in self.native_io.outputs}
+        return finals, {t.name: values[t.name][None] for t in taps}
+
+    def chunk_inputs(self, output: str, among: set[str] | None = None) -> list[str]:
+        """The nearest blobs in ``among`` (default: every tap), or input blobs, upstream of blob ``output``
+        (through Split copies to the blob copied)."""
+        taps = {t.name for t in self.tap_points()} if among is None else set(among)
+        producer = {top: ly for ly in self._tap_layers for top in ly.tops}
+        if output not in producer:
+            raise TapsUnavailableError(f"ncnn: no layer computes blob {output}")
+        found, seen, stack = set(), set(), list(producer[output].bottoms)
+        while stack:
+            blob = stack.pop()
+            if blob in seen:
+                continue
+            seen.add(blob)
+            ly = producer.get(blob)
+            if ly is not None and ly.type == "Split":
+                stack.append(ly.bottoms[0])
+            elif blob in taps or ly is None or ly.type in ("Input", "MemoryData"):
+                found.add(blob)
+            else:
+                stack.extend(ly.bottoms)
+        return sorted(found)
+
+    def run_chunk(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Set the fed blobs on an extractor (ncnn then computes only what lies between them and ``output``)."""
+        arrays = {name: np.ascontiguousarray(np.asarray(v, np.float32)[0]) for name, v in feeds.items()}
+        values, error = self._extract_blobs(arrays, [output])
+        if error:
+            raise TapsUnavailableError(error)
+        return values[output][None]
+
+    def _extract_blobs(self, arrays: dict[str, np.ndarray], blobs: list[str]) -> tuple[dict, str | None]:
+        """Like :meth:`_extract` on a second net kept out of light mode (so consumed blobs stay readable)."""
+        ncnn = require("ncnn")
+        if getattr(self, "_tap_net", None) is None:
+            net = ncnn.Net()
+            for key in ("num_threads", "use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic",
+                        "use_bf16_storage", "use_int8_inference", "use_vulkan_compute"):
+                setattr(net.opt, key, getattr(self._net.opt, key))
+            net.opt.lightmode = False
+            if net.load_param(str(self._files[0])) != 0 or net.load_model(str(self._files[1])) != 0:
+                return {}, f"ncnn cannot load {self._files[0]}"
+            self._tap_net = net
+        out: dict[str, np.ndarray] = {}
+        ex = self._tap_net.create_extractor()
+        try:
+            for name, x in arrays.items():
+                ex.input(name, ncnn.Mat(x).clone())
+            for blob in dict.fromkeys(blobs):
+                ret, mat = ex.extract(blob)
+                if ret != 0:
+                    return {}, f"ncnn could not compute blob {blob} (code {ret})"
+                out[blob] = np.array(mat, dtype=np.float32, copy=True)
+                del mat
+            return out, None
+        finally:
+            ex.clear()
+            del ex
+
     def close(self) -> None:
         if self._net is not None:
             self._net.clear()
             self._net = None
+        if getattr(self, "_tap_net", None) is not None:
+            self._tap_net.clear()
+            self._tap_net = None
+
+
+#: ncnn layer type -> the ONNX op types it can come from
+NCNN_ONNX_OPS = {
+    "Convolution": ("Conv",), "ConvolutionDepthWise": ("Conv",), "Deconvolution": ("ConvTranspose",),
+    "DeconvolutionDepthWise": ("ConvTranspose",), "InnerProduct": ("Gemm", "MatMul", "Conv"),
+    "BinaryOp": ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"), "Eltwise": ("Add", "Mul", "Max"),
+    "Interp": ("Resize", "Upsample"), "Concat": ("Concat",), "Sigmoid": ("Sigmoid",), "ReLU": ("Relu", "LeakyRelu"),
+    "HardSwish": ("HardSwish",), "HardSigmoid": ("HardSigmoid",), "Clip": ("Clip",), "TanH": ("Tanh",),
+    "Pooling": ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"), "Softmax": ("Softmax",),
+    "Reshape": ("Reshape", "Flatten"), "Flatten": ("Flatten", "Reshape"), "Permute": ("Transpose",),
+    "Padding": ("Pad",), "Crop": ("Slice",), "Slice": ("Split", "Slice"), "PReLU": ("PRelu",),
+    "BatchNorm": ("BatchNormalization",), "Swish": ("Mul",), "GELU": ("Gelu",), "Exp": ("Exp",), "Erf": ("Erf",),
+    "Reduction": ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"), "UnaryOp": ("Abs", "Neg", "Exp", "Log",
+                                                                                   "Sqrt", "Floor", "Ceil"),
+}
+#: ncnn's fused activation (param 9 of convolutions and inner products) -> ONNX op types it stands for
+NCNN_ACTIVATIONS = {1: ("Relu",), 2: ("LeakyRelu",), 3: ("Clip",), 4: ("Sigmoid",), 6: ("HardSwish",)}
+
+
+def _ncnn_tap(ly) -> Tap:
+    from edgekit.backends.ncnn import model as nm
+
+    weight, fused = None, ()
+    if "weight" in ly.arrays:
+        tag, w = ly.arrays["weight"]
+        weight = np.asarray(w, np.float32)
+        if tag == nm.TAG_INT8 and "weight_scales" in ly.arrays:  # per output channel (or group): q = w * scale
+            scales = np.asarray(ly.arrays["weight_scales"][1], np.float32)
+            weight = (weight.reshape(len(scales), -1) / np.where(scales == 0, 1, scales)[:, None]).ravel()
+        fused = NCNN_ACTIVATIONS.get(int(ly.params.get(9, 0)), ())
+        if int(ly.params.get(9, 0)) and not fused:
+            fused = ("?",)
+    return Tap(ly.tops[0], ly.type, (), onnx_ops=NCNN_ONNX_OPS.get(ly.type, ()), weight=weight, fused=fused)

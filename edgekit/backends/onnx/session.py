@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.onnx import BACKEND
-from edgekit.backends.session import Placement, Session, check_threads
+from edgekit.backends.session import Placement, Session, Tap, TapsUnavailableError, check_threads
 from edgekit.core.deps import require
 from edgekit.core.iospec import IOSpec
 from edgekit.errors import DeviceError, InputError
@@ -79,3 +79,143 @@ class OrtSession(Session):
         # ONNX Runtime assigns every node to the single provider we allowed
         return Placement(device=self.delegate, ops_per_unit={self.delegate: self._n_nodes},
                          detail={"provider": PROVIDERS[self.delegate]})
+
+    # ---- numeric debugger taps (edgekit diff)
+
+    def tap_points(self) -> list[Tap]:
+        """Every node output of the model, by its ONNX name. In a QDQ (int8) model the value the next layer
+        really gets is the QuantizeLinear output: it is tapped (dequantized) under the float tensor's name."""
+        if getattr(self, "_tap_list", None) is None:
+            self._tap_list, self._tap_dequant = _ort_taps(self._model_path)
+        return list(self._tap_list)
+
+    def _taps_native(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        taps = self.tap_points()
+        if getattr(self, "_tap_sess", None) is None:
+            self._tap_sess = self._session_with_outputs([t.name for t in taps])
+        finals = [o.name for o in self._sess.get_outputs()]
+        names = finals + [t.name for t in taps if t.name not in finals]
+        values = dict(zip(names, self._tap_sess.run(names, inputs)))
+        tensors = {}
+        for t in taps:
+            v = values[t.name]
+            if t.name in self._tap_dequant:
+                scale, zp, _ = self._tap_dequant[t.name]
+                v = (v.astype(np.float32) - zp) * scale
+            tensors[t.name] = np.asarray(v, np.float32)
+        return {n: values[n] for n in finals}, tensors
+
+    def chunk_inputs(self, output: str, among: set[str] | None = None) -> list[str]:
+        """The nearest tapped tensors in ``among`` (default: every tap), or model inputs, upstream of ``output``."""
+        return _ort_chunk_inputs(self._model_path, output, {t.name for t in self.tap_points()} if among is None
+                                 else set(among))
+
+    def run_chunk(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Cut the model from ``feeds`` to ``output`` (``onnx.utils.Extractor``) and run it in ONNX Runtime."""
+        return _ort_run_chunk(self._model_path, output, feeds, self.tap_points(), self._tap_dequant)
+
+    def _session_with_outputs(self, names: list[str]):
+        import onnx
+
+        ort = require("onnxruntime")
+        model = onnx.load(str(self._model_path))
+        have = {o.name for o in model.graph.output}
+        model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        return ort.InferenceSession(model.SerializeToString(), so, providers=[PROVIDERS[self.delegate]])
+
+
+def _ort_taps(path: Path) -> tuple[list[Tap], dict[str, tuple]]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except (onnx.shape_inference.InferenceError, ValueError):
+        inferred = model.graph
+    shapes = {}
+    for vi in [*inferred.value_info, *inferred.output, *inferred.input]:
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in dims)
+    inits = {i.name: i for i in model.graph.initializer}
+    finals = {o.name for o in model.graph.output}
+    quantized_by = {n.input[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    taps, dequant = [], {}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+            continue
+        weight = None
+        if len(node.input) > 1 and node.input[1] in inits:
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        for out in node.output:
+            if not out:
+                continue
+            q = quantized_by.get(out)
+            if q is not None and out not in finals and len(q.input) > 1 and q.input[1] in inits:
+                scale = float(numpy_helper.to_array(inits[q.input[1]]).ravel()[0])
+                zpa = numpy_helper.to_array(inits[q.input[2]]) if len(q.input) > 2 else np.zeros(1, np.uint8)
+                dequant[q.output[0]] = (scale, float(zpa.ravel()[0]), zpa.dtype)
+                taps.append(Tap(q.output[0], f"{node.op_type}+QuantizeLinear", shapes.get(out, ()),
+                                onnx_names=(out,), onnx_ops=(node.op_type,), weight=weight))
+            else:
+                taps.append(Tap(out, node.op_type, shapes.get(out, ()), onnx_names=(out,), onnx_ops=(node.op_type,),
+                                weight=weight))
+    return taps, dequant
+
+
+def _ort_chunk_inputs(path: Path, output: str, tapped: set[str]) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    graph_inputs = {i.name for i in model.graph.input}
+    start = producer.get(output)
+    if start is None:
+        raise InputError(f"no node computes {output}")
+    found, stack, seen = [], list(start.input), set()
+    while stack:
+        t = stack.pop()
+        if not t or t in seen or t in inits:
+            continue
+        seen.add(t)
+        if t in tapped or t in graph_inputs:
+            found.append(t)
+        elif t in producer:
+            stack.extend(producer[t].input)
+    return sorted(found)
+
+
+def _ort_run_chunk(path: Path, output: str, feeds: dict[str, np.ndarray], taps: list[Tap],
+                   dequant: dict[str, tuple]) -> np.ndarray:
+    import onnx
+    from onnx.utils import Extractor
+
+    ort = require("onnxruntime")
+    model = onnx.load(str(path))
+    # a fed tap that is a QuantizeLinear output takes its value in int8 (the runtime's representation)
+    values = {}
+    for name, v in feeds.items():
+        if name in dequant:
+            scale, zp, dtype = dequant[name]
+            info = np.iinfo(dtype)
+            values[name] = np.clip(np.round(v / scale) + zp, info.min, info.max).astype(dtype)
+        else:
+            values[name] = np.asarray(v, np.float32)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+        sub = Extractor(model).extract_model(list(values), [output])
+    except (KeyError, ValueError, onnx.shape_inference.InferenceError) as e:
+        raise TapsUnavailableError(f"ONNX Runtime: cannot cut the model at {output}: {e}") from e
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(sub.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    y = sess.run([output], values)[0]
+    if output in dequant:
+        scale, zp, _ = dequant[output]
+        y = (y.astype(np.float32) - zp) * scale
+    return np.asarray(y, np.float32)

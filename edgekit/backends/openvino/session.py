@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.openvino import BACKEND
-from edgekit.backends.session import Placement, Session, check_threads
+from edgekit.backends.session import Placement, Session, Tap, TapsUnavailableError, check_threads
 from edgekit.core.deps import require
 from edgekit.core.iospec import IOSpec
 from edgekit.errors import DeviceError, InputError
@@ -42,6 +42,7 @@ class OpenVINOSession(Session):
         core = ov.Core()
         _check_device(core, self.device)
         self._model = core.read_model(str(model_path))
+        self._model_path = model_path  # the debugger's taps read a copy to add outputs to
         try:
             config = _config_for(self.device, self.precision, threads, list(core.available_devices))
             self._compiled = core.compile_model(self._model, self.device, config)
@@ -86,6 +87,62 @@ class OpenVINOSession(Session):
         return Placement(device=self.device.lower(), ops_per_unit=dict(per),
                          detail={"inference_precision": self.precision})
 
+    # ---- numeric debugger taps (edgekit diff)
+
+    def tap_points(self) -> list[Tap]:
+        """Every op output that carries a tensor name (OpenVINO keeps the ONNX tensor names); an output that only
+        feeds a FakeQuantize (int8 IRs) is tapped after it, the value the next layer really gets."""
+        if getattr(self, "_tap_ports", None) is None:
+            self._tap_model = self._core.read_model(str(self._model_path))
+            self._tap_ports = _ov_tap_ports(self._tap_model)
+        return [t for t, _ in self._tap_ports]
+
+    def _taps_native(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        taps = self.tap_points()
+        if getattr(self, "_tap_request", None) is None:
+            for t, port in self._tap_ports:  # a name of our own on each tapped port, to find it among the outputs
+                port.get_tensor().add_names({f"edgekit-tap:{t.name}"})
+            self._tap_model.add_outputs([port for _, port in self._tap_ports])
+            config = _config_for(self.device, self.precision, self.threads, list(self._core.available_devices))
+            compiled = self._core.compile_model(self._tap_model, self.device, config)
+            self._tap_request = compiled.create_infer_request()
+            self._tap_index = {n: i for i, o in enumerate(compiled.outputs) for n in o.get_names()}
+        res = self._tap_request.infer(inputs)
+        idx = self._tap_index
+        finals = {name: np.asarray(res[idx[name]]) for name in self._outputs}
+        tensors = {t.name: np.asarray(res[idx.get(f"edgekit-tap:{t.name}", idx.get(t.name))], np.float32)
+                   for t in taps}
+        return finals, tensors
+
+    def chunk_inputs(self, output: str, among: set[str] | None = None) -> list[str]:
+        """The nearest tapped tensors in ``among`` (default: every tap), or model inputs, upstream of ``output``."""
+        self.tap_points()
+        return sorted(_ov_chunk(self._tap_ports, output, among)[1])
+
+    def run_chunk(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Cut a sub-model from ``feeds`` to ``output`` (new Parameters in place of the fed outputs) and run it."""
+        ov = require("openvino")
+        model = self._core.read_model(str(self._model_path))
+        ports = _ov_tap_ports(model)
+        target, starts = _ov_chunk(ports, output, set(feeds))
+        if set(starts) - set(feeds):
+            raise TapsUnavailableError(f"OpenVINO: no value fed for {sorted(set(starts) - set(feeds))}")
+        params = []
+        for name, port in starts.items():
+            x = np.asarray(feeds[name], np.float32)
+            p = ov.opset13.parameter(list(x.shape), ov.Type.f32, name=f"feed_{len(params)}")
+            for consumer in list(port.get_target_inputs()):
+                consumer.replace_source_output(p.output(0))
+            params.append((p, x))
+        sub = ov.Model([ov.opset13.result(target)], [p for p, _ in params], "chunk")
+        config = _config_for(self.device, self.precision, 1, list(self._core.available_devices))
+        try:
+            compiled = self._core.compile_model(sub, self.device, config)
+        except RuntimeError as e:
+            raise TapsUnavailableError(f"OpenVINO cannot compile the part of the model computing {output}: "
+                                       f"{str(e).splitlines()[0]}") from e
+        return np.asarray(compiled.create_infer_request().infer([x for _, x in params])[0], np.float32)
+
 
 def _check_device(core, device: str) -> None:
     available = list(core.available_devices)
@@ -115,3 +172,55 @@ def _config_for(device: str, precision: str, threads: int, available: list[str])
     if kind not in ("AUTO", "MULTI", "HETERO"):
         return real(device)
     return {"DEVICE_PROPERTIES": {d: real(d) for d in ([d for d in rest.split(",") if d] or available)}}
+
+
+_OV_SKIP = {"Constant", "Parameter", "Result", "Convert", "FakeQuantize"}
+
+
+def _ov_tap_ports(model) -> list:
+    """[(Tap, output port)] of the named op outputs of an OpenVINO model, in execution order."""
+    out = []
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind in _OV_SKIP:
+            continue
+        for port in op.outputs():
+            names = sorted(port.get_names())
+            if not names or not port.get_partial_shape().is_static:
+                continue
+            consumers = [c.get_node() for c in port.get_target_inputs()]
+            tapped, op_name = port, kind
+            if consumers and all(c.get_type_name() == "FakeQuantize" for c in consumers) and len(consumers) == 1:
+                tapped, op_name = consumers[0].output(0), f"{kind}+FakeQuantize"
+            if tapped.get_element_type().is_integral():
+                continue
+            shape = tuple(int(d) for d in tapped.get_partial_shape().to_shape())
+            out.append((Tap(names[0], op_name, shape, onnx_names=tuple(names), onnx_ops=()), tapped))
+    return out
+
+
+def _ov_chunk(ports: list, output: str, among: set[str] | None = None) -> tuple:
+    """(output port of tap ``output``, {tap or input name: output port}) of the nearest taps in ``among``
+    (default: every tap) or model inputs upstream."""
+    by_name = {t.name: port for t, port in ports}
+    if output not in by_name:
+        raise TapsUnavailableError(f"OpenVINO: no tap named {output}")
+    tapped = {(p.get_node().get_friendly_name(), p.get_index()): t.name for t, p in ports
+              if among is None or t.name in among}
+    target = by_name[output]
+    starts, seen = {}, set()
+    stack = [v for v in target.get_node().input_values()]
+    while stack:
+        port = stack.pop()
+        node = port.get_node()
+        key = (node.get_friendly_name(), port.get_index())
+        if key in seen:
+            continue
+        seen.add(key)
+        if key in tapped:
+            starts[tapped[key]] = port
+        elif node.get_type_name() == "Parameter":
+            starts[sorted(port.get_names())[0] if port.get_names() else node.get_friendly_name()] = port
+        elif node.get_type_name() != "Constant":
+            stack.extend(node.input_values())
+    return target, starts

@@ -454,7 +454,7 @@ def load(source, workdir: Path, input_shapes: dict | None = None, card=None, sim
 
     Raises:
         InputError: not a readable TFLite model, more than one subgraph, dynamic dims, an ``--input-shape``
-            other than the file's, or a bad model card.
+            other than the file's (given NHWC, or NCHW as for other sources), or a bad model card.
         ConversionError: tf2onnx failed, a custom op has no rewrite, or the ONNX model does not match LiteRT.
         MissingDependencyError: tf2onnx or ai-edge-litert is not installed.
     """
@@ -477,9 +477,11 @@ def load(source, workdir: Path, input_shapes: dict | None = None, card=None, sim
         t = next((t for t in info.inputs if t.name == key), info.inputs[0] if key == "" else None)
         if t is None:
             raise InputError(f"--input-shape names unknown input '{key}'; inputs are {[t.name for t in info.inputs]}")
-        if tuple(shape) != t.shape:
+        nchw = (t.shape[0], t.shape[3], t.shape[1], t.shape[2]) if len(t.shape) == 4 else t.shape
+        if tuple(shape) not in (t.shape, nchw):  # NCHW, as every other source's image inputs are given, is fine
             raise InputError(f"{path}: a TFLite model's input shapes are fixed in the file ('{t.name}' is "
-                             f"{'x'.join(map(str, t.shape))}); --input-shape asks for {'x'.join(map(str, shape))}")
+                             f"{'x'.join(map(str, t.shape))}, NHWC); --input-shape asks for "
+                             f"{'x'.join(map(str, shape))}")
     if card is None:
         card = card_for(path)
     io = io_spec(info, card)
