@@ -336,7 +336,8 @@ def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
                                 delegate_libs=list(delegate_libs))
     if as_json:
         return _emit_json(result.to_dict())
-    t = Table("point", "p50 ms", "p90 ms", "peak MB", "quality", "", title=f"{result.profile.id}: budget "
+    t = Table("point", "p50 ms", "p90 ms", "p50 loaded", "p90 loaded", "peak MB", "quality", "",
+              title=f"{result.profile.id}: budget "
               f"{result.choice.budget_ms:.1f} ms, sweep {result.wall_s:.0f} s")
     front = {p.key for p in result.choice.front}
     for p in result.points:
@@ -345,10 +346,11 @@ def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
             ("front" if p.key in front else ""))
         if p.ok:
             t.add_row(p.label(), f"{p.p50_ms:.2f}", f"{p.tail_ms:.2f}" + ("" if p.p90_ms is not None else " (p95)"),
+                      *((f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}") if p.loaded else ("-", "-")),
                       f"{p.peak_memory_mb or 0:.0f}",
                       f"{p.quality:.4f}", mark)
         else:
-            t.add_row(p.label(), "-", "-", "-", "-", f"[red]{p.error[:60]}[/]")
+            t.add_row(p.label(), "-", "-", "-", "-", "-", "-", f"[red]{p.error[:60]}[/]")
     out.print(t)
     out.print(result.choice.why)
     for note in result.notes:

@@ -85,9 +85,23 @@ def session_class(fmt: str):
     return _load(backend(fmt).session)
 
 
-def open_session(artifact, threads: int = 1, delegate: str = "cpu"):
-    """Open a :class:`~edgekit.backends.session.Session` on an :class:`~edgekit.core.artifact.Artifact`."""
-    return session_class(artifact.target.format).open(artifact, threads=threads, delegate=delegate)
+def open_session(artifact, threads: int = 1, delegate: str = "cpu", spin: bool | None = None):
+    """Open a :class:`~edgekit.backends.session.Session` on an :class:`~edgekit.core.artifact.Artifact`.
+
+    ``spin`` (worker threads busy-wait between runs; each runtime's default is off) is passed only when given,
+    so a plugin runtime without the setting still opens.
+
+    Raises:
+        InputError: ``spin`` was given and the runtime's session has no such setting.
+    """
+    cls = session_class(artifact.target.format)
+    if spin is None:
+        return cls.open(artifact, threads=threads, delegate=delegate)
+    import inspect
+
+    if "spin" not in inspect.signature(cls.open).parameters:
+        raise InputError(f"the {artifact.target.format} runtime has no spin setting")
+    return cls.open(artifact, threads=threads, delegate=delegate, spin=bool(spin))
 
 
 def source_backend(path) -> Backend | None:

@@ -88,6 +88,16 @@ class Session(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources (optional)."""
 
+    #: whether this session's worker threads spin-wait between runs (None: the runtime has no such setting)
+    spin: bool | None = None
+    #: the runtime's own thread settings this session applied (option -> value), set by each runtime
+    thread_options: dict = {}  # noqa: RUF012 - each session assigns its own dict
+
+    def run_options(self) -> dict:
+        """How this session's threads run: ``threads``, ``spin`` (worker threads busy-wait for work; None where
+        the runtime cannot say) and every runtime thread setting applied (``thread_options``)."""
+        return {"threads": self.threads, "spin": self.spin, "settings": dict(self.thread_options)}
+
     # ---- numeric debugger taps (``edgekit diff``): runtimes that can expose intermediate tensors override
 
     def tap_points(self) -> list[Tap]:

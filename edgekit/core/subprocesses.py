@@ -104,3 +104,44 @@ def kill_group(proc: subprocess.Popen) -> None:
         proc.kill()
     with contextlib.suppress(subprocess.TimeoutExpired, OSError, ValueError):
         proc.communicate(timeout=10)
+
+
+#: background children started by :func:`spawn` that are still alive (killed at exit)
+_spawned: set[subprocess.Popen] = set()
+_atexit_hooked: list[bool] = []
+
+
+def spawn(cmd: list[str], tool: str, *, error: type[EdgekitError] = EdgekitError) -> subprocess.Popen:
+    """Start ``cmd`` in the background in its own process group (output discarded) and return it.
+
+    The child is remembered: :func:`kill_group` ends it, and every one still alive when edgekit exits (normally,
+    on Ctrl-C or SIGTERM) is killed with its group by an ``atexit`` hook. A child that must not outlive a
+    SIGKILLed edgekit asks the kernel for that itself (the profiler's load does, with ``PR_SET_PDEATHSIG``).
+
+    Raises:
+        EdgekitError: ``error`` when the child cannot start.
+    """
+    interrupts.check()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        raise error(f"cannot start {tool}: {e.strerror or e}") from e
+    if not _atexit_hooked:
+        import atexit
+
+        atexit.register(_kill_spawned)
+        _atexit_hooked.append(True)
+    _spawned.add(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill a child of :func:`spawn` with its process group and reap it (idempotent)."""
+    kill_group(proc)
+    _spawned.discard(proc)
+
+
+def _kill_spawned() -> None:
+    for proc in list(_spawned):
+        stop(proc)

@@ -49,7 +49,10 @@ def _entry(p: Point, rel: str, folder: Path) -> dict:
             "threads": p.threads,
             "resolution": [int(p.resolution[0]), int(p.resolution[1])], "artifact": rel,
             "files": artifact_files(folder), "p50_ms": round(p.p50_ms, 3), f"{p.tail_name}_ms": round(p.tail_ms, 3),
-            "quality": None if p.quality is None else round(p.quality, 5)}
+            "quality": None if p.quality is None else round(p.quality, 5),
+            **({"load_p50_ms": round(p.load_p50_ms, 3), "load_p90_ms": round(p.load_p90_ms, 3), "load": p.load}
+               if p.loaded else {}),
+            **({"run_options": p.run_options} if p.run_options else {})}
 
 
 def _is_own_folder(folder: Path) -> bool:

@@ -31,3 +31,37 @@ def measure(session, inputs: dict[str, np.ndarray], runs: int = 50, warmup: int 
         times[i] = time.perf_counter() - t
     ms = times * 1e3
     return Latency(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.mean()), float(ms.min()), runs)
+
+
+def measure_contended(session, inputs: dict[str, np.ndarray], load, runs: int = 50, warmup: int = 10,
+                      block: int = 5) -> tuple[Latency, Latency]:
+    """Latency quiet and under ``load`` (a started :class:`~edgekit.apps.profiling.load.BackgroundLoad`),
+    interleaved: blocks of ``block`` runs alternate quiet (load paused) and loaded (load running), so the
+    machine's own noise hits both alike. Each side gets ``warmup`` untimed runs first and ``runs`` timed runs;
+    the first run after each switch is untimed (thread pools and caches settle). Returns (quiet, loaded); the
+    load is left paused.
+    """
+    load.resume()
+    for _ in range(warmup):
+        session.run(inputs)
+    load.pause()
+    for _ in range(warmup):
+        session.run(inputs)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    loaded = False
+    while min(len(t) for t in times.values()) < runs:
+        if len(times[loaded]) < runs:
+            (load.resume if loaded else load.pause)()
+            session.run(inputs)
+            for _ in range(min(block, runs - len(times[loaded]))):
+                t = time.perf_counter()
+                session.run(inputs)
+                times[loaded].append(time.perf_counter() - t)
+        loaded = not loaded
+    load.pause()
+    return _latency(times[False]), _latency(times[True])
+
+
+def _latency(seconds: list[float]) -> Latency:
+    ms = np.asarray(seconds) * 1e3
+    return Latency(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.mean()), float(ms.min()), len(ms))

@@ -59,8 +59,11 @@ class LocalReach:
                                       f"machine cannot run: {e}") from e
 
     def measure(self, artifact, delegate: str, threads: int, profile: DeviceProfile, data: Path) -> Measured:
+        from edgekit.apps.profiling.load import level_for
+
+        level = level_for(profile.load, threads)  # quiet and under this load, interleaved (0 busy: quiet only)
         cmd = [sys.executable, "-m", "edgekit.apps.profiling.worker", str(artifact.path), delegate, str(threads),
-               str(profile.runs), str(profile.warmup), str(data)]
+               str(profile.runs), str(profile.warmup), str(data), str(level.cpu), str(level.memory)]
         res = subprocesses.run(cmd, "measurement worker", timeout=MEASURE_TIMEOUT_S, error=DeviceError)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode != 0 or not lines:
@@ -70,7 +73,9 @@ class LocalReach:
         if "error" in out:
             raise DeviceError(out["error"])
         return Measured(out["p50_ms"], out["p90_ms"], out["peak_memory_mb"], out["quality"], out["quality_metric"],
-                        "this machine", {"placement": out["placement"], "session_memory_mb": out["session_memory_mb"]})
+                        "this machine", {"placement": out["placement"], "session_memory_mb": out["session_memory_mb"],
+                                         **{k: out.get(k) for k in ("load_p50_ms", "load_p90_ms", "load",
+                                                                    "run_options")}})
 
 
 #: seconds an adb call may take (pushing a model or a benchmark run takes longer than listing devices)

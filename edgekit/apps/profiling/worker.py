@@ -1,6 +1,10 @@
 """One measurement point in a fresh process: latency, peak memory and quality of an artifact.
 
-    python -m edgekit.apps.profiling.worker ARTIFACT DELEGATE THREADS RUNS WARMUP DATA.npz
+    python -m edgekit.apps.profiling.worker ARTIFACT DELEGATE THREADS RUNS WARMUP DATA.npz [LOAD_CPU LOAD_MEMORY]
+
+With ``LOAD_CPU``/``LOAD_MEMORY`` (hog processes, see :mod:`edgekit.apps.profiling.load`) the point is timed
+quiet and under that load, interleaved in blocks (``load_p50_ms``/``load_p90_ms``); the hogs are the
+worker's children and die with it.
 
 ``DATA.npz`` holds the inputs (``in:NAME``, stacked samples) and the fp32 reference outputs
 (``ref:NAME``) at the artifact's resolution. The worker prints one JSON line. A separate process
@@ -31,9 +35,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_point(artifact_path: str, delegate: str, threads: int, runs: int, warmup: int, data_path: str) -> dict:
+def measure_point(artifact_path: str, delegate: str, threads: int, runs: int, warmup: int, data_path: str,
+                  load_level=None) -> dict:
+    """Latency (quiet, and under ``load_level`` when given and busy), peak memory, quality and placement.
+
+    Raises:
+        EdgekitError: the artifact cannot be opened or run, or a load process cannot start.
+    """
     from edgekit.api import load
-    from edgekit.apps.profiling.latency import measure
+    from edgekit.apps.profiling.latency import measure, measure_contended
     from edgekit.core.parity import compare_outputs
 
     data = np.load(data_path)
@@ -45,22 +55,33 @@ def measure_point(artifact_path: str, delegate: str, threads: int, runs: int, wa
     outputs = [session.run(s) for s in samples]
     refs = [{t.name: data[f"ref:{t.name}"][i : i + 1] for t in session.io.outputs} for i in range(count)]
     report = compare_outputs(refs, outputs, session.io, "int8")
-    lat = measure(session, samples[0], runs=runs, warmup=warmup)
+    loaded = None
+    if load_level is not None and load_level.busy:
+        from edgekit.apps.profiling.load import BackgroundLoad
+
+        with BackgroundLoad(load_level) as background:
+            lat, loaded = measure_contended(session, samples[0], background, runs=runs, warmup=warmup)
+    else:
+        lat = measure(session, samples[0], runs=runs, warmup=warmup)
     peak = _peak_rss_mb()
     o = report.outputs[0]
     quality = o.iou if o.iou is not None else (o.psnr if o.psnr is not None else o.cosine)
     metric = "mask IoU" if o.iou is not None else ("PSNR dB" if o.psnr is not None else "cosine")
     return {"p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms, "mean_ms": lat.mean_ms, "peak_memory_mb": peak,
             "session_memory_mb": max(_rss_mb() - baseline, 0.0), "quality": quality, "quality_metric": metric,
-            "placement": session.placement().to_dict()}
+            "placement": session.placement().to_dict(), "run_options": session.run_options(),
+            "load_p50_ms": loaded.p50_ms if loaded else None, "load_p90_ms": loaded.p90_ms if loaded else None,
+            "load": load_level.to_dict() if loaded else None}
 
 
 def main(argv: list[str]) -> int:
+    from edgekit.apps.profiling.load import LoadLevel
     from edgekit.errors import EdgekitError
 
-    artifact, delegate, threads, runs, warmup, data = argv
+    artifact, delegate, threads, runs, warmup, data, *load = argv
+    level = LoadLevel(cpu=int(load[0]), memory=int(load[1])) if load else None
     try:
-        result = measure_point(artifact, delegate, int(threads), int(runs), int(warmup), data)
+        result = measure_point(artifact, delegate, int(threads), int(runs), int(warmup), data, level)
     except EdgekitError as e:
         result = {"error": str(e)}
     print(json.dumps(result))

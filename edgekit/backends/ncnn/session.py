@@ -4,10 +4,21 @@ On the GPU path ncnn runs every layer that has a Vulkan implementation on the GP
 the CPU; :meth:`placement` counts both. No Vulkan device is a :class:`DeviceError`, never a silent
 CPU run. Precision follows the artifact: fp32 artifacts run with fp16 storage/arithmetic off, fp16
 artifacts with fp16 storage on; int8 artifacts run with ``use_int8_inference``.
+
+Threads: ncnn's pip wheel runs its layers on GNU OpenMP (libgomp), whose threads spin-wait for the next
+parallel region by default. On a device with other work that collapses: 2 threads on 2 busy cores ran a frame
+in 80-650 ms against 6-8 ms without spinning (benchmarks/bench_contention.py). libgomp reads its wait policy
+once, when it is loaded, so edgekit imports ncnn with ``OMP_WAIT_POLICY=PASSIVE`` (``spin=False``, the default)
+or ``ACTIVE`` (``spin=True``), unless the user's environment sets ``OMP_WAIT_POLICY`` (theirs is used).
+The policy is fixed for the process from then on: a session asking for the other one runs with the one in
+effect and says so in :meth:`run_options` (``spin`` is what really happens). ``opt.openmp_blocktime`` is set
+too (it is what ncnn builds on LLVM's OpenMP read).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,19 +30,53 @@ from edgekit.core.deps import require
 from edgekit.core.iospec import IOSpec
 from edgekit.errors import DeviceError, InputError
 
+#: libgomp's wait policy for this process, as read when ncnn was loaded (None: not loaded yet)
+_wait_policy: list[str] = []
+
+
+def _import_ncnn(spin: bool):
+    """ncnn, loaded (the first time) with libgomp's wait policy for ``spin``; returns (module, policy in effect).
+
+    The policy is what libgomp read when it was loaded: the user's ``OMP_WAIT_POLICY`` if set, else edgekit's
+    choice for the first session; ``unknown`` where ncnn was imported before edgekit could set it (a converter
+    loaded it without the variable: libgomp then spins, its default).
+    """
+    if not _wait_policy:
+        user = os.environ.get("OMP_WAIT_POLICY")
+        if "ncnn" in sys.modules:
+            _wait_policy.append((user or "unset").upper())
+        else:
+            if user is None:
+                os.environ["OMP_WAIT_POLICY"] = "ACTIVE" if spin else "PASSIVE"
+            try:
+                require("ncnn")
+            finally:
+                if user is None:  # only libgomp needed it; child processes and other libraries keep theirs
+                    del os.environ["OMP_WAIT_POLICY"]
+            _wait_policy.append((user or ("ACTIVE" if spin else "PASSIVE")).upper())
+    return require("ncnn"), _wait_policy[0]
+
 
 class NcnnSession(Session):
     delegates = tuple(BACKEND.delegates)
 
     def __init__(self, param: Path, weights: Path, native_io: IOSpec, source_io: IOSpec, threads: int = 1,
-                 delegate: str = "cpu", precision: str = "fp32"):
-        ncnn = require("ncnn")
+                 delegate: str = "cpu", precision: str = "fp32", spin: bool = False):
+        ncnn, policy = _import_ncnn(spin)
         super().__init__(native_io, source_io, check_threads(threads), delegate)
+        # libgomp's policy was fixed when ncnn was loaded: spin is what it really does (PASSIVE never spins)
+        self.spin = policy != "PASSIVE"
         self.check_delegate(delegate)
         unit, _, index = delegate.partition(":")
         net = ncnn.Net()
         opt = net.opt
         opt.num_threads = threads  # must be set before load_param
+        opt.openmp_blocktime = 20 if self.spin else 0  # ms; read by ncnn builds on LLVM's OpenMP, not libgomp
+        self.thread_options = {"num_threads": threads, "OMP_WAIT_POLICY": policy,
+                               "openmp_blocktime": opt.openmp_blocktime}
+        if self.spin != bool(spin):
+            self.thread_options["note"] = (f"spin={bool(spin)} was asked for; libgomp's wait policy is fixed per "
+                                           f"process ({policy} when ncnn was loaded), so this session runs with it")
         fp16 = precision == "fp16"
         opt.use_fp16_storage = opt.use_fp16_packed = fp16
         opt.use_fp16_arithmetic = False
@@ -50,9 +95,9 @@ class NcnnSession(Session):
         self._unit = f"gpu:{self.gpu_name}" if unit == "gpu" else "cpu"
 
     @classmethod
-    def open(cls, artifact, threads: int = 1, delegate: str = "cpu") -> NcnnSession:
+    def open(cls, artifact, threads: int = 1, delegate: str = "cpu", spin: bool = False) -> NcnnSession:
         return cls(artifact.file("model"), artifact.file("weights"), artifact.io, artifact.source_io, threads,
-                   delegate, artifact.target.precision)
+                   delegate, artifact.target.precision, spin)
 
     @classmethod
     def check_delegate(cls, delegate: str) -> None:

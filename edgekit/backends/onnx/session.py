@@ -28,7 +28,7 @@ class OrtSession(Session):
     delegates = tuple(BACKEND.delegates)
 
     def __init__(self, model_path: Path, native_io: IOSpec, source_io: IOSpec, threads: int = 1,
-                 delegate: str = "cpu"):
+                 delegate: str = "cpu", spin: bool = False):
         ort = require("onnxruntime")
         super().__init__(native_io, source_io, check_threads(threads), delegate)
         self.check_delegate(delegate)
@@ -36,16 +36,22 @@ class OrtSession(Session):
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        # with spinning on, 2 threads on 2 cores ran 2x slower than 1 (TOOLCHAIN.md)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # spinning worker threads hold their cores between runs: with other work on the device, 2 threads on 2
+        # cores ran 2x slower than 1 (TOOLCHAIN.md); off unless asked for (benchmarks/bench_contention.py)
+        self.spin = bool(spin)
+        self.thread_options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1,
+                               "session.intra_op.allow_spinning": "1" if spin else "0",
+                               "session.inter_op.allow_spinning": "1" if spin else "0"}
+        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+            so.add_session_config_entry(key, self.thread_options[key])
         so.log_severity_level = 3
         self._n_nodes = None
         self._sess = ort.InferenceSession(str(model_path), so, providers=[provider])
         self._model_path = model_path
 
     @classmethod
-    def open(cls, artifact, threads: int = 1, delegate: str = "cpu") -> OrtSession:
-        return cls(artifact.file("model"), artifact.io, artifact.source_io, threads, delegate)
+    def open(cls, artifact, threads: int = 1, delegate: str = "cpu", spin: bool = False) -> OrtSession:
+        return cls(artifact.file("model"), artifact.io, artifact.source_io, threads, delegate, spin)
 
     @classmethod
     def devices(cls) -> list[str]:

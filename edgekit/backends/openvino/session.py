@@ -31,7 +31,7 @@ class OpenVINOSession(Session):
     delegates = tuple(BACKEND.delegates)
 
     def __init__(self, model_path: Path, native_io: IOSpec, source_io: IOSpec, threads: int = 1,
-                 delegate: str = "cpu", precision: str = "f32"):
+                 delegate: str = "cpu", precision: str = "f32", spin: bool = False):
         ov = require("openvino")
         super().__init__(native_io, source_io, check_threads(threads), delegate)
         device_part, _, hint = delegate.partition("@")
@@ -44,18 +44,26 @@ class OpenVINOSession(Session):
         self._model = core.read_model(str(model_path))
         self._model_path = model_path  # the debugger's taps read a copy to add outputs to
         try:
-            config = _config_for(self.device, self.precision, threads, list(core.available_devices))
+            config = _config_for(self.device, self.precision, threads, list(core.available_devices), spin)
             self._compiled = core.compile_model(self._model, self.device, config)
         except RuntimeError as e:
             raise DeviceError(f"OpenVINO cannot compile for {self.device}: {str(e).splitlines()[0]}") from e
         self._core = core
+        self.spin = bool(spin)  # pinned TBB workers wait for "their" core while another process runs on it
+        self.thread_options = {k: str(v) for k, v in _cpu_threads(threads, spin).items()}
+        if self.device == "CPU":  # what the plugin really applied (pinning's default differs by OS)
+            for key in ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "ENABLE_CPU_PINNING"):
+                try:
+                    self.thread_options[key] = str(self._compiled.get_property(key))
+                except RuntimeError:
+                    self.thread_options[key] = self.thread_options.get(key, "default") + " (not reported back)"
         self._request = self._compiled.create_infer_request()
         self._outputs = [o.get_any_name() for o in self._compiled.outputs]
 
     @classmethod
-    def open(cls, artifact, threads: int = 1, delegate: str = "cpu") -> OpenVINOSession:
+    def open(cls, artifact, threads: int = 1, delegate: str = "cpu", spin: bool = False) -> OpenVINOSession:
         return cls(artifact.file("model"), artifact.io, artifact.source_io, threads, delegate,
-                   artifact.options.get("inference_precision", "f32"))
+                   artifact.options.get("inference_precision", "f32"), spin)
 
     @classmethod
     def check_delegate(cls, delegate: str) -> None:
@@ -159,13 +167,22 @@ def _check_device(core, device: str) -> None:
                           f"{', '.join(d.lower() for d in available)}")
 
 
-def _config_for(device: str, precision: str, threads: int, available: list[str]) -> dict:
+def _cpu_threads(threads: int, spin: bool) -> dict:
+    """The CPU plugin's thread settings: ``threads`` in one stream; with ``spin`` off, workers are not pinned to
+    cores (a pinned worker waits for its core while another process runs there; benchmarks/bench_contention.py)."""
+    cfg: dict = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
+    if not spin:
+        cfg["ENABLE_CPU_PINNING"] = False
+    return cfg
+
+
+def _config_for(device: str, precision: str, threads: int, available: list[str], spin: bool = False) -> dict:
     """Precision (and CPU threads) for a device; virtual devices pass them on to each real one."""
 
     def real(d: str) -> dict:
         cfg = {"INFERENCE_PRECISION_HINT": precision}
         if d == "CPU":
-            cfg["INFERENCE_NUM_THREADS"] = threads
+            cfg.update(_cpu_threads(threads, spin))
         return cfg
 
     kind, _, rest = device.partition(":")

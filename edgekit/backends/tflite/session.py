@@ -30,9 +30,15 @@ class LiteRTSession(Session):
     delegates = tuple(BACKEND.delegates)
 
     def __init__(self, model_path: Path, native_io: IOSpec, source_io: IOSpec, threads: int = 1,
-                 delegate: str = "cpu"):
+                 delegate: str = "cpu", spin: bool = False):
         litert = require("ai_edge_litert.interpreter")
         super().__init__(native_io, source_io, check_threads(threads), delegate)
+        # XNNPACK's thread pool (pthreadpool) waits as it is built to (a short spin, then a futex); LiteRT's Python
+        # API sets only the thread count, so ``spin`` cannot be honoured either way and is reported as None
+        self.spin = None
+        self.thread_options = {"num_threads": threads}
+        if spin:
+            self.thread_options["note"] = "spin=True was asked for; LiteRT has no spin setting (pthreadpool default)"
         unit, _, lib = delegate.partition("=")
         kwargs: dict = {"model_path": str(model_path), "num_threads": threads}
         lib = str(Path(lib).resolve()) if lib else lib  # dlopen of "x.so" would search the system paths
@@ -57,8 +63,8 @@ class LiteRTSession(Session):
             raise DeviceError(f"{unit} delegate {lib} took none of the model's ops; refusing a silent CPU run")
 
     @classmethod
-    def open(cls, artifact, threads: int = 1, delegate: str = "cpu") -> LiteRTSession:
-        return cls(artifact.file("model"), artifact.io, artifact.source_io, threads, delegate)
+    def open(cls, artifact, threads: int = 1, delegate: str = "cpu", spin: bool = False) -> LiteRTSession:
+        return cls(artifact.file("model"), artifact.io, artifact.source_io, threads, delegate, spin)
 
     @classmethod
     def check_delegate(cls, delegate: str) -> None:
