@@ -545,6 +545,29 @@ def models_fetch(name):
             out.print(str(path))
 
 
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def models_list(as_json):
+    """Every model edgekit bundles or can fetch: licence, task, size and input resolutions.
+
+    \b
+    Examples:
+      edgekit models list
+      edgekit convert ~/.cache/edgekit/mediapipe/0.10.14/selfie_segmentation.tflite --target ncnn-fp16
+    """
+    from edgekit.zoo.mediapipe import catalogue
+
+    rows = catalogue()
+    if as_json:
+        return _emit_json(rows)
+    t = Table("model", "task", "licence", "size KiB", "resolutions (HxW)", "source", title="models edgekit knows")
+    for r in rows:
+        size = f"{r['size_bytes'] / 1024:.0f}" if r["size_bytes"] else "not fetched"
+        t.add_row(r["name"], r["task"], r["licence"], size, ", ".join(f"{h}x{w}" for h, w in r["resolutions"]),
+                  r["source"])
+    out.print(t)
+
+
 @cli.command()
 @click.argument("name", type=click.Choice(["device-profile", "app-config", "pipeline", "recipe"]))
 def schema(name):

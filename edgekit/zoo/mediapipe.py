@@ -184,3 +184,26 @@ class _RenamedOutput:
 
     def run(self, inputs):
         return {self.name: next(iter(self.session.run(inputs).values()))}
+
+
+def catalogue() -> list[dict]:
+    """Every model edgekit bundles or can fetch (``edgekit models list``): name, where it comes from, licence,
+    task, size on disk (None when not fetched), input resolutions (H, W) and the path when present."""
+    from edgekit.apps.profiling.matrix import BUNDLED_MODEL
+    from edgekit.core.iospec import ModelCard
+
+    rows = []
+    student = Path(BUNDLED_MODEL)
+    if student.is_file():
+        card = ModelCard.beside(student)
+        rows.append({"name": card.name, "source": "bundled",
+                     "licence": "Apache-2.0", "task": card.task, "size_bytes": student.stat().st_size,
+                     "resolutions": [list(r) for r in card.resolutions], "path": str(student),
+                     "description": "edgekit's portrait-segmentation student (synthetic training data only)"})
+    for name, info in INFO.items():
+        p = cache_dir() / f"{name}.tflite"
+        rows.append({"name": f"mediapipe:{name}", "source": f"models fetch mediapipe ({VERSION} wheel)",
+                     "licence": LICENCE, "task": info.task, "size_bytes": p.stat().st_size if p.is_file() else None,
+                     "resolutions": [list(r) for r in info.resolutions], "path": str(p) if p.is_file() else None,
+                     "description": info.description})
+    return rows
