@@ -21,7 +21,7 @@ from edgekit.core.ingest import load_source
 from edgekit.core.parity import ParityReport, check
 from edgekit.errors import InputError, OutputError
 
-__all__ = ["convert", "load", "validate", "inspect", "benchmark", "read_input", "reference_session"]
+__all__ = ["convert", "load", "validate", "inspect", "benchmark", "audit", "read_input", "reference_session"]
 
 
 def load(artifact: str | Path | Artifact, threads: int = 1, delegate: str = "cpu", spin: bool | None = None) -> Session:
@@ -95,6 +95,24 @@ def inspect(model, input_shapes: list[str] | None = None):
     return inspect_model(model, input_shapes)
 
 
+def audit(artifact: str | Path | Artifact, threads: int = 1, delegate: str = "cpu"):
+    """What each op of an artifact really runs as on ``delegate`` here, against what its target intends
+    (:class:`~edgekit.core.audit.Audit`; ``.require(("fast",))`` turns deviations into an error).
+
+    Raises:
+        AuditError: the runtime cannot report what it runs.
+        InputError, DeviceError: as :func:`load`.
+    """
+    from edgekit.core.audit import audit_artifact
+
+    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    sess = load(art, threads=threads, delegate=delegate)
+    try:
+        return audit_artifact(art, sess)
+    finally:
+        sess.close()
+
+
 def read_input(path: Path | None, io) -> dict:
     """One input for a model with spec ``io``: a ``.npy`` of exactly the input's shape (batch dimension optional),
     an image file (pre-processed as the spec says), or, with ``path`` None, a generated sample.
@@ -131,10 +149,11 @@ def _npz_target(save: Path) -> Path:
 
 
 def benchmark(artifact: str | Path | Artifact, input: Path | None = None, threads: int = 1, delegate: str = "cpu",
-              runs: int = 50, placement: bool = False, save: Path | None = None) -> dict:
+              runs: int = 50, placement: bool = False, save: Path | None = None, audit: bool = False) -> dict:
     """Run an artifact on one input (:func:`read_input`) and time it: ``{"artifact", "threads", "delegate",
     "latency" (p50/p90/...), "outputs" (shape/min/max/mean per output), "placement" (when asked)}``; with
-    ``save``, the outputs are written to that ``.npz`` (atomically; its folder must exist).
+    ``save``, the outputs are written to that ``.npz`` (atomically; its folder must exist); with ``audit``, the
+    execution audit of the session (``"audit"``).
 
     Raises:
         InputError: bad threads/runs, the artifact or the input cannot be used.
@@ -170,4 +189,9 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
                               "mean": float(v.mean())} for k, v in outputs.items()}}
     if placement:
         result["placement"] = sess.placement().to_dict()
+    if audit:
+        from edgekit.core.audit import audit_artifact
+
+        art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+        result["audit"] = audit_artifact(art, sess).to_dict()
     return result

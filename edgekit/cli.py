@@ -209,19 +209,29 @@ def _print_parity(parity: dict) -> None:
 @click.option("--placement", is_flag=True, help="Show which unit ran how many ops.")
 @click.option("--save", type=click.Path(path_type=Path),
               help="Save outputs to this .npz file (its folder must exist; an existing file is replaced whole).")
+@click.option("--audit", "audit", is_flag=True, help="Show what each op really ran as, against the target's intent.")
+@click.option("--require", "require", multiple=True, type=click.Choice(["fast", "delegate", "precision"]),
+              help="With --audit: any op off the fast path / off the delegate / in another precision is an error "
+                   "(exit 8; repeatable, for CI).")
 @json_option
-def run(artifact, input_file, threads, delegate, runs, placement, save, as_json):
+def run(artifact, input_file, threads, delegate, runs, placement, save, audit, require, as_json):
     """Run ARTIFACT on an input (or a generated one) and report latency and outputs.
 
     \b
-    Example:  edgekit run out/student-onnx-int8 --input face.jpg --threads 2 --placement
+    Examples:
+      edgekit run out/student-onnx-int8 --input face.jpg --threads 2 --placement
+      edgekit run out/student-tflite-int8 --audit --require fast --require precision
     """
     from edgekit.api import benchmark
+    from edgekit.core.audit import Audit
 
     result = benchmark(artifact, input_file, threads=threads, delegate=delegate, runs=runs, placement=placement,
-                       save=save)
+                       save=save, audit=audit or bool(require))
     if as_json:
-        return _emit_json(result)
+        _emit_json(result)
+        if require:
+            Audit.from_dict(result["audit"]).require(tuple(require))
+        return
     lat = result["latency"]
     out.print(f"{artifact}: p50 {lat['p50_ms']:.2f} ms  p90 {lat['p90_ms']:.2f} ms  ({runs} runs, {threads} "
               f"thread(s), {delegate})")
@@ -232,6 +242,80 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, as_json)
     if placement:
         p = result["placement"]
         out.print("placement: " + ", ".join(f"{u}: {n} ops" for u, n in p["ops_per_unit"].items()))
+    if "audit" in result:
+        report = Audit.from_dict(result["audit"])
+        _print_audit(report, every_op=False)
+        if require:
+            report.require(tuple(require))
+
+
+def _print_audit(report, every_op: bool) -> None:
+    """The audit's summary line and its table (every op, or only those that deviate)."""
+    s = report.summary()
+    dev = ", ".join(f"{k} {n}" for k, n in s["deviations"].items())
+    out.print(f"audit ({report.runtime}, {report.target}): {s['fast']}/{s['ops']} ops on the fast path; "
+              f"deviations: {dev}; precision: {', '.join(f'{k} {n}' for k, n in s['by_precision'].items())}",
+              highlight=False, soft_wrap=True)
+    rows = report.ops if every_op else report.deviating()
+    if rows:
+        t = Table("op", "name", "ran as", "intended", "deviation", "why",
+                  title="every op" if every_op else "ops that deviate")
+        for o in rows:
+            t.add_row(o.op, o.name[-32:], f"{o.unit} {o.precision} ({o.kernel})",
+                      f"{o.intended_unit} {o.intended_precision}", ", ".join(o.deviations()) or "-", o.why)
+        out.print(t)
+    for limit in report.limits:
+        out.print(f"  limit: {limit}", highlight=False)
+
+
+@cli.command("audit")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("other", required=False, type=click.Path(path_type=Path))
+@click.option("--threads", default=1, show_default=True)
+@click.option("--delegate", default="cpu", show_default=True, help="cpu, gpu, npu, ... (per runtime).")
+@click.option("--recorded", is_flag=True, help="Use the audits recorded at conversion instead of auditing here.")
+@click.option("--require", "require", multiple=True, type=click.Choice(["fast", "delegate", "precision"]),
+              help="Any op deviating this way is an error (exit 8; repeatable).")
+@json_option
+def audit_cmd(artifact, other, threads, delegate, recorded, require, as_json):
+    """What each op of ARTIFACT really runs as, against what its target intends; with OTHER, what changed
+    between two artifacts (or one artifact recorded under two toolchains: --recorded).
+
+    \b
+    Examples:
+      edgekit audit out/student-tflite-int8
+      edgekit audit out/student-tflite-int8 out/student-tflite-int8-new --recorded
+    """
+    from edgekit.api import audit as do_audit
+    from edgekit.core.artifact import Artifact
+    from edgekit.core.audit import Audit, compare, describe_moves
+    from edgekit.errors import AuditError
+
+    def one(path):
+        if recorded:
+            art = Artifact.load(path)
+            if not art.audit:
+                raise AuditError(f"{path} records no audit (made by an older edgekit, or its runtime cannot run "
+                                 "here); drop --recorded to audit it on this machine")
+            return Audit.from_dict(art.audit)
+        return do_audit(path, threads=threads, delegate=delegate)
+
+    first = one(artifact)
+    if other is None:
+        if as_json:
+            _emit_json(first.to_dict())
+        else:
+            _print_audit(first, every_op=True)
+        if require:
+            first.require(tuple(require))
+        return
+    diff = compare(first, one(other))
+    if as_json:
+        return _emit_json(diff)
+    lines = describe_moves(diff) or ["no op moved: same units, precisions and fast path"]
+    out.print(f"{artifact} -> {other}:")
+    for line in lines:
+        out.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
 @cli.command()

@@ -66,3 +66,9 @@ class RuntimeUnavailableError(EdgekitError):
 
 class DeviceError(RuntimeUnavailableError):
     """A named device or delegate is not present; the message lists those that are."""
+
+
+class AuditError(EdgekitError):
+    """An execution audit found ops that deviate from what was asked (``--require fast|delegate|precision``)."""
+
+    exit_code = 8

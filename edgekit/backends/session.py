@@ -85,6 +85,19 @@ class Session(ABC):
         return Placement(device=self.delegate, ops_per_unit={self.delegate: -1},
                          detail={"note": "this runtime does not report per-op placement"})
 
+    def audit(self, target, kept_layers: tuple[str, ...] = ()):
+        """Intended vs actual per op (:class:`~edgekit.core.audit.Audit`): where each op ran, in which precision,
+        on the fast path or not. ``target`` is the artifact's :class:`~edgekit.core.target.Target`;
+        ``kept_layers`` names the layers the conversion kept in float on purpose (the artifact's
+        ``float_layers``). Use :func:`edgekit.core.audit.audit_artifact` to audit an artifact.
+
+        Raises:
+            AuditError: this runtime cannot report what it ran.
+        """
+        from edgekit.errors import AuditError
+
+        raise AuditError(f"{type(self).__name__} cannot report what each op ran as here")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources (optional)."""
 

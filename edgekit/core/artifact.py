@@ -58,6 +58,8 @@ class Artifact:
     options: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     parity: dict | None = None
+    #: the execution audit taken at conversion (:class:`~edgekit.core.audit.Audit` as a dict), or None
+    audit: dict | None = None
     created: str = ""
     #: the prepared fp32 ONNX the artifact was proved against (relative path); ``validate`` uses it, so
     #: no source recorded in ``artifact.json`` (a ``file.py:factory``) is ever imported again
@@ -89,6 +91,7 @@ class Artifact:
             "options": self.options,
             "notes": self.notes,
             "parity": self.parity,
+            "audit": self.audit,
             "reference": None if self.reference is None else {
                 "path": self.reference, "sha256": sha256_file(self.path / self.reference)},
             "created": self.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -137,6 +140,7 @@ class Artifact:
                 options=d.get("options", {}),
                 notes=d.get("notes", []),
                 parity=d.get("parity"),
+                audit=d.get("audit"),
                 created=d.get("created", ""),
                 reference=(d.get("reference") or {}).get("path"),
             )

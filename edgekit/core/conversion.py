@@ -99,10 +99,35 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
                                       f"top-1 agreement on all of them to show >= {floor} at 95% confidence")
             shutil.copyfile(src.onnx_path, stage / REFERENCE_FILE)
             artifact.reference = REFERENCE_FILE
+            artifact.audit = _audit_at_conversion(artifact, say)
             artifact.save()
     artifact.path = out.absolute()
     say(f"wrote {out}")
     return artifact
+
+
+def _audit_at_conversion(artifact: Artifact, say: Progress) -> dict | None:
+    """The artifact's execution audit on this machine's CPU, recorded in ``artifact.json`` (None, with a note,
+    where the runtime cannot run or report here: Core ML off macOS)."""
+    from edgekit.backends.registry import open_session
+    from edgekit.core.audit import audit_artifact
+    from edgekit.errors import AuditError, RuntimeUnavailableError
+
+    say("auditing what each op runs as")
+    try:
+        session = open_session(artifact)
+        try:
+            audit = audit_artifact(artifact, session)
+        finally:
+            session.close()
+    except (AuditError, RuntimeUnavailableError) as e:
+        artifact.notes.append(f"no execution audit here: {e}")
+        return None
+    off = audit.summary()["off_fast_path"]
+    if off:
+        artifact.notes.append(f"audit: {sum(off.values())} of {len(audit.ops)} ops run off the fast path "
+                              f"({', '.join(f'{n} {op}' for op, n in off.items())}); see edgekit audit")
+    return audit.to_dict()
 
 
 def _refuse_unknown_inputs(tgt: Target, io, calib) -> None:

@@ -181,6 +181,12 @@ class NcnnSession(Session):
             ex.clear()
             del ex
 
+    def audit(self, target, kept_layers: tuple[str, ...] = ()):
+        """Per layer: int8 (int8_scale_term with int8 inference on) or fp32, from the layers ncnn loaded."""
+        from edgekit.backends.ncnn.audit import audit_ncnn
+
+        return audit_ncnn(self, target, set(kept_layers))
+
     def placement(self) -> Placement:
         layers = [ly for ly in self._net.layers() if ly.type not in ("Input",)]
         if self._unit == "cpu":

@@ -77,6 +77,12 @@ class OrtSession(Session):
         names = [o.name for o in self._sess.get_outputs()]
         return dict(zip(names, self._sess.run(names, inputs)))
 
+    def audit(self, target, kept_layers: tuple[str, ...] = ()):
+        """Per node of the graph ORT really runs: a quantized kernel, or float compute between Q/DQ pairs."""
+        from edgekit.backends.onnx.audit import audit_ort
+
+        return audit_ort(self._model_path, target, PROVIDERS[self.delegate], self.delegate, set(kept_layers))
+
     def placement(self) -> Placement:
         if self._n_nodes is None:
             import onnx

@@ -84,6 +84,12 @@ class OpenVINOSession(Session):
         res = self._request.infer(inputs)
         return {name: np.asarray(res[i]) for i, name in enumerate(self._outputs)}
 
+    def audit(self, target, kept_layers: tuple[str, ...] = ()):
+        """Per executed layer: runtime precision and implementation (reference kernels are off the fast path)."""
+        from edgekit.backends.openvino.audit import audit_openvino
+
+        return audit_openvino(self, target, set(kept_layers))
+
     def placement(self) -> Placement:
         target = self.device.split(":")[0]
         if target in ("HETERO", "CPU", "GPU", "NPU"):

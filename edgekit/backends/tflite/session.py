@@ -88,6 +88,12 @@ class LiteRTSession(Session):
         self._it.invoke()
         return {name: self._it.get_tensor(i).copy() for name, i in self._outputs.items()}
 
+    def audit(self, target, kept_layers: tuple[str, ...] = ()):
+        """Per op: taken by XNNPACK / the delegate or run on LiteRT's built-in kernels, and its precision."""
+        from edgekit.backends.tflite.audit import audit_litert
+
+        return audit_litert(self, target, bool(kept_layers))
+
     def placement(self) -> Placement:
         """Ops taken by delegate partitions vs ops run by LiteRT's own CPU kernels."""
         ops = self._it._get_ops_details()
@@ -99,6 +105,7 @@ class LiteRTSession(Session):
         fell_back = sorted({o["op_name"] for o in real if o["index"] not in delegated})
         return Placement(device=self._unit, ops_per_unit=units,
                          detail={"partitions": str(partitions), "cpu_kernel_ops": ", ".join(fell_back)})
+
 
     # ---- numeric debugger taps (edgekit diff)
 

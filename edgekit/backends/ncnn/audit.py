@@ -1,0 +1,43 @@
+"""Execution audit of an ncnn session, read from the layers it loaded: ncnn runs a Convolution/InnerProduct in
+int8 when the layer carries ``int8_scale_term`` and the net has ``use_int8_inference``; weights stored as fp16
+are computed in fp32 on x86 (fp16 storage, fp32 arithmetic here); everything else runs in fp32."""
+
+from __future__ import annotations
+
+from edgekit.backends.ncnn import model as nm
+from edgekit.core.audit import Audit, OpRun
+
+_PLUMBING = {"Input", "Split", "Reshape", "Flatten", "Noop", "MemoryData"}
+#: layer type -> the param id of its int8_scale_term
+_INT8_CAPABLE = {"Convolution": 8, "ConvolutionDepthWise": 8, "InnerProduct": 8}
+
+
+def audit_ncnn(session, target, kept_layers: set[str]) -> Audit:
+    """Intended vs actual per layer of ``session`` (an ncnn session) for ``target``."""
+    param, weights = session._files
+    int8_net = session._net.opt.use_int8_inference
+    unit = session._unit
+    out = Audit(f"ncnn ({unit})", str(target), session.delegate)
+    for index, layer in enumerate(nm.read(param, weights)):
+        if layer.type in _PLUMBING:
+            continue
+        scale_key = _INT8_CAPABLE.get(layer.type)
+        tag = layer.arrays.get("weight", (None,))[0] if layer.arrays else None
+        if scale_key is not None and int8_net and int(layer.params.get(scale_key, 0)):
+            precision = "int8"
+        else:
+            precision = "fp32"
+        if target.is_quantized and scale_key is not None:
+            intended = "fp32 (kept)" if layer.name in kept_layers else "int8"
+        elif target.is_quantized:
+            intended = precision  # ncnn's int8 scheme quantizes convolutions and inner products only
+        else:
+            intended = "fp32"  # fp16 targets: fp16 storage, fp32 arithmetic on this CPU
+        kernel = {nm.TAG_INT8: "int8 weights", nm.TAG_FP16: "fp16 weights"}.get(tag, "fp32")
+        why = "" if precision == intended or intended.endswith("(kept)") else \
+            "the layer has no int8_scale_term (not quantized by the conversion)"
+        out.ops.append(OpRun(index, layer.type, layer.name, unit.split(":")[0], kernel, precision,
+                             session.delegate.split(":")[0], intended, why=why))
+    if unit.startswith("gpu"):
+        out.limits.append("on Vulkan ncnn chooses fp16/fp32 per layer at run time; not reported per layer")
+    return out
