@@ -149,11 +149,14 @@ def _npz_target(save: Path) -> Path:
 
 
 def benchmark(artifact: str | Path | Artifact, input: Path | None = None, threads: int = 1, delegate: str = "cpu",
-              runs: int = 50, placement: bool = False, save: Path | None = None, audit: bool = False) -> dict:
+              runs: int = 50, placement: bool = False, save: Path | None = None, spin: bool | None = None,
+              under_load: bool = False, audit: bool = False) -> dict:
     """Run an artifact on one input (:func:`read_input`) and time it: ``{"artifact", "threads", "delegate",
     "latency" (p50/p90/...), "outputs" (shape/min/max/mean per output), "placement" (when asked)}``; with
     ``save``, the outputs are written to that ``.npz`` (atomically; its folder must exist); with ``audit``, the
-    execution audit of the session (``"audit"``).
+    execution audit of the session (``"audit"``). ``spin`` is passed to :func:`load`; the thread settings applied
+    are in ``"run_options"``. With ``under_load`` the runs are also timed under the profiler's default background
+    load, interleaved with the quiet ones (``"latency_under_load"``, ``"load"``).
 
     Raises:
         InputError: bad threads/runs, the artifact or the input cannot be used.
@@ -172,10 +175,19 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
     if runs < 1:
         raise InputError(f"--runs must be at least 1, got {runs}")
     save = _npz_target(Path(save)) if save is not None else None
-    sess = load(artifact, threads=threads, delegate=delegate)
+    sess = load(artifact, threads=threads, delegate=delegate, spin=spin)
     inputs = read_input(input, sess.io)
     outputs = sess.run(inputs)
-    lat = measure(sess, inputs, runs=runs)
+    loaded = level = None
+    if under_load:  # quiet and under the profiler's default load, interleaved (edgekit.apps.profiling.load)
+        from edgekit.apps.profiling.latency import measure_contended
+        from edgekit.apps.profiling.load import BackgroundLoad, default_level, usable_cpus
+
+        level = default_level(usable_cpus(), threads)
+        with BackgroundLoad(level) as background:
+            lat, loaded = measure_contended(sess, inputs, background, runs=runs)
+    else:
+        lat = measure(sess, inputs, runs=runs)
     if save:
         buf = iolib.BytesIO()
         np.savez(buf, **outputs)
@@ -184,7 +196,8 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
         except OSError as e:
             raise OutputError(f"cannot save outputs to {save}: {e.strerror or e}") from e
     result = {"artifact": str(getattr(artifact, "path", artifact)), "threads": threads, "delegate": delegate,
-              "latency": lat.to_dict(),
+              "latency": lat.to_dict(), "run_options": sess.run_options(),
+              **({"latency_under_load": loaded.to_dict(), "load": level.to_dict()} if loaded else {}),
               "outputs": {k: {"shape": list(v.shape), "min": float(v.min()), "max": float(v.max()),
                               "mean": float(v.mean())} for k, v in outputs.items()}}
     if placement:

@@ -207,6 +207,10 @@ def _print_parity(parity: dict) -> None:
 @click.option("--delegate", default="cpu", show_default=True, help="cpu, gpu, npu, ... (per runtime).")
 @click.option("--runs", default=50, show_default=True, help="Timed runs after 10 warm-up runs.")
 @click.option("--placement", is_flag=True, help="Show which unit ran how many ops.")
+@click.option("--spin/--no-spin", default=None, help="Let the runtime's worker threads busy-wait between runs "
+              "(default: off, fit for a device with other work; the settings applied are reported).")
+@click.option("--under-load", is_flag=True, help="Also time under background load (busy processes on the cores "
+              "left free, plus one), interleaved with the quiet runs.")
 @click.option("--save", type=click.Path(path_type=Path),
               help="Save outputs to this .npz file (its folder must exist; an existing file is replaced whole).")
 @click.option("--audit", "audit", is_flag=True, help="Show what each op really ran as, against the target's intent.")
@@ -214,7 +218,7 @@ def _print_parity(parity: dict) -> None:
               help="With --audit: any op off the fast path / off the delegate / in another precision is an error "
                    "(exit 8; repeatable, for CI).")
 @json_option
-def run(artifact, input_file, threads, delegate, runs, placement, save, audit, require, as_json):
+def run(artifact, input_file, threads, delegate, runs, placement, spin, under_load, save, audit, require, as_json):
     """Run ARTIFACT on an input (or a generated one) and report latency and outputs.
 
     \b
@@ -226,7 +230,7 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, audit, r
     from edgekit.core.audit import Audit
 
     result = benchmark(artifact, input_file, threads=threads, delegate=delegate, runs=runs, placement=placement,
-                       save=save, audit=audit or bool(require))
+                       save=save, audit=audit or bool(require), spin=spin, under_load=under_load)
     if as_json:
         _emit_json(result)
         if require:
@@ -235,6 +239,13 @@ def run(artifact, input_file, threads, delegate, runs, placement, save, audit, r
     lat = result["latency"]
     out.print(f"{artifact}: p50 {lat['p50_ms']:.2f} ms  p90 {lat['p90_ms']:.2f} ms  ({runs} runs, {threads} "
               f"thread(s), {delegate})")
+    if "latency_under_load" in result:
+        busy = result["latency_under_load"]
+        out.print(f"under load ({result['load']['cpu']} CPU + {result['load']['memory']} memory hog processes): "
+                  f"p50 {busy['p50_ms']:.2f} ms  p90 {busy['p90_ms']:.2f} ms  (interleaved with the quiet runs)")
+    ro = result["run_options"]
+    out.print(f"threads: {ro['threads']}, spin: {ro['spin']}"
+              + "".join(f", {k}={v}" for k, v in ro["settings"].items()), highlight=False, soft_wrap=True)
     t = Table("output", "shape", "min", "max", "mean")
     for k, v in result["outputs"].items():
         t.add_row(k, "x".join(map(str, v["shape"])), f"{v['min']:.4g}", f"{v['max']:.4g}", f"{v['mean']:.4g}")

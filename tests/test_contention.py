@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from edgekit.apps.profiling.choose import choose
@@ -267,3 +268,35 @@ def test_device_profile_load_settings_validate(tmp_path):
         f.write_text(base + bad)
         with pytest.raises(InputError):
             load_profile(f)
+
+
+def test_quantile_intervals_cover_the_true_quantile():
+    from edgekit.apps.profiling.latency import quantile_ci
+
+    rng = np.random.default_rng(7)
+    true_p50, true_p90 = np.log(2.0) / 1.0 + 1.0, np.log(10.0) + 1.0  # 1 ms + exponential(1 ms)
+    hits50 = hits90 = 0
+    trials = 400
+    for _ in range(trials):
+        ms = 1.0 + rng.exponential(1.0, 50)
+        lo, hi = quantile_ci(ms, 0.5)
+        hits50 += lo <= true_p50 <= hi
+        lo, hi = quantile_ci(ms, 0.9)
+        hits90 += lo <= true_p90 <= hi
+    # a 95% interval: coverage near 0.95 (not 1.0, which an interval of the whole sample would give)
+    assert 0.90 <= hits50 / trials <= 0.995 and 0.88 <= hits90 / trials <= 0.995, (hits50, hits90)
+    lo, hi = quantile_ci(np.arange(1000.0), 0.5)
+    assert 460 < lo < 500 < hi < 540  # narrow with many runs
+
+
+def test_a_choice_within_the_noise_says_so():
+    a = _point("onnx-fp32", 3.0, 3.5, load_p90=6.0)
+    b = _point("ncnn-fp32", 3.1, 3.6, load_p90=6.2)
+    a.load_p90_ci, b.load_p90_ci = [5.0, 7.0], [5.5, 7.5]
+    c = choose([a, b], budget_ms=8.3)
+    assert c.chosen is a and "not separable from the runner-up" in c.why and b.label() in c.why
+    b.load_p90_ci = [7.1, 7.5]
+    assert "not separable" not in choose([a, b], budget_ms=8.3).why
+    b.quality = 0.99  # decided by quality, not by latency: nothing to say about the noise
+    b.load_p90_ci = [5.5, 7.5]
+    assert "not separable" not in choose([a, b], budget_ms=8.3).why

@@ -54,6 +54,8 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
     why = (f"{chosen.label()}: {_tail(chosen)} fits {budget_ms:.1f} ms with "
            f"{chosen.quality_metric} {chosen.quality:.4f}, the best of {len(fitting)} fitting points"
            + (f"; fallback {fallback.label()} ({_tail(fallback)})" if fallback else "; no fallback fits"))
+    if len(fitting) > 1:
+        why += _separable(chosen, fitting[1], camera)
     quiet_only = [p for p in points if p.ok and p.tail_ms <= budget_ms and not p.budget_tail_ms <= budget_ms]
     if quiet_only:
         why += (f"; {len(quiet_only)} point(s) fit only on a quiet device and were not chosen (e.g. "
@@ -66,3 +68,15 @@ def _tail(p: Point) -> str:
     if p.loaded:
         return f"p90 {p.load_p90_ms:.2f} ms under load (quiet {p.tail_ms:.2f})"
     return f"{p.tail_name} {p.tail_ms:.2f} ms (quiet; not measured under load)"
+
+
+def _separable(chosen: Point, runner_up: Point, camera: tuple[int, int]) -> str:
+    """A note when the runner-up ranks below the choice only by latency and their tail latencies' 95% confidence
+    intervals overlap: within the noise of this sweep either could be the faster one."""
+    if _rank(chosen, camera)[:3] != _rank(runner_up, camera)[:3]:
+        return ""  # decided by quality, aspect ratio or input size, not by a latency difference
+    a, b = chosen.budget_tail_ci, runner_up.budget_tail_ci
+    if not a or not b or a[1] < b[0] or b[1] < a[0]:
+        return ""
+    return (f"; not separable from the runner-up {runner_up.label()} within the noise (95% intervals of the tail: "
+            f"{a[0]:.2f}-{a[1]:.2f} vs {b[0]:.2f}-{b[1]:.2f} ms)")

@@ -1,4 +1,9 @@
-"""Latency of a session: warm-up, then percentiles over timed runs."""
+"""Latency of a session: warm-up, then percentiles over timed runs, with 95% confidence intervals.
+
+The intervals are distribution-free (order statistics): the ranks around ``n*q`` that a binomial(n, q) count of
+runs below the true quantile reaches 95% of the time, so they hold for any latency distribution (long tails,
+two modes) and widen honestly when there are few runs.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,25 @@ class Latency:
     mean_ms: float
     min_ms: float
     runs: int
+    p50_ci: tuple[float, float] | None = None  # 95% confidence interval of the true median, ms
+    p90_ci: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k in ("p50_ci", "p90_ci"):
+            d[k] = list(d[k]) if d[k] is not None else None
+        return d
+
+
+def quantile_ci(ms: np.ndarray, q: float, z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free confidence interval of the ``q`` quantile of the samples ``ms`` (normal approximation to
+    the binomial rank distribution; the sample's extremes where ``n`` is too small for the level)."""
+    x = np.sort(np.asarray(ms, dtype=float))
+    n = len(x)
+    half = z * np.sqrt(n * q * (1 - q))
+    lo = int(np.floor(n * q - half))
+    hi = int(np.ceil(n * q + half))
+    return float(x[max(lo, 0)]), float(x[min(hi, n - 1)])
 
 
 def measure(session, inputs: dict[str, np.ndarray], runs: int = 50, warmup: int = 10) -> Latency:
@@ -29,8 +50,7 @@ def measure(session, inputs: dict[str, np.ndarray], runs: int = 50, warmup: int 
         t = time.perf_counter()
         session.run(inputs)
         times[i] = time.perf_counter() - t
-    ms = times * 1e3
-    return Latency(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.mean()), float(ms.min()), runs)
+    return _latency(times)
 
 
 def measure_contended(session, inputs: dict[str, np.ndarray], load, runs: int = 50, warmup: int = 10,
@@ -64,4 +84,5 @@ def measure_contended(session, inputs: dict[str, np.ndarray], load, runs: int = 
 
 def _latency(seconds: list[float]) -> Latency:
     ms = np.asarray(seconds) * 1e3
-    return Latency(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.mean()), float(ms.min()), len(ms))
+    return Latency(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.mean()), float(ms.min()), len(ms),
+                   quantile_ci(ms, 0.5), quantile_ci(ms, 0.9))

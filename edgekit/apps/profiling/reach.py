@@ -75,7 +75,7 @@ class LocalReach:
         return Measured(out["p50_ms"], out["p90_ms"], out["peak_memory_mb"], out["quality"], out["quality_metric"],
                         "this machine", {"placement": out["placement"], "session_memory_mb": out["session_memory_mb"],
                                          **{k: out.get(k) for k in ("load_p50_ms", "load_p90_ms", "load",
-                                                                    "run_options")}})
+                                                                    "run_options", "p90_ci", "load_p90_ci")}})
 
 
 #: seconds an adb call may take (pushing a model or a benchmark run takes longer than listing devices)

@@ -53,8 +53,9 @@ def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png
         mark = "chosen" if choice.chosen and p.key == choice.chosen.key else (
             "fallback" if choice.fallback and p.key == choice.fallback.key else ("front" if p.key in front else ""))
         tail = f"{p.tail_ms:.2f}" + ("" if p.p90_ms is not None else " (p95)") if p.ok else "-"
-        load = [f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}", f"{p.slowdown:.1f}x"] if p.ok and p.loaded else [
-            "-", "-", "-"]
+        load = [f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}" + _ci(p.load_p90_ci), f"{p.slowdown:.1f}x"] \
+            if p.ok and p.loaded else ["-", "-", "-"]
+        tail += _ci(p.p90_ci) if p.ok and p.p90_ms is not None else ""
         cells = [html.escape(p.label()), f"{p.p50_ms:.2f}" if p.ok else "-", tail, *load,
                  f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb else "-",
                  f"{p.quality:.4f}" if p.quality is not None else "-", mark, html.escape(p.error)]
@@ -81,4 +82,9 @@ def _load_line(points: list[Point]) -> str:
         return "No point was measured under background load: the choice checks the quiet tail latency."
     each = "; ".join(f"{t} thread(s): {c} CPU + {m} memory-bandwidth process(es)" for t, c, m in levels)
     return ("Each point is timed quiet and under background load, interleaved (blocks of runs alternate, so the "
-            f"machine's own noise hits both alike); the budget is checked against p90 under load. Load: {each}.")
+            "machine's own noise hits both alike); the budget is checked against p90 under load; small figures are "
+            f"95% confidence intervals of p90. Load: {each}.")
+
+
+def _ci(ci: list[float] | None) -> str:
+    return f" <small>({ci[0]:.2f}-{ci[1]:.2f})</small>" if ci else ""

@@ -46,6 +46,8 @@ class Point:
     load_p90_ms: float | None = None
     load: dict | None = None  # the load measured under: {"cpu": hogs, "memory": bandwidth hogs}
     run_options: dict | None = None  # the session's thread settings (threads, spin, runtime options)
+    p90_ci: list[float] | None = None  # 95% confidence intervals of p90 (quiet, under load), ms
+    load_p90_ci: list[float] | None = None
 
     @property
     def key(self) -> tuple:
@@ -74,6 +76,11 @@ class Point:
     def budget_tail_ms(self) -> float | None:
         """The latency the budget is checked against: p90 under load where measured, else :attr:`tail_ms`."""
         return self.load_p90_ms if self.load_p90_ms is not None else self.tail_ms
+
+    @property
+    def budget_tail_ci(self) -> list[float] | None:
+        """The 95% confidence interval of :attr:`budget_tail_ms` (None where it was not computed)."""
+        return self.load_p90_ci if self.load_p90_ms is not None else (self.p90_ci if self.p90_ms is not None else None)
 
     @property
     def slowdown(self) -> float | None:
@@ -223,6 +230,7 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
             point.p95_ms = getattr(m, "p95_ms", None)
             point.load_p50_ms, point.load_p90_ms = m.detail.get("load_p50_ms"), m.detail.get("load_p90_ms")
             point.load, point.run_options = m.detail.get("load"), m.detail.get("run_options")
+            point.p90_ci, point.load_p90_ci = m.detail.get("p90_ci"), m.detail.get("load_p90_ci")
             point.quality, point.quality_metric, point.measured_on = m.quality, m.quality_metric, m.measured_on
         except EdgekitError as e:
             point.error = str(e)

@@ -71,6 +71,8 @@ def measure_point(artifact_path: str, delegate: str, threads: int, runs: int, wa
             "session_memory_mb": max(_rss_mb() - baseline, 0.0), "quality": quality, "quality_metric": metric,
             "placement": session.placement().to_dict(), "run_options": session.run_options(),
             "load_p50_ms": loaded.p50_ms if loaded else None, "load_p90_ms": loaded.p90_ms if loaded else None,
+            "p90_ci": list(lat.p90_ci) if lat.p90_ci else None,
+            "load_p90_ci": list(loaded.p90_ci) if loaded and loaded.p90_ci else None,
             "load": load_level.to_dict() if loaded else None}
 
 
