@@ -58,7 +58,11 @@ class OpenVINOSession(Session):
                 except RuntimeError:
                     self.thread_options[key] = self.thread_options.get(key, "default") + " (not reported back)"
         self._request = self._compiled.create_infer_request()
-        self._outputs = [o.get_any_name() for o in self._compiled.outputs]
+        # an output tensor may carry several names once OpenVINO fuses ops (a TFLite source's Transpose -> Sigmoid
+        # output is named after both): take the one the artifact's IO spec uses
+        wanted = [t.name for t in self.native_io.outputs]
+        self._outputs = [next((n for n in wanted if n in o.get_names()), o.get_any_name())
+                         for o in self._compiled.outputs]
 
     @classmethod
     def open(cls, artifact, threads: int = 1, delegate: str = "cpu", spin: bool = False) -> OpenVINOSession:
