@@ -3,8 +3,9 @@ targets, whether keeping that layer in float restores parity (a re-conversion wi
 
 The first diverging layer is the earliest aligned layer (in the reference's graph order) whose cumulative SQNR
 falls below the threshold (by default the SQNR the target's tolerance class allows, see
-:func:`~edgekit.apps.debugger.diff.threshold_for`) and stays low in the layers computed from it. Every
-runtime tensor comes from one tapped run per sample, so no probing is needed.
+:func:`~edgekit.apps.debugger.diff.threshold_for`) and either is wrong on its own (its isolated SQNR, fed the
+reference's inputs, is below the threshold too) or stays low in the layers computed from it. Every runtime tensor
+comes from one tapped run per sample, so no probing is needed.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def bisect(artifact, reference: str | Path | None = None, data: str | Path | Non
     out = BisectReport(report, first, notes=list(report.notes))
     out.notes.append("stage attribution (which conversion step introduced the error) is not implemented yet")
     if first is None:
-        out.remedy = (f"no aligned layer falls below {report.threshold_db:.1f} dB and stays there; "
+        out.remedy = (f"no aligned layer falls below {report.threshold_db:.1f} dB and stays there or fails alone; "
                       f"{len(report.unmatched)} reference node(s) could not be aligned (see edgekit diff)")
         return out
     with reference_model(art, reference) as (ref_path, io):
@@ -114,7 +115,7 @@ def confirm_keep_float(art, ref_path: Path, io, node: str, data) -> dict:
     options = {k: v for k, v in art.options.items() if k in declared}
     shapes = {k: tuple(v) for k, v in art.source.get("input_shapes", {}).items()}
     with tempfile.TemporaryDirectory(prefix="edgekit-bisect-") as tmp:
-        src = load_source(str(ref_path), Path(tmp) / "source", shapes, simplify=False)
+        src = load_source(str(ref_path), Path(tmp), shapes, simplify=False)
         src.io = io
         gate = calibration.gate_data(io, data, 32, 8)
         job = ConversionJob(src, art.target, gate.calibration, options, keep_float=(node,))

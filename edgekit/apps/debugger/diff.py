@@ -616,8 +616,9 @@ def _isolated(sess, taps, matches: dict, ref_vals: dict, x: dict, io, shapes: di
 
 
 def _mark_divergence(graph: RefGraph, layers: list[LayerDiff], thr: float) -> None:
-    """Set ``drop_db`` of each layer, and flag the first layer whose SQNR falls below ``thr`` and stays low
-    (the median SQNR of the aligned layers computed from it is below ``thr`` too)."""
+    """Set ``drop_db`` of each layer, and flag the first layer whose SQNR falls below ``thr`` and either is
+    wrong on its own (its isolated SQNR is below ``thr`` too) or stays low (the median SQNR of the aligned layers
+    computed from it is below ``thr``)."""
     by_tensor = {ly.tensor: ly for ly in layers}
     producers = {}
     for ly in layers:  # the aligned layers feeding each layer (through unaligned nodes)
@@ -637,7 +638,8 @@ def _mark_divergence(graph: RefGraph, layers: list[LayerDiff], thr: float) -> No
     for ly in layers:
         if ly.sqnr_db >= thr:
             continue
+        alone = ly.isolated is not None and ly.isolated["sqnr_db"] < thr  # wrong even when fed the reference
         later = [by_tensor[t].sqnr_db for t in graph.descendants(ly.tensor) if t in by_tensor]
-        if not later or float(np.median(later)) < thr:
+        if alone or not later or float(np.median(later)) < thr:
             ly.first_diverging = True
             return

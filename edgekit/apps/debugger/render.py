@@ -89,6 +89,9 @@ def bisect_lines(report: BisectReport) -> list[str]:
             lines.append(f"  [yellow]not confirmed:[/] {escape(c.get('note', ''))}")
         else:
             yes = "[green]yes[/]" if c["passed_after"] and c["kept"] else "[red]no[/]"
+            if c["passed_before"]:
+                lines.append("  the artifact already passes the parity gate on these inputs: the divergence is damped "
+                             "before the outputs")
             lines.append(f"  keeping {escape(c['node'])} in float restores parity: {yes}")
             lines.append(f"    artifact:       {escape(c['before'])}")
             lines.append(f"    re-converted:   {escape(c['after'])}" + (f" ({escape(c['note'])})" if c["note"] else ""))

@@ -1,0 +1,262 @@
+"""The numeric debugger (``edgekit diff`` / ``edgekit bisect``): faults injected at a known layer are named.
+
+Each fault is put into a real artifact by the test itself (the artifact's files changed and its
+``artifact.json`` re-hashed by the test, or the artifact converted from a hand-modified model and compared
+against the original), so the expected layer is known independently of the debugger's alignment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import copy_tree
+
+pytest.importorskip("onnxruntime")
+
+
+def _conv_nodes(model_path: Path) -> list:
+    import onnx
+
+    model = onnx.load(str(model_path))
+    inits = {i.name for i in model.graph.initializer}
+    return [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in inits]
+
+
+def _victim(model_path: Path):
+    """A 3x3 convolution on the main path, in the middle of the model (a squeeze-excitation 1x1 conv's error is
+    damped by its gate and may rightly not diverge)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    convs = [n for n in _conv_nodes(model_path) if inits[n.input[1]].shape[0] >= 8 and inits[n.input[1]].shape[2] == 3]
+    return convs[len(convs) // 2]
+
+
+def _flip(w: np.ndarray) -> np.ndarray:
+    """Negate the first half of the output channels (a fault no tolerance accepts)."""
+    w = w.copy()
+    w[: w.shape[0] // 2] *= -1
+    return w
+
+
+def _rehash(folder: Path) -> None:
+    """Record the changed files' sha256 in artifact.json (what a tampering test must do by hand)."""
+    from edgekit.core.files import sha256_file
+
+    manifest = folder / "artifact.json"
+    d = json.loads(manifest.read_text())
+    for entry in d["files"].values():
+        entry["sha256"] = sha256_file(folder / entry["path"])
+    manifest.write_text(json.dumps(d))
+
+
+def _sqnr(ref: np.ndarray, x: np.ndarray) -> float:
+    ref, x = np.asarray(ref, np.float64), np.asarray(x, np.float64)
+    err = float(np.sum((ref - x) ** 2))
+    return 200.0 if err == 0 else min(200.0, 10 * math.log10(float(np.sum(ref**2)) / err))
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_onnx, workdir):
+    from edgekit.core.conversion import convert
+
+    cache = {}
+
+    def get(target: str):
+        if target not in cache:
+            cache[target] = convert(tiny_onnx, target, workdir / "debugger" / target)
+        return cache[target]
+
+    return get
+
+
+def _onnx_fault(art, where: Path, node) -> Path:
+    """A copy of an onnx-* artifact whose ``node`` has half its output channels negated."""
+    import onnx
+    from onnx import numpy_helper
+
+    folder = copy_tree(art.path, where)
+    model = onnx.load(str(folder / "model.onnx"))
+    for init in model.graph.initializer:
+        if init.name == node.input[1]:
+            init.CopyFrom(numpy_helper.from_array(_flip(numpy_helper.to_array(init)), init.name))
+            break
+    else:
+        raise AssertionError(f"{node.input[1]} not in the artifact")
+    onnx.save(model, str(folder / "model.onnx"))
+    _rehash(folder)
+    return folder
+
+
+def test_clean_fp32_artifacts_align_and_match_an_independent_run(tiny_artifacts):
+    """Every reference node is aligned or listed with a reason; nothing diverges; the output layer's SQNR is
+    the SQNR of the artifact's own outputs against ONNX Runtime on the stored reference."""
+    import onnxruntime as ort
+
+    import edgekit
+    from edgekit.apps.debugger import diff
+    from edgekit.core import calibration
+
+    for target in ("onnx-fp32", "ncnn-fp32"):
+        art = tiny_artifacts(target)
+        report = diff(art.path, samples=2, seed=7)
+        assert report.observer["ok"], report.observer
+        assert report.first_diverging is None
+        assert len(report.layers) + len(report.unmatched) == report.reference_nodes
+        assert all(u["reason"] for u in report.unmatched)
+        convs = {n.name for n in _conv_nodes(art.reference_file())}
+        aligned = {ly.node for ly in report.layers}
+        unmatched = {u["node"]: u["reason"] for u in report.unmatched}
+        assert convs <= aligned | set(unmatched)
+        assert all(ly.sqnr_db > 80 for ly in report.layers), [(ly.node, ly.sqnr_db) for ly in report.layers]
+        # the model output, computed independently
+        out_name = art.source_io.outputs[0].name
+        rows = [ly for ly in report.layers if ly.tensor == out_name]
+        assert rows, f"{target}: the model output {out_name} is not aligned"
+        sess = edgekit.load(art.path)
+        ref = ort.InferenceSession(str(art.reference_file()), providers=["CPUExecutionProvider"])
+        xs = calibration.samples(art.source_io, None, n=2, seed=7)
+        r = np.concatenate([ref.run([out_name], x)[0] for x in xs])
+        c = np.concatenate([sess.run(x)[out_name] for x in xs])
+        sess.close()
+        assert rows[0].sqnr_db == pytest.approx(_sqnr(r, c), abs=0.5)
+        assert rows[0].max_abs == pytest.approx(float(np.abs(r - c).max()), rel=1e-3, abs=1e-7)
+
+
+def test_onnx_fault_is_named_by_diff_bisect_and_the_cli(tiny_artifacts, workdir, capsys):
+    from edgekit.apps.debugger import bisect, diff
+    from edgekit.cli import main
+
+    art = tiny_artifacts("onnx-fp32")
+    node = _victim(art.reference_file())
+    folder = _onnx_fault(art, workdir / "debugger" / "onnx-fault", node)
+    report = diff(folder, samples=2)
+    first = report.first_diverging
+    assert first is not None and first.node == node.name, [(ly.node, round(ly.sqnr_db, 1)) for ly in report.layers]
+    assert first.matched_by == "name"
+    assert first.isolated is not None and first.isolated["sqnr_db"] < 20  # the layer alone is wrong
+    before = [ly for ly in report.layers if ly.index < first.index]
+    assert before and all(ly.sqnr_db > 80 for ly in before)
+    b = bisect(folder, samples=2)
+    assert b.first.node == node.name and b.keep_float_node == node.name
+    assert b.confirmation is None  # fp32: nothing to keep in float
+    capsys.readouterr()
+    assert main(["diff", str(folder), "--samples", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["first_diverging_node"] == node.name
+
+
+def test_ncnn_fault_is_found_by_structure(tiny_artifacts, workdir):
+    """pnnx keeps no ONNX names: the perturbed layer's weights no longer match, its place in the graph does."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.apps.debugger import diff
+    from edgekit.backends.ncnn import model as nm
+
+    art = tiny_artifacts("ncnn-fp32")
+    node = _victim(art.reference_file())
+    ref = onnx.load(str(art.reference_file()))
+    w = next(numpy_helper.to_array(i) for i in ref.graph.initializer if i.name == node.input[1]).astype(np.float32)
+    folder = copy_tree(art.path, workdir / "debugger" / "ncnn-fault")
+    param, binf = folder / art.files["model"], folder / art.files["weights"]
+    layers = nm.read(param, binf)
+    hit = [ly for ly in layers if "weight" in ly.arrays and ly.arrays["weight"][1].size == w.size
+           and np.allclose(ly.arrays["weight"][1], w.ravel(), atol=1e-6)]
+    assert len(hit) == 1, "the victim's ncnn layer is not identified by its weights"
+    tag, _ = hit[0].arrays["weight"]
+    hit[0].arrays["weight"] = (tag, _flip(w).ravel())
+    nm.write(layers, param, binf)
+    _rehash(folder)
+    report = diff(folder, samples=2)
+    first = report.first_diverging
+    assert first is not None and first.node == node.name, [(ly.node, round(ly.sqnr_db, 1)) for ly in report.layers]
+    assert first.runtime_tensor == hit[0].tops[0]
+    assert first.matched_by.startswith("structure (weights differ")
+
+
+def test_openvino_fault_against_the_original_reference(tiny_onnx, workdir):
+    """An artifact converted from a hand-modified model, compared with --reference the original one."""
+    pytest.importorskip("openvino")
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.apps.debugger import diff
+    from edgekit.core.conversion import convert
+
+    src = workdir / "debugger" / "modified"
+    src.mkdir(parents=True)
+    shutil.copy(tiny_onnx.parent / "model.yaml", src / "model.yaml")
+    model = onnx.load(str(tiny_onnx))
+    import tempfile
+
+    from edgekit.core.ingest import load_source
+
+    with tempfile.TemporaryDirectory() as tmp:  # name the victim as the prepared (simplified) graph names it
+        prepared = load_source(str(tiny_onnx), Path(tmp), {})
+        node = _victim(prepared.onnx_path)
+        onnx.save(prepared.model, str(src / "tiny.onnx"))
+    model = onnx.load(str(src / "tiny.onnx"))
+    for init in model.graph.initializer:
+        if init.name == node.input[1]:
+            init.CopyFrom(numpy_helper.from_array(_flip(numpy_helper.to_array(init)), init.name))
+    onnx.save(model, str(src / "tiny.onnx"))
+    art = convert(src / "tiny.onnx", "openvino-fp32", workdir / "debugger" / "openvino-modified")
+    report = diff(art.path, reference=tiny_onnx, samples=2)
+    first = report.first_diverging
+    assert first is not None and first.node == node.name, [(ly.node, round(ly.sqnr_db, 1)) for ly in report.layers]
+    assert first.matched_by == "name"
+    assert first.isolated is not None and first.isolated["sqnr_db"] < 20
+
+
+@pytest.mark.slow
+def test_int8_bisect_confirms_the_culprit_by_keeping_it_in_float(tiny_artifacts, workdir):
+    """A corrupted int8 weight: bisect names the layer, and the re-conversion keeping it in float passes."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.apps.debugger import bisect
+
+    art = tiny_artifacts("onnx-int8")
+    node = _victim(art.reference_file())
+    folder = copy_tree(art.path, workdir / "debugger" / "int8-fault")
+    model = onnx.load(str(folder / "model.onnx"))
+    quantized = f"{node.input[1]}_quantized"
+    for init in model.graph.initializer:
+        if init.name == quantized:
+            q = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(np.clip(_flip(q.astype(np.int16)), -127, 127).astype(q.dtype),
+                                                  init.name))
+            break
+    else:
+        pytest.fail(f"no {quantized} in the int8 artifact")
+    onnx.save(model, str(folder / "model.onnx"))
+    _rehash(folder)
+    report = bisect(folder, samples=2)
+    assert report.first is not None and report.first.node == node.name
+    assert report.keep_float_node == node.name
+    c = report.confirmation
+    assert c is not None and c["kept"] and c["passed_after"] is True, c
+
+
+def test_a_runtime_without_taps_says_so():
+    from edgekit.backends.session import Session, TapsUnavailableError
+    from edgekit.core.iospec import IOSpec
+    from edgekit.errors import RuntimeUnavailableError
+
+    class Plain(Session):
+        def _run_native(self, inputs):
+            return {}
+
+    s = Plain(IOSpec((), ()), IOSpec((), ()), 1, "cpu")
+    for call in (s.tap_points, lambda: s.taps({}), lambda: s.chunk_inputs("x"), lambda: s.run_chunk("x", {})):
+        with pytest.raises(TapsUnavailableError, match="Plain"):
+            call()
+    assert issubclass(TapsUnavailableError, RuntimeUnavailableError)
