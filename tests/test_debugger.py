@@ -96,6 +96,7 @@ def _onnx_fault(art, where: Path, node) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_clean_fp32_artifacts_align_and_match_an_independent_run(tiny_artifacts):
     """Every reference node is aligned or listed with a reason; nothing diverges; the output layer's SQNR is
     the SQNR of the artifact's own outputs against ONNX Runtime on the stored reference."""
@@ -138,14 +139,14 @@ def test_onnx_fault_is_named_by_diff_bisect_and_the_cli(tiny_artifacts, workdir,
     art = tiny_artifacts("onnx-fp32")
     node = _victim(art.reference_file())
     folder = _onnx_fault(art, workdir / "debugger" / "onnx-fault", node)
-    report = diff(folder, samples=2)
+    report = diff(folder, samples=1)
     first = report.first_diverging
     assert first is not None and first.node == node.name, [(ly.node, round(ly.sqnr_db, 1)) for ly in report.layers]
     assert first.matched_by == "name"
     assert first.isolated is not None and first.isolated["sqnr_db"] < 20  # the layer alone is wrong
     before = [ly for ly in report.layers if ly.index < first.index]
     assert before and all(ly.sqnr_db > 80 for ly in before)
-    b = bisect(folder, samples=2)
+    b = bisect(folder, samples=1)
     assert b.first.node == node.name and b.keep_float_node == node.name
     assert b.confirmation is None  # fp32: nothing to keep in float
     capsys.readouterr()
@@ -175,13 +176,14 @@ def test_ncnn_fault_is_found_by_structure(tiny_artifacts, workdir):
     hit[0].arrays["weight"] = (tag, _flip(w).ravel())
     nm.write(layers, param, binf)
     _rehash(folder)
-    report = diff(folder, samples=2)
+    report = diff(folder, samples=1)
     first = report.first_diverging
     assert first is not None and first.node == node.name, [(ly.node, round(ly.sqnr_db, 1)) for ly in report.layers]
     assert first.runtime_tensor == hit[0].tops[0]
     assert first.matched_by.startswith("structure (weights differ")
 
 
+@pytest.mark.slow
 def test_openvino_fault_against_the_original_reference(tiny_onnx, workdir):
     """An artifact converted from a hand-modified model, compared with --reference the original one."""
     pytest.importorskip("openvino")

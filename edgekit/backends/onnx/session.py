@@ -119,12 +119,30 @@ class OrtSession(Session):
 
     def chunk_inputs(self, output: str, among: set[str] | None = None) -> list[str]:
         """The nearest tapped tensors in ``among`` (default: every tap), or model inputs, upstream of ``output``."""
-        return _ort_chunk_inputs(self._model_path, output, {t.name for t in self.tap_points()} if among is None
+        return _ort_chunk_inputs(self._chunk_graph(), output, {t.name for t in self.tap_points()} if among is None
                                  else set(among))
 
     def run_chunk(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Cut the model from ``feeds`` to ``output`` (``onnx.utils.Extractor``) and run it in ONNX Runtime."""
-        return _ort_run_chunk(self._model_path, output, feeds, self.tap_points(), self._tap_dequant)
+        self.tap_points()
+        return _ort_run_chunk(self._chunk_graph(), output, feeds, self._tap_dequant)
+
+    def _chunk_graph(self) -> dict:
+        """The model with inferred shapes, its producers and an ``onnx.utils.Extractor``, read once."""
+        if getattr(self, "_chunk_cache", None) is None:
+            import onnx
+            from onnx.utils import Extractor
+
+            model = onnx.load(str(self._model_path))
+            try:
+                model = onnx.shape_inference.infer_shapes(model)
+            except (onnx.shape_inference.InferenceError, ValueError) as e:
+                raise TapsUnavailableError(f"ONNX Runtime: cannot infer the shapes of {self._model_path.name}: "
+                                           f"{e}") from e
+            self._chunk_cache = {"producer": {o: n for n in model.graph.node for o in n.output},
+                                 "inits": {i.name for i in model.graph.initializer},
+                                 "inputs": {i.name for i in model.graph.input}, "extractor": Extractor(model)}
+        return self._chunk_cache
 
     def _session_with_outputs(self, names: list[str]):
         import onnx
@@ -179,13 +197,8 @@ def _ort_taps(path: Path) -> tuple[list[Tap], dict[str, tuple]]:
     return taps, dequant
 
 
-def _ort_chunk_inputs(path: Path, output: str, tapped: set[str]) -> list[str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    inits = {i.name for i in model.graph.initializer}
-    graph_inputs = {i.name for i in model.graph.input}
+def _ort_chunk_inputs(graph: dict, output: str, tapped: set[str]) -> list[str]:
+    producer, inits, graph_inputs = graph["producer"], graph["inits"], graph["inputs"]
     start = producer.get(output)
     if start is None:
         raise InputError(f"no node computes {output}")
@@ -202,13 +215,10 @@ def _ort_chunk_inputs(path: Path, output: str, tapped: set[str]) -> list[str]:
     return sorted(found)
 
 
-def _ort_run_chunk(path: Path, output: str, feeds: dict[str, np.ndarray], taps: list[Tap],
-                   dequant: dict[str, tuple]) -> np.ndarray:
+def _ort_run_chunk(graph: dict, output: str, feeds: dict[str, np.ndarray], dequant: dict[str, tuple]) -> np.ndarray:
     import onnx
-    from onnx.utils import Extractor
 
     ort = require("onnxruntime")
-    model = onnx.load(str(path))
     # a fed tap that is a QuantizeLinear output takes its value in int8 (the runtime's representation)
     values = {}
     for name, v in feeds.items():
@@ -219,8 +229,7 @@ def _ort_run_chunk(path: Path, output: str, feeds: dict[str, np.ndarray], taps: 
         else:
             values[name] = np.asarray(v, np.float32)
     try:
-        model = onnx.shape_inference.infer_shapes(model)
-        sub = Extractor(model).extract_model(list(values), [output])
+        sub = graph["extractor"].extract_model(list(values), [output])
     except (KeyError, ValueError, onnx.shape_inference.InferenceError) as e:
         raise TapsUnavailableError(f"ONNX Runtime: cannot cut the model at {output}: {e}") from e
     so = ort.SessionOptions()
