@@ -680,9 +680,11 @@ def schema(name):
 @click.option("--threshold", "threshold_db", type=float, help="SQNR (dB) below which a layer diverges "
               "(default: from the target's tolerance class).")
 @click.option("--worst", type=int, help="Show only the N layers with the lowest SQNR.")
-@click.option("--no-isolated", is_flag=True, help="Skip the isolated (sub-model) error.")
+@click.option("--isolated", type=click.Choice(["low", "all", "none"]), default="low", show_default=True,
+              help="Layers whose isolated error (a cut sub-model fed the reference) is measured: those near or "
+                   "below the threshold, all, or none.")
 @click.option("--json", "as_json", is_flag=True)
-def diff_command(artifact, reference, data, samples, threshold_db, worst, no_isolated, as_json):
+def diff_command(artifact, reference, data, samples, threshold_db, worst, isolated, as_json):
     """Per-layer error of ARTIFACT against its fp32 reference, in every tensor its runtime exposes.
 
     \b
@@ -693,7 +695,7 @@ def diff_command(artifact, reference, data, samples, threshold_db, worst, no_iso
 
     with err.status("diff") as status:
         report = diff(artifact, reference, data, samples=samples, threshold_db=threshold_db,
-                      isolated=not no_isolated, progress=lambda m: status.update(m))
+                      isolated=isolated, progress=lambda m: status.update(m))
     if as_json:
         return _emit_json(report.to_dict())
     out.print(diff_table(report, worst))

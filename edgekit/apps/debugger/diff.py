@@ -32,6 +32,8 @@ from edgekit.errors import InputError
 
 #: SQNR reported for identical tensors (no error at all)
 SQNR_EXACT = 200.0
+#: by default the isolated error is measured for layers whose cumulative SQNR is below the threshold + this
+ISOLATED_MARGIN_DB = 10.0
 #: ONNX ops whose weights (second input, an initializer) identify a layer across formats
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -137,16 +139,17 @@ class ErrorStats:
     err_sq: float = 0.0
 
     def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        r = np.asarray(ref, np.float64).ravel()
-        c = np.asarray(cand, np.float64).ravel()
+        r = np.ascontiguousarray(ref, np.float32).ravel()
+        c = np.ascontiguousarray(cand, np.float32).ravel()
         d = r - c
+        a = np.abs(d)
         self.count += r.size
-        self.max_abs = max(self.max_abs, float(np.max(np.abs(d))) if d.size else 0.0)
-        self.sum_abs += float(np.sum(np.abs(d)))
-        self.dot += float(r @ c)
-        self.ref_sq += float(r @ r)
-        self.cand_sq += float(c @ c)
-        self.err_sq += float(d @ d)
+        self.max_abs = max(self.max_abs, float(a.max()) if a.size else 0.0)
+        self.sum_abs += float(a.sum(dtype=np.float64))
+        self.dot += float(np.dot(r, c))
+        self.ref_sq += float(np.dot(r, r))
+        self.cand_sq += float(np.dot(c, c))
+        self.err_sq += float(np.dot(d, d))
 
     @property
     def mean_abs(self) -> float:
@@ -247,9 +250,13 @@ class DiffReport:
 
 
 def diff(artifact, reference: str | Path | None = None, data: str | Path | None = None, samples: int = 4,
-         seed: int = 4242, threads: int = 1, isolated: bool = True, isolated_samples: int = 1,
+         seed: int = 4242, threads: int = 1, isolated: str = "low", isolated_samples: int = 1,
          threshold_db: float | None = None, progress: Progress | None = None) -> DiffReport:
     """Compare every intermediate tensor of ``artifact`` with its fp32 reference (see the module docstring).
+
+    ``isolated``: ``"low"`` measures the isolated error of the layers whose cumulative SQNR is below the threshold
+    plus :data:`ISOLATED_MARGIN_DB` (each needs a sub-model cut and compiled), ``"all"`` of every layer, ``"none"``
+    of none; on the first ``isolated_samples`` samples.
 
     Raises:
         InputError: the artifact, its reference or the data cannot be used.
@@ -261,6 +268,8 @@ def diff(artifact, reference: str | Path | None = None, data: str | Path | None 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     if samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}")
+    if isolated not in ("low", "all", "none"):
+        raise InputError(f"isolated must be low, all or none, got {isolated!r}")
     with reference_model(art, reference) as (ref_path, io):
         return _diff(art, ref_path, io, data, samples, seed, threads, isolated, isolated_samples, threshold_db, say)
 
@@ -287,7 +296,7 @@ def reference_model(art, reference: str | Path | None):
         yield src.onnx_path, src.io
 
 
-def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolated: bool, isolated_samples: int,
+def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolated: str, isolated_samples: int,
           threshold_db: float | None, say: Progress) -> DiffReport:
     from edgekit.backends.onnx.session import OrtSession
     from edgekit.backends.registry import open_session
@@ -311,6 +320,7 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
         shapes: dict[str, tuple[int, ...]] = {}
         iso: dict[str, ErrorStats] = {}
         iso_notes: dict[str, str] = {}
+        kept: list[tuple[dict, dict]] = []  # (input, reference tensors) of the samples the isolated error uses
         for k, x in enumerate(inputs):
             say(f"sample {k + 1}/{len(inputs)}: reference and artifact with every tensor exposed")
             _, ref_vals = ref.taps(x)
@@ -327,8 +337,17 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
             for tap_name, (tensor, _) in matches.items():
                 stats[tap_name].add(ref_vals[tensor], to_reference(tap_vals[tap_name], _tap(taps, tap_name),
                                                                    ref_vals[tensor].shape))
-            if isolated and k < isolated_samples:
-                _isolated(sess, taps, matches, ref_vals, x, io, shapes, iso, iso_notes)
+            if isolated != "none" and k < isolated_samples:
+                kept.append((x, ref_vals))
+        if isolated != "none":
+            only = {t for t, st in stats.items() if isolated == "all" or st.sqnr_db < thr + ISOLATED_MARGIN_DB}
+            say(f"isolated error of {len(only)} layer(s): each cut out and fed the reference's inputs")
+            for x, ref_vals in kept:
+                _isolated(sess, taps, matches, ref_vals, x, io, shapes, iso, iso_notes, only)
+            for t in set(stats) - only:
+                iso_notes[t] = (f"not measured: cumulative SQNR over the threshold + {ISOLATED_MARGIN_DB:.0f} dB "
+                                "(--isolated all measures every layer)")
+        del kept
         tol = 1e-3 * ref_outs_max
         observer_d = {"max_abs": observer, "tolerance": tol, "ok": observer <= tol}
         if not observer_d["ok"]:
@@ -342,7 +361,7 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
             s = stats[tap_name]
             ly = LayerDiff(node.index, node.name, node.op, tensor, tap_name, _tap(taps, tap_name).op, how,
                            shapes.get(tensor, ()), **s.to_dict())
-            if isolated:
+            if isolated != "none":
                 ly.isolated = iso.get(tap_name).to_dict() if tap_name in iso else None
                 ly.isolated_note = iso_notes.get(tap_name, "")
             layers.append(ly)
@@ -352,7 +371,7 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
                           for t, why in unmatched.items() if t in order]
         unmatched_rows.sort(key=lambda r: graph.by_output[r["tensor"]].index)
         matched_taps = set(matches)
-        if isolated and isolated_samples < len(inputs):
+        if isolated != "none" and isolated_samples < len(inputs):
             notes.append(f"isolated errors are measured on the first {isolated_samples} sample(s)")
         return DiffReport(str(art.path), str(art.target), type(sess).__name__, len(inputs), thr, tol_class, layers,
                           unmatched_rows, [t.name for t in taps if t.name not in matched_taps], observer_d, notes,
@@ -573,7 +592,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------- isolated error
 
 
-def _isolated(sess, taps, matches: dict, ref_vals: dict, x: dict, io, shapes: dict, iso: dict, notes: dict) -> None:
+def _isolated(sess, taps, matches: dict, ref_vals: dict, x: dict, io, shapes: dict, iso: dict, notes: dict,
+              only: set[str]) -> None:
     """Run each aligned layer alone, fed the reference's values, where the runtime can cut a sub-model."""
     from edgekit.backends.session import TapsUnavailableError, _to_native
 
@@ -581,7 +601,7 @@ def _isolated(sess, taps, matches: dict, ref_vals: dict, x: dict, io, shapes: di
               for spec, nspec in zip(io.inputs, sess.native_io.inputs)}
     by_name = {t.name: t for t in taps}
     for tap_name, (tensor, _) in matches.items():
-        if tap_name in notes:
+        if tap_name in notes or tap_name not in only:
             continue
         try:
             starts = sess.chunk_inputs(tap_name, set(matches))

@@ -33,7 +33,8 @@ def diff_table(report: DiffReport, worst: int | None = None) -> Table:
         rows = sorted(rows, key=lambda ly: ly.sqnr_db)[:worst]
     for ly in rows:
         style = "bold red" if ly.first_diverging else ("yellow" if ly.sqnr_db < report.threshold_db else None)
-        iso = _db(ly.isolated["sqnr_db"]) if ly.isolated else "n/a"
+        iso = _db(ly.isolated["sqnr_db"]) if ly.isolated else ("-" if ly.isolated_note.startswith("not measured")
+                                                                  else "n/a")
         t.add_row(str(ly.index), escape(_short(ly.node)) + (" ◀ first diverging" if ly.first_diverging else ""),
                   ly.op, escape(_short(ly.runtime_tensor, 28)), ly.matched_by, f"{ly.max_abs:.3g}",
                   f"{ly.mean_abs:.3g}", f"{ly.cosine:.6f}", _db(ly.sqnr_db),
@@ -54,7 +55,8 @@ def diff_lines(report: DiffReport) -> list[str]:
     state = "[green]ok[/]" if obs["ok"] else "[red]CHANGED[/]"
     lines.append(f"observer check: outputs with taps vs without differ by {obs['max_abs']:.3g} "
                  f"(tolerance {obs['tolerance']:.3g}): {state}")
-    isolated_notes = {ly.isolated_note for ly in report.layers if ly.isolated is None and ly.isolated_note}
+    isolated_notes = {ly.isolated_note for ly in report.layers if ly.isolated is None and ly.isolated_note
+                      and not ly.isolated_note.startswith("not measured")}
     for note in sorted(isolated_notes)[:3]:
         lines.append(f"[yellow]isolated error not available:[/] {escape(note)}")
     if report.unmatched:
