@@ -67,29 +67,38 @@ def quantize_static_qdq(job: ConversionJob, out: Path) -> dict:
     method = job.options.get("calibration_method", "percentile")
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    pre = out.with_name("pre.onnx")
+    import onnx
+
+    from edgekit.core.rewrites import decompose_hard_activations
+
+    pre, rewritten_path = out.with_name("pre.onnx"), out.with_name("rewritten.onnx")
+    # HardSwish/HardSigmoid have no int8 kernel in ORT: as Add/Clip/Mul they stay int8 (core/rewrites.py)
+    model, rewritten = decompose_hard_activations(job.source.model)
+    onnx.save(model, str(rewritten_path))
     try:
-        quant_pre_process(str(job.source.onnx_path), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(rewritten_path), str(pre), skip_symbolic_shape=True)
         try:
-            _quantize(quantize_static, pre, out, job, methods[method])
+            _quantize(quantize_static, pre, out, job, methods[method], model)
         except ValueError as e:
             if method == "minmax" or "bins" not in str(e):
                 raise
             # histogram methods fail on near-constant tensors (e.g. squeeze-excite scales)
             method = "minmax"
-            _quantize(quantize_static, pre, out, job, methods[method])
+            _quantize(quantize_static, pre, out, job, methods[method], model)
     except (RuntimeError, ValueError, KeyError) as e:
         raise ConversionError(f"ONNX Runtime static quantization failed: {e}") from e
     finally:
         pre.unlink(missing_ok=True)
+        rewritten_path.unlink(missing_ok=True)
     return {"calibration_method": method, "calibration_samples": len(job.calibration),
-            "activations": "uint8 per-tensor", "weights": "int8 per-channel", "format": "QDQ"}
+            "activations": "uint8 per-tensor", "weights": "int8 per-channel", "format": "QDQ",
+            "int8_friendly_rewrites": rewritten}
 
 
-def _quantize(quantize_static, pre: Path, out: Path, job: ConversionJob, method) -> None:
+def _quantize(quantize_static, pre: Path, out: Path, job: ConversionJob, method, model) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    excluded = float_region(job.source.model, job.keep_float)
+    excluded = float_region(model, job.keep_float)
     with contextlib.redirect_stdout(io.StringIO()):  # ORT prints calibration chatter to stdout
         quantize_static(str(pre), str(out), _Reader(job.calibration), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
