@@ -1,0 +1,132 @@
+"""Is int8 the fast path? (issue 16 "Goal"): the bundled student, fp32 against int8 on each runtime, timed side by
+side in one process (fp32, int8, fp32, int8, ... so that a busy machine slows both alike), at 256x256 and
+144x256, 1 and 2 threads. Each row: p50/p90, the int8 speed-up over fp32, mask IoU of int8 against fp32 on
+portraits the gate never saw, the ops on the runtime's fast path (from the execution audit), conversion time.
+
+    .venv/bin/python benchmarks/bench_int8_fast.py [--runtimes onnx,tflite,openvino,ncnn] [--runs 60]
+
+Artifacts are converted once into out/bench/int8_fast/ (delete it to convert again). The table goes to stdout
+and benchmarks/results/int8_fast.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDENT = ROOT / "models" / "portrait-seg" / "student.onnx"
+OUT = ROOT / "out" / "bench" / "int8_fast"
+RESULTS = ROOT / "benchmarks" / "results" / "int8_fast.md"
+RESOLUTIONS = ((256, 256), (144, 256))
+
+
+def artifact(target: str, hw: tuple[int, int]) -> tuple[Path, float]:
+    """The artifact folder (converted now unless already there) and its conversion time in seconds."""
+    import edgekit
+
+    folder = OUT / f"{target}-{hw[0]}x{hw[1]}"
+    timing = folder.with_suffix(".seconds")
+    if not (folder / "artifact.json").exists():
+        t0 = time.perf_counter()
+        edgekit.convert(str(STUDENT), target, folder, input_shapes={"image": (1, 3, *hw)})
+        timing.write_text(f"{time.perf_counter() - t0:.1f}")
+    return folder, float(timing.read_text()) if timing.exists() else float("nan")
+
+
+def portraits(hw: tuple[int, int], n: int = 8) -> list[np.ndarray]:
+    """Synthetic portraits the gate did not calibrate on (another seed), in the student's input space."""
+    from edgekit.core.calibration import generated
+    from edgekit.core.iospec import TensorSpec
+
+    spec = TensorSpec("image", (1, 3, *hw), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    batch = generated(spec, n, seed=31337)
+    return [batch[i:i + 1] for i in range(n)]
+
+
+def interleaved(a, b, x: dict, runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall times (ms) of ``a.run(x)`` and ``b.run(x)``, alternated run by run after a warm-up."""
+    for _ in range(10):
+        a.run(x)
+        b.run(x)
+    ta, tb = np.empty(runs), np.empty(runs)
+    for i in range(runs):
+        t = time.perf_counter()
+        a.run(x)
+        ta[i] = time.perf_counter() - t
+        t = time.perf_counter()
+        b.run(x)
+        tb[i] = time.perf_counter() - t
+    return ta * 1e3, tb * 1e3
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a > 0.5, b > 0.5).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a > 0.5, b > 0.5).sum() / union)
+
+
+def row(runtime: str, hw, threads: int, runs: int) -> dict:
+    import edgekit
+    from edgekit.api import audit as audit_of
+    from edgekit.core.artifact import Artifact
+
+    fp32_dir, fp32_s = artifact(f"{runtime}-fp32", hw)
+    int8_dir, int8_s = artifact(f"{runtime}-int8", hw)
+    fp32, int8 = edgekit.load(fp32_dir, threads=threads), edgekit.load(int8_dir, threads=threads)
+    try:
+        xs = portraits(hw)
+        t32, t8 = interleaved(fp32, int8, {"image": xs[0]}, runs)
+        iou = float(np.mean([mask_iou(fp32.run({"image": x})["mask"], int8.run({"image": x})["mask"]) for x in xs]))
+        audit = audit_of(Artifact.load(int8_dir), threads=threads).summary()
+    finally:
+        fp32.close()
+        int8.close()
+    return {"runtime": runtime, "input": f"{hw[0]}x{hw[1]}", "threads": threads,
+            "fp32_p50": float(np.median(t32)), "fp32_p90": float(np.percentile(t32, 90)),
+            "int8_p50": float(np.median(t8)), "int8_p90": float(np.percentile(t8, 90)),
+            "speedup": float(np.median(t32) / np.median(t8)), "iou": iou,
+            "fast_ops": f"{audit['fast']}/{audit['ops']}", "off_fast_path": audit["off_fast_path"],
+            "int8_ops": audit["by_precision"].get("int8", 0), "convert_s": {"fp32": fp32_s, "int8": int8_s}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runtimes", default="onnx,tflite,openvino,ncnn")
+    ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--threads", default="1,2")
+    a = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for runtime in a.runtimes.split(","):
+        for hw in RESOLUTIONS:
+            for threads in map(int, a.threads.split(",")):
+                r = row(runtime, hw, threads, a.runs)
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+    head = ("| runtime | input | threads | fp32 p50/p90 ms | int8 p50/p90 ms | int8 speed-up | mask IoU vs fp32 | "
+            "int8 ops on the fast path | off the fast path | int8 compute ops | convert s fp32/int8 |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        off = ", ".join(f"{n} {op}" for op, n in r["off_fast_path"].items()) or "-"
+        lines.append(f"| {r['runtime']} | {r['input']} | {r['threads']} | {r['fp32_p50']:.2f} / {r['fp32_p90']:.2f} | "
+                     f"{r['int8_p50']:.2f} / {r['int8_p90']:.2f} | {r['speedup']:.2f}x | {r['iou']:.4f} | "
+                     f"{r['fast_ops']} | {off} | {r['int8_ops']} | {r['convert_s']['fp32']:.0f} / "
+                     f"{r['convert_s']['int8']:.0f} |")
+    table = "\n".join(lines)
+    header = (f"# int8 against fp32, side by side ({platform.machine()}, {os.cpu_count()} cores, "
+              f"load average {os.getloadavg()[0]:.1f} at the end)\n\n"
+              "`benchmarks/bench_int8_fast.py`: the bundled student; fp32 and int8 runs alternated in one process, "
+              f"{a.runs} runs each after 10 warm-up runs; IoU on 8 synthetic portraits the gate did not see.\n\n")
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(header + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
