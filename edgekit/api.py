@@ -62,10 +62,11 @@ def reference_session(artifact: Artifact, reference: str | Path | None = None, w
 
 
 def validate(artifact: str | Path | Artifact, reference: str | Path | None = None, data: str | Path | None = None,
-             samples: int = 16, seed: int = 4242, raise_on_fail: bool = True) -> ParityReport:
+             samples: int = 16, seed: int = 4242, raise_on_fail: bool = True, temporal: bool = False) -> ParityReport:
     """Re-run the parity gate of an artifact against its stored reference (or ``reference``) on fresh inputs
     (``samples`` of them; at least as many as a classifier output needs, see
-    :func:`~edgekit.core.parity.samples_needed`).
+    :func:`~edgekit.core.parity.samples_needed`); with ``temporal``, also a generated clip checked for flicker
+    (:mod:`edgekit.core.temporal`).
 
     Raises:
         ParityError: the artifact fails the gate (unless ``raise_on_fail`` is False).
@@ -79,6 +80,13 @@ def validate(artifact: str | Path | Artifact, reference: str | Path | None = Non
     inputs = calibration.samples(io, data, n=samples, seed=seed)
     cand = registry.get(art.target.format).verifier(art)
     report = check(ref, cand, inputs, art.target.tolerance_class)
+    if temporal:
+        from edgekit.core.temporal import applies, check_temporal
+
+        if not applies(io):
+            raise InputError(f"{art.path}: --temporal needs a video-like model (one image input, a mask or image "
+                             "output)")
+        report.temporal = check_temporal(ref, cand, io, art.target.tolerance_class, seed=seed)
     if raise_on_fail:
         report.raise_if_failed(f"{art.path}")
     return report

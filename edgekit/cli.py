@@ -198,6 +198,13 @@ def _print_parity(parity: dict) -> None:
     out.print(t)
     if parity.get("kept_float"):
         out.print(f"  kept in float: {', '.join(parity['kept_float'])}")
+    temporal = parity.get("temporal")
+    if temporal:
+        for o in temporal["outputs"]:
+            verdict = "; ".join(o["failures"]) or "pass"
+            out.print(f"  temporal ({temporal['frames']} frames): {o['name']} dtSSD {o['dtssd']:.3f}, flicker "
+                      f"{o['flicker_artifact']:.4f} vs reference {o['flicker_reference']:.4f}: {verdict}",
+                      highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -334,21 +341,32 @@ def audit_cmd(artifact, other, threads, delegate, recorded, require, as_json):
 @click.option("--reference", type=click.Path(path_type=Path), help="Compare against this model instead.")
 @click.option("--data", type=click.Path(path_type=Path), help="Folder of images or .npy (default: generated).")
 @click.option("--samples", default=16, show_default=True)
+@click.option("--temporal", is_flag=True, help="Also run a generated 100-frame clip: dtSSD and flow-warped "
+              "flicker against the reference.")
 @json_option
-def validate(artifact, reference, data, samples, as_json):
+def validate(artifact, reference, data, samples, temporal, as_json):
     """Re-run the parity gate of ARTIFACT on fresh inputs (exit code 6 when it fails).
 
     \b
-    Example:  edgekit validate out/student-tflite-int8 --data photos/
+    Examples:
+      edgekit validate out/student-tflite-int8 --data photos/
+      edgekit validate out/student-ncnn-int8 --temporal      (also: does it flicker more than its source?)
     """
     from edgekit.api import validate as do_validate
 
-    report = do_validate(artifact, reference, data, samples, raise_on_fail=False)
+    report = do_validate(artifact, reference, data, samples, raise_on_fail=False, temporal=temporal)
     if as_json:
         _emit_json(report.to_dict())
     else:
         _print_parity(report.to_dict())
-    report.raise_if_failed(str(artifact))
+    if not report.passed:
+        import shlex
+
+        from edgekit.errors import ParityError
+
+        ref = f" --reference {shlex.quote(str(reference))}" if reference else ""
+        raise ParityError(f"parity gate failed for {artifact}: " + "; ".join(report.failures) + " (to find the "
+                          f"layer that diverges: edgekit bisect {shlex.quote(str(artifact))}{ref})", report=report)
 
 
 @cli.command()

@@ -88,7 +88,10 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
         ref_out = [reference.run(s) for s in data]
         with staging(out, protect=[model, calib]) as stage:
             artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say)
+            temporal = _temporal_gate(reference, converter, artifact, src.io, tgt, say)
             artifact.parity = report.to_dict()
+            if temporal is not None:
+                artifact.parity["temporal"] = temporal.to_dict()
             artifact.parity["data"] = gate.describe
             artifact.parity["reference"] = src.reference_label
             artifact.parity["input_check"] = [c.to_dict() for c in checks]
@@ -104,6 +107,30 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
     artifact.path = out.absolute()
     say(f"wrote {out}")
     return artifact
+
+
+def _temporal_gate(reference, converter, artifact: Artifact, io, tgt: Target, say: Progress):
+    """The temporal half of the gate (:mod:`edgekit.core.temporal`) on a video-like model: a generated clip
+    through reference and artifact. Returns the report (None when the model is not video-like).
+
+    Raises:
+        ParityError: the artifact flickers more than its reference allows, even though every frame passed.
+    """
+    from edgekit.core.temporal import applies, check_temporal
+
+    if not applies(io):
+        return None
+    say("temporal check on a generated clip")
+    candidate = converter.verifier(artifact)
+    try:
+        report = check_temporal(reference, candidate, io, tgt.tolerance_class)
+    finally:
+        candidate.close()
+    if not report.passed:
+        failures = "; ".join(f for o in report.outputs for f in o.failures)
+        raise ParityError(f"{tgt}: every frame passed the parity gate but the artifact is not steady over a "
+                          f"{report.frames}-frame clip: {failures}")
+    return report
 
 
 def _audit_at_conversion(artifact: Artifact, say: Progress) -> dict | None:

@@ -79,14 +79,17 @@ class ParityReport:
     kept_float: list[str] = field(default_factory=list)
     #: what computed the candidate's outputs (the artifact's runtime, or a reference evaluator)
     verified_by: str = "runtime"
+    #: the temporal check (:class:`~edgekit.core.temporal.TemporalReport`), when one was run
+    temporal: object | None = None
 
     @property
     def passed(self) -> bool:
-        return not any(o.failures for o in self.outputs)
+        return not any(o.failures for o in self.outputs) and (self.temporal is None or self.temporal.passed)
 
     @property
     def failures(self) -> list[str]:
-        return [f"{o.name}: {f}" for o in self.outputs for f in o.failures]
+        temporal = [f"{o.name}: {f}" for o in self.temporal.outputs for f in o.failures] if self.temporal else []
+        return [f"{o.name}: {f}" for o in self.outputs for f in o.failures] + temporal
 
     def summary(self) -> str:
         parts = []
@@ -105,7 +108,8 @@ class ParityReport:
         return {"passed": self.passed, "precision_class": self.precision_class,
                 "tolerance": asdict(self.tolerance), "samples": self.samples,
                 "outputs": [asdict(o) for o in self.outputs], "kept_float": self.kept_float,
-                "verified_by": self.verified_by}
+                "verified_by": self.verified_by,
+                **({"temporal": self.temporal.to_dict()} if self.temporal is not None else {})}
 
     def raise_if_failed(self, what: str) -> None:
         """Raises:

@@ -7,16 +7,7 @@ import numpy as np
 
 from edgekit.apps.train.segmentation import boundary_f
 from edgekit.core.parity import mask_iou
-
-
-def dtssd(alphas: list[np.ndarray], truths: list[np.ndarray]) -> float:
-    """Temporal stability (dtSSD): RMS of the difference between the alpha's and the ground truth's
-    frame-to-frame changes, x100. Lower is steadier; flicker that the truth lacks raises it."""
-    errs = []
-    for t in range(1, len(alphas)):
-        d = (alphas[t] - alphas[t - 1]) - (truths[t] - truths[t - 1])
-        errs.append(np.sqrt(np.mean(d**2)))
-    return float(np.mean(errs) * 100)
+from edgekit.core.temporal import dtssd
 
 
 def mask_scores(alphas: list[np.ndarray], truths: list[np.ndarray]) -> dict:
