@@ -43,7 +43,7 @@ def _victim(model_path: Path):
 def _flip(w: np.ndarray) -> np.ndarray:
     """Negate the first half of the output channels (a fault no tolerance accepts)."""
     w = w.copy()
-    w[: w.shape[0] // 2] *= -1
+    w[: max(1, w.shape[0] // 2)] *= -1
     return w
 
 
@@ -152,6 +152,12 @@ def test_onnx_fault_is_named_by_diff_bisect_and_the_cli(tiny_artifacts, workdir,
     capsys.readouterr()
     assert main(["diff", str(folder), "--samples", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["first_diverging_node"] == node.name
+    # a fault that reaches the outputs (the last convolution) fails validate, whose error names the command to run
+    last = _conv_nodes(art.reference_file())[-1]
+    folder2 = _onnx_fault(art, workdir / "debugger" / "onnx-fault-last", last)
+    assert main(["validate", str(folder2), "--samples", "2"]) == 6
+    assert f"edgekit bisect {folder2}" in capsys.readouterr().err
+    assert diff(folder2, samples=1, isolated="none").first_diverging.node == last.name
 
 
 def test_ncnn_fault_is_found_by_structure(tiny_artifacts, workdir):

@@ -533,8 +533,13 @@ def align(graph: RefGraph, taps, tap_vals: dict, ref_vals: dict, sess, io) -> tu
     unmatched = {}
     for n in graph.nodes:
         t = n.outputs[0]
-        if t not in used:
-            unmatched[t] = why.get(t, "no runtime tensor found (fused, renamed or computed differently)")
+        if t in used:
+            continue
+        cons = graph.consumers.get(t, [])
+        if t not in why and len(cons) == 1 and cons[0].op in ACTIVATIONS and cons[0].outputs[0] in used:
+            why[t] = (f"computed together with the {cons[0].op} after it (the runtime's tensor "
+                      f"{used[cons[0].outputs[0]]} holds both)")
+        unmatched[t] = why.get(t, "no runtime tensor found (fused, renamed or computed differently)")
     return matches, unmatched
 
 
