@@ -115,7 +115,19 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     work.mkdir()
     src = job.source
     keep_nchw = job.options.get("io_layout") == "nchw"
-    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(src.onnx_path), "-o", str(work / "tf"), "-coion", "-nuo",
+    onnx_in, rewritten = src.onnx_path, 0
+    if job.target.precision == "int8":
+        # XNNPACK has no int8 HARD_SWISH / RELU_0_TO_1 kernel here: as Add/Clip/Mul (x/6 first, so that TensorFlow's
+        # converter does not fuse them back) every op stays on XNNPACK (core/rewrites.py; the audit shows it)
+        import onnx
+
+        from edgekit.core.rewrites import decompose_hard_activations
+
+        model, rewritten = decompose_hard_activations(src.model)
+        if rewritten:
+            onnx_in = work / src.onnx_path.name
+            onnx.save(model, str(onnx_in))
+    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_in), "-o", str(work / "tf"), "-coion", "-nuo",
            "-n", "-rtpo", "Erf", "GeLU"]
     if keep_nchw:
         cmd += ["-k", *[t.name for t in src.io.inputs]]
@@ -157,6 +169,8 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     perm = job.options.get("onnx2tf_perm", TRANSPOSE_PERMS[0])
     notes = [f"onnx2tf post-process transpose {perm} on {', '.join(fixes)}"] if fixes else []
     options = {"io_layout": "nchw" if keep_nchw else "nhwc", "io_dtype": io_dtype}
+    if rewritten:
+        options["int8_friendly_rewrites"] = rewritten
     layout = "NCHW" if keep_nchw else "NHWC"
     kept: tuple[str, ...] = ()
     if mixed:
