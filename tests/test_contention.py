@@ -174,6 +174,7 @@ def test_report_shows_both_columns(tmp_path):
     assert "1 CPU + 1 memory-bandwidth" in page
 
 
+@pytest.mark.slow  # converts the tiny model
 def test_onnxruntime_spinning_is_off_unless_asked(tiny_onnx, workdir):
     from edgekit.apps.profiling.sweep import cached_artifact
     from edgekit.backends.onnx.session import OrtSession
@@ -205,6 +206,7 @@ def tiny_ncnn(tiny_onnx, workdir):
     return convert(tiny_onnx, "ncnn-fp32", workdir / "contention-ncnn", input_shapes={"": (1, 3, 64, 64)})
 
 
+@pytest.mark.slow  # converts the tiny model
 @pytest.mark.parametrize("user, spin, policy", [(None, "0", "PASSIVE"), (None, "1", "ACTIVE"),
                                                 ("active", "0", "ACTIVE")])
 def test_ncnn_openmp_wait_policy(tiny_ncnn, tmp_path, user, spin, policy):
@@ -225,6 +227,7 @@ def test_ncnn_openmp_wait_policy(tiny_ncnn, tmp_path, user, spin, policy):
         assert "note" in out["options"]["settings"]  # asked for no spin, got the user's: said so
 
 
+@pytest.mark.slow  # converts the tiny model
 def test_worker_measures_quiet_and_loaded_and_leaves_no_load(tiny_onnx, workdir):
     from edgekit.apps.profiling.sweep import _data, cached_artifact
     from edgekit.apps.profiling.worker import measure_point
