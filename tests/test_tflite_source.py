@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgekit.errors import ParityError
 from tests.hostile import edgekit
 
 MODEL = "selfie_segmentation"
@@ -119,7 +120,10 @@ def converted(selfie, workdir):
     ("onnx-fp32", 0.995, 1e-3),
     ("openvino-fp32", 0.995, 1e-3),
     ("ncnn-fp32", 0.995, 1e-3),
-    ("onnx-int8", 0.95, None),
+    pytest.param("onnx-int8", 0.95, None, marks=pytest.mark.xfail(
+        strict=True, raises=ParityError,
+        reason="known limit: the gate refuses int8 of MediaPipe's selfie segmenter (mask IoU 0.70 on the gate's "
+               "generated inputs even with all 55 weighted layers kept in float; its masks sit near 0.5 there)")),
 ])
 def test_tflite_source_to_target_matches_the_original_in_litert(converted, selfie, photos_256, target, iou_min,
                                                                  max_abs):

@@ -131,6 +131,9 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
            "-n", "-rtpo", "Erf", "GeLU"]
     if keep_nchw:
         cmd += ["-k", *[t.name for t in src.io.inputs]]
+    nhwc = [t.name for t in src.io.inputs if t.layout == "NHWC"]  # a TFLite source's inputs are NHWC already
+    if nhwc and not keep_nchw:
+        cmd += ["-kt", *nhwc]
     # onnx2tf downloads this sample file (even for float targets) unless one is in its working directory
     np.save(work / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
     mixed = job.target.precision == "int8" and bool(job.keep_float)

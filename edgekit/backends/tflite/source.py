@@ -23,7 +23,6 @@ backend's declaration (``sources``/``source_loader``); nothing outside this fold
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import sys
 from collections import Counter
@@ -87,22 +86,36 @@ def read(path: str | Path) -> TFLiteModel:
     Raises:
         InputError: the file is missing, too large, not a TFLite flatbuffer, or malformed.
     """
-    p = Path(path)
+    return parse(_read_bytes(Path(path)), str(path))
+
+
+def _read_bytes(p: Path) -> bytes:
     if not p.is_file():
         raise InputError(f"model file not found: {p}")
     size = p.stat().st_size
     if size > MAX_BYTES:
         raise InputError(f"{p} is {size / 1024**3:.1f} GiB; TFLite sources above {MAX_BYTES // 1024**3} GiB are "
                          "refused")
-    buf = p.read_bytes()
-    if len(buf) < 16 or buf[4:8] != b"TFL3":
-        raise InputError(f"{p} is not a TFLite model (no TFL3 flatbuffer identifier)")
     try:
-        return _parse(buf, str(p))
+        return p.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {p}: {e.strerror or e}") from e
+
+
+def parse(buf: bytes, where: str) -> TFLiteModel:
+    """:func:`read` on bytes already read (``where`` names them in errors).
+
+    Raises:
+        InputError: not a TFLite flatbuffer, or malformed.
+    """
+    if len(buf) < 16 or buf[4:8] != b"TFL3":
+        raise InputError(f"{where} is not a TFLite model (no TFL3 flatbuffer identifier)")
+    try:
+        return _parse(buf, where)
     except InputError:
         raise
     except (IndexError, ValueError, TypeError, struct.error, UnicodeDecodeError, AttributeError) as e:
-        raise InputError(f"{p} is not a readable TFLite model (malformed flatbuffer: {e})") from e
+        raise InputError(f"{where} is not a readable TFLite model (malformed flatbuffer: {e})") from e
 
 
 def _parse(buf: bytes, where: str) -> TFLiteModel:
@@ -463,9 +476,10 @@ def load(source, workdir: Path, input_shapes: dict | None = None, card=None, sim
 
     path = Path(source)
     workdir = Path(workdir)
-    info = read(path)
-    copy = workdir / "source.tflite"  # everything below reads this copy, hashed here
-    shutil.copyfile(path, copy)
+    buf = _read_bytes(path)  # parsed, copied and hashed from one read: what is checked is what is converted
+    info = parse(buf, str(path))
+    copy = workdir / "source.tflite"
+    copy.write_bytes(buf)
     sha = sha256_file(copy)
     if info.subgraphs != 1:
         raise InputError(f"{path} has {info.subgraphs} subgraphs; edgekit converts single-subgraph TFLite models")
