@@ -158,13 +158,15 @@ def _npz_target(save: Path) -> Path:
 
 def benchmark(artifact: str | Path | Artifact, input: Path | None = None, threads: int = 1, delegate: str = "cpu",
               runs: int = 50, placement: bool = False, save: Path | None = None, spin: bool | None = None,
-              under_load: bool = False, audit: bool = False) -> dict:
+              under_load: bool = False, frame: tuple[int, int] | None = None, audit: bool = False) -> dict:
     """Run an artifact on one input (:func:`read_input`) and time it: ``{"artifact", "threads", "delegate",
     "latency" (p50/p90/...), "outputs" (shape/min/max/mean per output), "placement" (when asked)}``; with
     ``save``, the outputs are written to that ``.npz`` (atomically; its folder must exist); with ``audit``, the
     execution audit of the session (``"audit"``). ``spin`` is passed to :func:`load`; the thread settings applied
     are in ``"run_options"``. With ``under_load`` the runs are also timed under the profiler's default background
-    load, interleaved with the quiet ones (``"latency_under_load"``, ``"load"``).
+    load, interleaved with the quiet ones (``"latency_under_load"``, ``"load"``). With ``frame`` (height, width) a
+    camera frame of that size is also timed end to end, per stage (``"frame"``: resize, colour, normalize, model,
+    upsample; see :func:`edgekit.apps.profiling.latency.measure_frame`).
 
     Raises:
         InputError: bad threads/runs, the artifact or the input cannot be used.
@@ -208,6 +210,10 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
               **({"latency_under_load": loaded.to_dict(), "load": level.to_dict()} if loaded else {}),
               "outputs": {k: {"shape": list(v.shape), "min": float(v.min()), "max": float(v.max()),
                               "mean": float(v.mean())} for k, v in outputs.items()}}
+    if frame is not None:
+        from edgekit.apps.profiling.latency import measure_frame
+
+        result["frame"] = measure_frame(sess, tuple(frame), runs=runs).to_dict()
     if placement:
         result["placement"] = sess.placement().to_dict()
     if audit:

@@ -218,6 +218,8 @@ def _print_parity(parity: dict) -> None:
               "(default: off, fit for a device with other work; the settings applied are reported).")
 @click.option("--under-load", is_flag=True, help="Also time under background load (busy processes on the cores "
               "left free, plus one), interleaved with the quiet runs.")
+@click.option("--frame", help="Also time a camera frame of this size end to end, per stage (resize, colour, "
+              "normalize, model, upsample): 480p, 720p, 1080p or HEIGHTxWIDTH.")
 @click.option("--save", type=click.Path(path_type=Path),
               help="Save outputs to this .npz file (its folder must exist; an existing file is replaced whole).")
 @click.option("--audit", "audit", is_flag=True, help="Show what each op really ran as, against the target's intent.")
@@ -225,7 +227,8 @@ def _print_parity(parity: dict) -> None:
               help="With --audit: any op off the fast path / off the delegate / in another precision is an error "
                    "(exit 8; repeatable, for CI).")
 @json_option
-def run(artifact, input_file, threads, delegate, runs, placement, spin, under_load, save, audit, require, as_json):
+def run(artifact, input_file, threads, delegate, runs, placement, spin, under_load, frame, save, audit, require,
+        as_json):
     """Run ARTIFACT on an input (or a generated one) and report latency and outputs.
 
     \b
@@ -234,10 +237,12 @@ def run(artifact, input_file, threads, delegate, runs, placement, spin, under_lo
       edgekit run out/student-tflite-int8 --audit --require fast --require precision
     """
     from edgekit.api import benchmark
+    from edgekit.apps.profiling.latency import parse_frame
     from edgekit.core.audit import Audit
 
     result = benchmark(artifact, input_file, threads=threads, delegate=delegate, runs=runs, placement=placement,
-                       save=save, audit=audit or bool(require), spin=spin, under_load=under_load)
+                       save=save, audit=audit or bool(require), spin=spin, under_load=under_load,
+                       frame=parse_frame(frame) if frame else None)
     if as_json:
         _emit_json(result)
         if require:
@@ -250,6 +255,15 @@ def run(artifact, input_file, threads, delegate, runs, placement, spin, under_lo
         busy = result["latency_under_load"]
         out.print(f"under load ({result['load']['cpu']} CPU + {result['load']['memory']} memory hog processes): "
                   f"p50 {busy['p50_ms']:.2f} ms  p90 {busy['p90_ms']:.2f} ms  (interleaved with the quiet runs)")
+    if "frame" in result:
+        f = result["frame"]
+        whole = f["end_to_end"]["p50_ms"]
+        out.print(f"{f['frame'][0]}x{f['frame'][1]} frame end to end: p50 {whole:.2f} ms  p90 "
+                  f"{f['end_to_end']['p90_ms']:.2f} ms; model only p50 {f['model']['p50_ms']:.2f} ms "
+                  f"({100 * f['model_share']:.0f}%); stages "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in f["stages_p50_ms"].items())
+                  + f" (sum {f['stage_sum_ms']:.2f} ms, {100 * f['stage_sum_ms'] / whole:.0f}% of the whole)",
+                  highlight=False, soft_wrap=True)
     ro = result["run_options"]
     out.print(f"threads: {ro['threads']}, spin: {ro['spin']}"
               + "".join(f", {k}={v}" for k, v in ro["settings"].items()), highlight=False, soft_wrap=True)

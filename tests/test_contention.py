@@ -303,3 +303,33 @@ def test_a_choice_within_the_noise_says_so():
     b.quality = 0.99  # decided by quality, not by latency: nothing to say about the noise
     b.load_p90_ci = [5.5, 7.5]
     assert "not separable" not in choose([a, b], budget_ms=8.3).why
+
+
+def test_frame_timing_runs_every_stage_of_a_camera_frame():
+    from types import SimpleNamespace
+
+    from edgekit.apps.profiling.latency import measure_frame, parse_frame
+    from edgekit.core.iospec import TensorSpec
+
+    seen = []
+
+    class _Seg:
+        io = SimpleNamespace(inputs=[TensorSpec("image", (1, 3, 64, 96), mean=(0.5, 0.5, 0.5), std=(0.25,) * 3)],
+                             outputs=[TensorSpec("mask", (1, 1, 64, 96))])
+
+        def run(self, feeds):
+            x = feeds["image"]
+            seen.append((x.shape, x.dtype, float(x.min()), float(x.max())))
+            return {"mask": np.zeros((1, 1, 64, 96), np.float32)}
+
+    t = measure_frame(_Seg(), parse_frame("720p"), runs=6, warmup=1)
+    assert t.frame == (720, 1280) and list(t.stages) == ["resize", "colour", "normalize", "model", "upsample"]
+    assert len(seen) == 2 * 7  # warm-up and timed runs, each once stage by stage and once as a whole
+    shape, dtype, lo, hi = seen[0]
+    assert shape == (1, 3, 64, 96) and dtype == np.float32 and -2.0 - 1e-6 <= lo < hi <= 2.0 + 1e-6  # (x-.5)/.25
+    d = t.to_dict()
+    assert d["end_to_end"]["runs"] == d["model"]["runs"] == 6 and 0 < d["model_share"]
+    assert parse_frame("1080p") == (1080, 1920) and parse_frame("300x400") == (300, 400)
+    for bad in ("4k", "0x10", "720", "10x99999"):
+        with pytest.raises(InputError, match="frame"):
+            parse_frame(bad)

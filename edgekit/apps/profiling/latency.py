@@ -86,3 +86,105 @@ def _latency(seconds: list[float]) -> Latency:
     ms = np.asarray(seconds) * 1e3
     return Latency(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.mean()), float(ms.min()), len(ms),
                    quantile_ci(ms, 0.5), quantile_ci(ms, 0.9))
+
+
+#: camera frame sizes by name (height, width)
+FRAMES = {"480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920)}
+
+
+def parse_frame(value: str) -> tuple[int, int]:
+    """``720p``, ``1080p``, ``480p`` or ``HxW`` -> (height, width).
+
+    Raises:
+        InputError: anything else, or a side outside 16..8192.
+    """
+    from edgekit.errors import InputError
+
+    text = str(value).strip().lower()
+    if text in FRAMES:
+        return FRAMES[text]
+    h, sep, w = text.partition("x")
+    if not sep or not h.isdigit() or not w.isdigit() or not (16 <= int(h) <= 8192 and 16 <= int(w) <= 8192):
+        raise InputError(f"frame '{value}': use 480p, 720p, 1080p or HEIGHTxWIDTH (16..8192 each)")
+    return int(h), int(w)
+
+
+@dataclass
+class FrameTiming:
+    """End-to-end time of a camera frame and of each stage (p50 ms), measured in the same runs."""
+
+    frame: tuple[int, int]
+    stages: dict[str, float]  # stage -> p50 ms
+    end_to_end: Latency
+    model: Latency
+
+    @property
+    def stage_sum_ms(self) -> float:
+        return float(sum(self.stages.values()))
+
+    def to_dict(self) -> dict:
+        return {"frame": list(self.frame), "stages_p50_ms": self.stages, "stage_sum_ms": self.stage_sum_ms,
+                "end_to_end": self.end_to_end.to_dict(), "model": self.model.to_dict(),
+                "model_share": self.model.p50_ms / self.end_to_end.p50_ms if self.end_to_end.p50_ms else None}
+
+
+def measure_frame(session, frame_hw: tuple[int, int], runs: int = 50, warmup: int = 10, seed: int = 0) -> FrameTiming:
+    """Time what an app does per camera frame: a uint8 BGR frame of ``frame_hw`` is resized (area) to the model's
+    input, converted to the model's colour order, normalized as its input spec says and laid out NCHW, run, and
+    its first output upsampled (bilinear) back to the frame. Runs alternate: one timed stage by stage, one timed
+    as a whole only (no timers between stages), so the end-to-end p50 is measured on its own and the stages'
+    p50s can be checked against it (their sum reconciles with the whole when nothing is missing).
+
+    Raises:
+        InputError: the model's first input is not an NCHW image of static size.
+    """
+    import cv2
+
+    from edgekit.core.preprocess import normalize_pixels
+    from edgekit.errors import InputError
+
+    spec = session.io.inputs[0]
+    if len(session.io.inputs) != 1 or len(spec.shape) != 4 or not spec.is_static or spec.layout != "NCHW":
+        raise InputError("end-to-end frame timing needs one static NCHW image input; this model has "
+                         f"{[(s.name, s.shape, s.layout) for s in session.io.inputs]}")
+    h, w = int(spec.shape[2]), int(spec.shape[3])
+    fh, fw = frame_hw
+    frame = np.random.default_rng(seed).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
+    out_name = session.io.outputs[0].name
+    names = ("resize", "colour", "normalize", "model", "upsample")
+
+    def whole() -> float:
+        t = time.perf_counter()
+        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        rgb = small if spec.color == "BGR" else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        x = normalize_pixels(rgb, "RGB", spec.value_range, spec.mean, spec.std, peak=255.0)
+        y = session.run({spec.name: np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)})[out_name]
+        cv2.resize(np.asarray(y, np.float32).reshape(-1, *y.shape[-2:])[0], (fw, fh), interpolation=cv2.INTER_LINEAR)
+        return time.perf_counter() - t
+
+    def one() -> list[float]:
+        t = [time.perf_counter()]
+        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        t.append(time.perf_counter())
+        rgb = small if spec.color == "BGR" else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        t.append(time.perf_counter())
+        x = normalize_pixels(rgb, "RGB", spec.value_range, spec.mean, spec.std, peak=255.0)
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+        t.append(time.perf_counter())
+        y = session.run({spec.name: x})[out_name]
+        t.append(time.perf_counter())
+        plane = np.asarray(y, np.float32).reshape(-1, *y.shape[-2:])[0]
+        cv2.resize(plane, (fw, fh), interpolation=cv2.INTER_LINEAR)
+        t.append(time.perf_counter())
+        return [b - a for a, b in zip(t, t[1:])]
+
+    for _ in range(warmup):
+        one()
+        whole()
+    per, wholes = [], []
+    for _ in range(runs):
+        per.append(one())
+        wholes.append(whole())
+    per = np.array(per)  # runs x stages, seconds
+    stages = {n: float(np.median(per[:, i]) * 1e3) for i, n in enumerate(names)}
+    return FrameTiming((fh, fw), stages, _latency(wholes), _latency(list(per[:, 3])))
