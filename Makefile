@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --no-deps onnx2tf==1.29.24 simple_onnx_processing_tools==1.1.32 tf2onnx==1.17.0
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 && dpkg -s libvulkan1 >/dev/null 2>&1 && \
-		 dpkg -s opencv-doc >/dev/null 2>&1) || \
+		 dpkg -s opencv-doc >/dev/null 2>&1 && dpkg -s openssh-server >/dev/null 2>&1) || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers \
-		  libvulkan1 opencv-doc; }; \
-	else echo "not root: install mesa-vulkan-drivers (software Vulkan GPU) and opencv-doc (photos) yourself"; fi
+		  libvulkan1 opencv-doc openssh-server; }; \
+	else echo "not root: install mesa-vulkan-drivers (software Vulkan GPU), opencv-doc (photos) and openssh-server" \
+		"(ssh reach tests) yourself"; fi
 	# MediaPipe's models (from the mediapipe wheel) and the evaluation photos (face_recognition sdist), from PyPI
 	$(VENV)/bin/edgekit models fetch mediapipe
 	$(VENV)/bin/edgekit models fetch photos

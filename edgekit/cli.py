@@ -384,11 +384,26 @@ def validate(artifact, reference, data, samples, temporal, as_json):
 
 
 @cli.command()
+@click.option("--device", help="Check this device profile end to end instead (reach, its python and edgekit, the "
+              "runtimes its targets need), without sweeping.")
 @json_option
-def doctor(as_json):
+def doctor(device, as_json):
     """List each backend: installed or not, versions, devices/delegates it sees here."""
     from edgekit.backends import doctor as doc
 
+    if device:
+        from edgekit.apps.profiling.device import load_profile
+        from edgekit.apps.profiling.ssh import device_doctor
+
+        info = device_doctor(load_profile(device))
+        if as_json:
+            return _emit_json(info)
+        for key, value in info.items():
+            if key == "runtimes":
+                value = ", ".join(f"{f} ({', '.join(f'{p} {v}' for p, v in r['packages'].items())})"
+                                  for f, r in value.items())
+            out.print(f"{key}: {value}", highlight=False, soft_wrap=True)
+        return None
     rows = doc.report()
     if as_json:
         return _emit_json(doc.to_dict(rows))

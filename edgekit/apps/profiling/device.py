@@ -35,6 +35,7 @@ class DeviceProfile:
     runs: int = 50
     warmup: int = 10
     adb: dict = field(default_factory=dict)
+    ssh: dict = field(default_factory=dict)
     camera: tuple[int, int] = (720, 1280)
     #: background load each point is also measured under: {"busy": "auto" | int, "memory": int, "cores": int}
     load: dict = field(default_factory=lambda: {"busy": "auto", "memory": 1})
@@ -123,5 +124,6 @@ def load_profile(name_or_path: str | Path, delegate_libs: dict[str, str] | list[
         fps=float(budget["fps"]), model_share=float(budget.get("model_share", 0.5)),
         delegates=delegates, description=raw.get("description", ""),
         runs=int(raw.get("runs", 50)), warmup=int(raw.get("warmup", 10)), adb=raw.get("adb", {}),
+        ssh=raw.get("ssh", {}),
         camera=tuple(raw.get("camera", (720, 1280))), load={"busy": "auto", "memory": 1, **raw.get("load", {})},
         path=str(p))

@@ -218,4 +218,6 @@ def parse_benchmark_model(text: str) -> dict:
 
 
 def reach_for(profile: DeviceProfile):
-    return {"local": LocalReach, "adb": AdbReach}[profile.reach]()
+    from edgekit.apps.profiling.ssh import SshReach  # imports Measured from here
+
+    return {"local": LocalReach, "adb": AdbReach, "ssh": SshReach}[profile.reach]()

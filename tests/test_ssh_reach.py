@@ -1,0 +1,234 @@
+"""``reach: ssh`` against a real OpenSSH server on 127.0.0.1 (Debian's openssh-server, see ``make setup``).
+
+A session fixture starts ``/usr/sbin/sshd`` on a free port as the current user with a temporary host key and a
+temporary user key, and stops it at the end. The "remote" device's python is this venv's python. No mocks.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SSHD = Path("/usr/sbin/sshd")
+pytestmark = pytest.mark.skipif(not SSHD.is_file() or not shutil.which("ssh") or not shutil.which("ssh-keygen"),
+                                reason="OpenSSH server/client not installed (make setup installs openssh-server)")
+
+from edgekit.apps.profiling import ssh  # noqa: E402
+from edgekit.apps.profiling.device import load_profile  # noqa: E402
+from edgekit.apps.profiling.reach import reach_for  # noqa: E402
+from edgekit.errors import DeviceError, InputError  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True,
+                   stdin=subprocess.DEVNULL)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A running sshd on 127.0.0.1: {"port", "key", "host_pub", "dir"}."""
+    d = tmp_path_factory.mktemp("sshd")
+    host_key = _keygen(d / "host_key")
+    user_key = _keygen(d / "user_key")
+    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
+    port = _free_port()
+    config = d / "sshd_config"
+    config.write_text("\n".join([
+        "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"AuthorizedKeysFile {d / 'authorized_keys'}",
+        f"PidFile {d / 'sshd.pid'}", "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
+        "Subsystem sftp /usr/lib/openssh/sftp-server", ""]))
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
+    log = open(d / "sshd.log", "w")  # noqa: SIM115 (closed at teardown)
+    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config), "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"sshd exited ({proc.returncode}): {(d / 'sshd.log').read_text()[-500:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("sshd did not start listening within 15 s")
+                time.sleep(0.1)
+        yield {"port": port, "key": user_key, "host_pub": (d / "host_key.pub").read_text().split()[1], "dir": d}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _profile(folder: Path, sshd: dict, **overrides) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    remote_dir = folder / "remote"
+    remote_dir.mkdir(exist_ok=True)
+    block = {"host": "127.0.0.1", "port": sshd["port"], "user": os.environ.get("USER") or _user(),
+             "key_file": str(sshd["key"]), "python": sys.executable, "remote_dir": str(remote_dir), **overrides}
+    block = {k: v for k, v in block.items() if v is not None}
+    path = folder / "box.yaml"
+    path.write_text(json.dumps({"id": "ssh-box", "hardware": "cpu", "reach": "ssh", "targets": ["onnx-fp32"],
+                                "threads": [1], "resolutions": [[64, 64]], "budget": {"fps": 30}, "runs": 7,
+                                "warmup": 2, "ssh": block}))  # JSON is YAML
+    return path
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_onnx, workdir):
+    from edgekit.core.conversion import convert
+
+    return convert(tiny_onnx, "onnx-fp32", workdir / "ssh-tiny-onnx-fp32")
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    text = str(e.value)
+    assert "\n" not in text.strip(), text
+    return text
+
+
+def test_ssh_profile_loads_and_is_validated(tmp_path, sshd):
+    prof = load_profile(_profile(tmp_path, sshd))
+    assert prof.reach == "ssh" and prof.ssh["port"] == sshd["port"]
+    assert type(reach_for(prof)).__name__ == "SshReach"
+    bad = _profile(tmp_path / "bad", sshd, python="relative/python")
+    with pytest.raises(InputError, match="ssh"):
+        load_profile(bad)
+    no_block = tmp_path / "nob.yaml"
+    raw = json.loads(_profile(tmp_path / "nob", sshd).read_text())
+    del raw["ssh"]
+    no_block.write_text(json.dumps(raw))
+    with pytest.raises(InputError, match="needs an 'ssh:' block"):
+        reach_for(load_profile(no_block)).measure(None, "cpu", 1, load_profile(no_block), tmp_path)
+
+
+def test_measure_over_ssh(tmp_path, sshd, tiny_fp32):
+    prof = load_profile(_profile(tmp_path, sshd))
+    m = reach_for(prof).measure(tiny_fp32, "cpu", 1, prof, tmp_path)
+    assert 0 < m.p50_ms <= m.p90_ms
+    assert m.detail["remote_latency"]["runs"] == prof.runs
+    assert m.peak_memory_mb and m.peak_memory_mb > 1  # a python process running onnxruntime
+    assert m.measured_on == f"ssh {prof.ssh['user']}@127.0.0.1:{sshd['port']}"
+    assert m.quality == tiny_fp32.parity["outputs"][0].get("iou")
+    # the temporary folder on the device is gone, nothing else was left there
+    assert list((tmp_path / "remote").iterdir()) == []
+    # the host key went into the profile's own known_hosts, and it is the server's key
+    known = (tmp_path / "box.known_hosts").read_text()
+    assert sshd["host_pub"] in known
+
+
+def test_remote_folder_removed_when_the_run_fails(tmp_path, sshd, tiny_fp32):
+    prof = load_profile(_profile(tmp_path, sshd))
+    with pytest.raises(DeviceError) as e:
+        reach_for(prof).measure(tiny_fp32, "no-such-unit", 1, prof, tmp_path)
+    assert "edgekit run" in _one_line(e)
+    assert list((tmp_path / "remote").iterdir()) == []
+
+
+def test_tampered_file_on_the_device_is_refused(tmp_path, sshd, tiny_fp32):
+    dev = ssh.SshDevice.from_profile(load_profile(_profile(tmp_path, sshd)))
+    rdir = ssh.make_remote_dir(dev)
+    try:
+        expected = ssh.push_artifact(dev, tiny_fp32.path, rdir)
+        assert set(expected) == {*tiny_fp32.files.values(), "artifact.json"} | (
+            {tiny_fp32.reference} if tiny_fp32.reference else set())
+        ssh.verify_remote(dev, rdir, expected)  # arrived intact
+        model = Path(rdir) / tiny_fp32.files["model"]  # the "device" is this machine: change the file there
+        model.write_bytes(model.read_bytes()[:-1] + b"\0")
+        with pytest.raises(DeviceError, match="did not arrive intact") as e:
+            ssh.verify_remote(dev, rdir, expected)
+        assert tiny_fp32.files["model"] in _one_line(e)
+    finally:
+        ssh.remove_remote_dir(dev, rdir)
+    assert not Path(rdir).exists()
+
+
+def test_compare_sha256():
+    a, b = "a" * 64, "b" * 64
+    assert ssh.compare_sha256({"m.onnx": a}, f"{a}  m.onnx\n") == []
+    assert ssh.compare_sha256({"m.onnx": a}, f"{a.upper()} *m.onnx\n") == []
+    assert ssh.compare_sha256({"m.onnx": a}, f"{b}  m.onnx\n") == [
+        f"m.onnx: sha256 {b[:12]}... on the device, {a[:12]}... sent"]
+    assert ssh.compare_sha256({"m.onnx": a, "x.bin": b}, f"{a}  m.onnx\n") == ["x.bin: not on the device"]
+
+
+def test_wrong_key_is_one_line(tmp_path, sshd):
+    other = _keygen(tmp_path / "other_key")
+    prof = load_profile(_profile(tmp_path, sshd, key_file=str(other)))
+    with pytest.raises(DeviceError) as e:
+        ssh.check(prof)
+    assert "refused the key" in _one_line(e) and "authorized_keys" in str(e.value)
+
+
+def test_closed_port_is_one_line(tmp_path, sshd):
+    prof = load_profile(_profile(tmp_path, sshd, port=_free_port()))
+    with pytest.raises(DeviceError) as e:
+        ssh.check(prof)
+    assert "refused" in _one_line(e) and "ssh.port" in str(e.value)
+
+
+def test_missing_remote_python_is_one_line(tmp_path, sshd):
+    prof = load_profile(_profile(tmp_path, sshd, python="/nonexistent/bin/python3"))
+    with pytest.raises(DeviceError) as e:
+        ssh.check(prof)
+    assert "no python at /nonexistent/bin/python3" in _one_line(e)
+
+
+def test_remote_python_without_edgekit_is_one_line(tmp_path, sshd):
+    bare = shutil.which("python3", path="/usr/bin:/bin")
+    if not bare or subprocess.run([bare, "-c", "import importlib.metadata as m; m.version('edgekit')"], cwd="/",
+                                  capture_output=True).returncode == 0:
+        pytest.skip("no system python3 without edgekit on this machine")
+    prof = load_profile(_profile(tmp_path, sshd, python=bare))
+    with pytest.raises(DeviceError) as e:
+        ssh.check(prof)
+    assert "edgekit is not installed" in _one_line(e)
+
+
+def test_doctor_device_cli(tmp_path, sshd):
+    path = _profile(tmp_path, sshd)
+    res = subprocess.run([sys.executable, "-m", "edgekit.cli", "doctor", "--device", str(path), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["ok"] and info["reach"] == "ssh"
+    assert info["edgekit"] == importlib.metadata.version("edgekit")
+    assert info["python"] == platform.python_version()
+    assert info["runtimes"]["onnx"]["installed"]
+    assert info["runtimes"]["onnx"]["packages"]["onnxruntime"] == importlib.metadata.version("onnxruntime")
+    # a refused key through the command line: exit 7 and one stderr line
+    bad = _profile(tmp_path / "bad", sshd, key_file=str(_keygen(tmp_path / "k2")))
+    res = subprocess.run([sys.executable, "-m", "edgekit.cli", "doctor", "--device", str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 7
+    assert len(res.stderr.strip().splitlines()) == 1 and "refused the key" in res.stderr
