@@ -73,7 +73,8 @@ def sshd(tmp_path_factory):
                 if time.monotonic() > deadline:
                     pytest.fail("sshd did not start listening within 15 s")
                 time.sleep(0.1)
-        yield {"port": port, "key": user_key, "host_pub": (d / "host_key.pub").read_text().split()[1], "dir": d}
+        yield {"port": port, "key": user_key, "host_pub": (d / "host_key.pub").read_text().split()[1], "dir": d,
+               "pid": proc.pid}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -84,7 +85,7 @@ def sshd(tmp_path_factory):
         log.close()
 
 
-def _profile(folder: Path, sshd: dict, **overrides) -> Path:
+def _profile(folder: Path, sshd: dict, runs: int = 7, **overrides) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     remote_dir = folder / "remote"
     remote_dir.mkdir(exist_ok=True)
@@ -93,7 +94,7 @@ def _profile(folder: Path, sshd: dict, **overrides) -> Path:
     block = {k: v for k, v in block.items() if v is not None}
     path = folder / "box.yaml"
     path.write_text(json.dumps({"id": "ssh-box", "hardware": "cpu", "reach": "ssh", "targets": ["onnx-fp32"],
-                                "threads": [1], "resolutions": [[64, 64]], "budget": {"fps": 30}, "runs": 7,
+                                "threads": [1], "resolutions": [[64, 64]], "budget": {"fps": 30}, "runs": runs,
                                 "warmup": 2, "ssh": block}))  # JSON is YAML
     return path
 
@@ -132,6 +133,7 @@ def test_ssh_profile_loads_and_is_validated(tmp_path, sshd):
         reach_for(load_profile(no_block)).measure(None, "cpu", 1, load_profile(no_block), tmp_path)
 
 
+@pytest.mark.slow
 def test_measure_over_ssh(tmp_path, sshd, tiny_fp32):
     prof = load_profile(_profile(tmp_path, sshd))
     m = reach_for(prof).measure(tiny_fp32, "cpu", 1, prof, tmp_path)
@@ -147,6 +149,7 @@ def test_measure_over_ssh(tmp_path, sshd, tiny_fp32):
     assert sshd["host_pub"] in known
 
 
+@pytest.mark.slow
 def test_remote_folder_removed_when_the_run_fails(tmp_path, sshd, tiny_fp32):
     prof = load_profile(_profile(tmp_path, sshd))
     with pytest.raises(DeviceError) as e:
@@ -155,6 +158,7 @@ def test_remote_folder_removed_when_the_run_fails(tmp_path, sshd, tiny_fp32):
     assert list((tmp_path / "remote").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_tampered_file_on_the_device_is_refused(tmp_path, sshd, tiny_fp32):
     dev = ssh.SshDevice.from_profile(load_profile(_profile(tmp_path, sshd)))
     rdir = ssh.make_remote_dir(dev)
@@ -215,6 +219,7 @@ def test_remote_python_without_edgekit_is_one_line(tmp_path, sshd):
     assert "edgekit is not installed" in _one_line(e)
 
 
+@pytest.mark.slow
 def test_doctor_device_cli(tmp_path, sshd):
     path = _profile(tmp_path, sshd)
     res = subprocess.run([sys.executable, "-m", "edgekit.cli", "doctor", "--device", str(path), "--json"],
@@ -232,3 +237,76 @@ def test_doctor_device_cli(tmp_path, sshd):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 7
     assert len(res.stderr.strip().splitlines()) == 1 and "refused the key" in res.stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+def test_connection_killed_mid_measurement(tmp_path, sshd, tiny_fp32):
+    """The device's sshd session dies while the model is being timed: one DeviceError line naming the dropped
+    connection, and the temporary folder is still removed once the device answers again."""
+    import threading
+
+    prof = load_profile(_profile(tmp_path, sshd, runs=100000))
+    caught: list[BaseException] = []
+
+    def measure():
+        try:
+            reach_for(prof).measure(tiny_fp32, "cpu", 1, prof, tmp_path)
+        except BaseException as e:  # noqa: BLE001 (handed to the test thread)
+            caught.append(e)
+
+    worker = threading.Thread(target=measure)
+    worker.start()
+    remote = str(tmp_path / "remote")
+    deadline = time.monotonic() + 60
+    runner = []
+    while not runner and time.monotonic() < deadline and worker.is_alive():
+        time.sleep(0.2)
+        runner = [p for p in _descendants(sshd["pid"]) if _comm(p).startswith("python")
+                  and remote in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    assert runner, "the remote edgekit run never started"
+    time.sleep(1.0)  # timing has begun
+    sessions = [p for p in _descendants(sshd["pid"]) if _comm(p).startswith("sshd")]
+    for pid in sessions:  # the connection dies as it would when the device reboots (the listener stays up)
+        os.kill(pid, signal.SIGKILL)
+    for pid in runner:  # the orphaned remote run: this test started it
+        os.kill(pid, signal.SIGKILL)
+    worker.join(120)
+    assert not worker.is_alive()
+    assert len(caught) == 1 and isinstance(caught[0], DeviceError), caught
+    text = str(caught[0])
+    assert "\n" not in text and "connection dropped" in text, text
+    assert list((tmp_path / "remote").iterdir()) == []
+
+
+def test_changed_host_key_is_refused(tmp_path, sshd):
+    other = _keygen(tmp_path / "impostor")
+    kind, pub = (tmp_path / "impostor.pub").read_text().split()[:2]
+    (tmp_path / "box.known_hosts").write_text(f"[127.0.0.1]:{sshd['port']} {kind} {pub}\n")
+    prof = load_profile(_profile(tmp_path, sshd))
+    with pytest.raises(DeviceError) as e:
+        ssh.check(prof)
+    assert "host key" in _one_line(e) and str(tmp_path / "box.known_hosts") in str(e.value)
+    assert other.is_file() and (tmp_path / "box.known_hosts").read_text().count("\n") == 1  # not overwritten

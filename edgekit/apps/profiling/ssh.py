@@ -124,7 +124,7 @@ def _connection_error(dev: SshDevice, what: str, res: subprocess.CompletedProces
     elif any(k in low for k in ("refused", "no route", "could not resolve", "name or service", "unreachable")):
         hint = "check ssh.host and ssh.port, that the device is on, and that sshd runs there"
     elif any(k in low for k in ("broken pipe", "closed by", "reset by", "connection lost", "timeout, server")):
-        hint = "the connection dropped (device rebooted or left the network?); run again to resume"
+        hint = "the connection dropped (device rebooted, sshd restarted or the network went away?)"
     else:
         hint = "check ssh.host, ssh.port, ssh.user and ssh.key_file in the profile"
     return DeviceError(f"ssh device {dev.profile_id} ({dev.address}): {what} failed: {detail}; {hint}")
