@@ -106,7 +106,7 @@ def test_clean_fp32_artifacts_align_and_match_an_independent_run(tiny_artifacts)
     from edgekit.apps.debugger import diff
     from edgekit.core import calibration
 
-    for target in ("onnx-fp32", "ncnn-fp32"):
+    for target in ("onnx-fp32", "ncnn-fp32", "openvino-fp32", "tflite-fp32"):
         art = tiny_artifacts(target)
         report = diff(art.path, samples=2, seed=7)
         assert report.observer["ok"], report.observer
@@ -128,8 +128,15 @@ def test_clean_fp32_artifacts_align_and_match_an_independent_run(tiny_artifacts)
         r = np.concatenate([ref.run([out_name], x)[0] for x in xs])
         c = np.concatenate([sess.run(x)[out_name] for x in xs])
         sess.close()
-        assert rows[0].sqnr_db == pytest.approx(_sqnr(r, c), abs=0.5)
-        assert rows[0].max_abs == pytest.approx(float(np.abs(r - c).max()), rel=1e-3, abs=1e-7)
+        # the debugger measures its tapped run, which differs from the artifact's own run by at most the observer
+        # check's difference (LiteRT taps run the built-in kernels, not XNNPACK)
+        slack = report.observer["max_abs"]
+        assert abs(rows[0].max_abs - float(np.abs(r - c).max())) <= slack + 1e-6, target
+        independent = _sqnr(r, c)
+        if independent < 100:
+            assert rows[0].sqnr_db == pytest.approx(independent, abs=0.5), target
+        else:  # float rounding noise: both far above any threshold
+            assert rows[0].sqnr_db > 100, target
 
 
 def test_onnx_fault_is_named_by_diff_bisect_and_the_cli(tiny_artifacts, workdir, capsys):

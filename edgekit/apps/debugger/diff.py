@@ -351,9 +351,10 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
         tol = 1e-3 * ref_outs_max
         observer_d = {"max_abs": observer, "tolerance": tol, "ok": observer <= tol}
         if not observer_d["ok"]:
-            notes.append(f"observer effect: exposing the tensors changed the outputs by up to {observer:.3g} (over "
-                         f"the fp32 tolerance {tol:.3g}): the runtime fused differently with taps, so the "
-                         "cumulative errors below describe the tapped model, not exactly the artifact")
+            notes.append(f"observer effect: the run with every tensor exposed differs from the artifact's own run by "
+                         f"up to {observer:.3g} (over the fp32 tolerance {tol:.3g}; the runtime fused or chose kernels "
+                         "differently with taps), so the errors below describe the tapped run, not exactly the "
+                         "artifact's")
         layers = []
         order = {n.outputs[0]: n for n in graph.nodes}
         for tap_name, (tensor, how) in matches.items():
