@@ -142,6 +142,15 @@ def test_measure_over_ssh(tmp_path, sshd, tiny_fp32):
     assert m.peak_memory_mb and m.peak_memory_mb > 1  # a python process running onnxruntime
     assert m.measured_on == f"ssh {prof.ssh['user']}@127.0.0.1:{sshd['port']}"
     assert m.quality == tiny_fp32.parity["outputs"][0].get("iou")
+    # the device ran this very model: its outputs on edgekit run's seeded input are the ones it gives here
+    from edgekit.api import benchmark
+
+    here = benchmark(tiny_fp32, runs=1)["outputs"]
+    assert m.detail["remote_outputs"].keys() == here.keys()
+    for name, stats in here.items():
+        assert m.detail["remote_outputs"][name]["shape"] == stats["shape"]
+        for k in ("min", "max", "mean"):
+            assert m.detail["remote_outputs"][name][k] == pytest.approx(stats[k], rel=1e-5, abs=1e-6)
     # the temporary folder on the device is gone, nothing else was left there
     assert list((tmp_path / "remote").iterdir()) == []
     # the host key went into the profile's own known_hosts, and it is the server's key
@@ -310,3 +319,19 @@ def test_changed_host_key_is_refused(tmp_path, sshd):
         ssh.check(prof)
     assert "host key" in _one_line(e) and str(tmp_path / "box.known_hosts") in str(e.value)
     assert other.is_file() and (tmp_path / "box.known_hosts").read_text().count("\n") == 1  # not overwritten
+
+
+@pytest.mark.slow
+def test_sweep_over_ssh_resumes(tmp_path, sshd, tiny_onnx):
+    """A whole (one-point) sweep of an ssh device; run again, the finished point is reused, not measured twice."""
+    from edgekit.apps.profiling.sweep import sweep
+
+    prof = load_profile(_profile(tmp_path, sshd))
+    out = tmp_path / "out"
+    points = sweep(tiny_onnx, prof, out, cache=tmp_path / "cache")
+    assert len(points) == 1 and points[0].ok, points[0].error
+    assert points[0].measured_on.startswith("ssh ") and 0 < points[0].p50_ms <= points[0].p90_ms
+    again = sweep(tiny_onnx, prof, out, cache=tmp_path / "cache")
+    assert again[0].p50_ms == points[0].p50_ms
+    assert len((out / "points.jsonl").read_text().splitlines()) == 1
+    assert list((tmp_path / "remote").iterdir()) == []

@@ -442,4 +442,5 @@ class SshReach:
         return Measured(result["p50_ms"], result["p90_ms"], result["peak_memory_mb"], outputs[0].get("iou"),
                         "mask IoU (parity check on this machine)", f"ssh {dev.address}",
                         {"remote_latency": result["latency"], "run_options": result.get("run_options"),
+                         "remote_outputs": result.get("outputs"),
                          "peak_memory": "peak RSS of the device's edgekit run process"})
