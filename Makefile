@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q --durations=15
+
+# the inner loop (under 3 minutes on 2 cores): every test not marked slow (see the Tests section of README.md)
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 lint: setup
 	$(VENV)/bin/ruff check edgekit tests benchmarks models

@@ -4,9 +4,12 @@ GELU, torchvision LR-ASPP) through every converter's parity gate."""
 import pytest
 
 import edgekit
+from tests.reference import assert_agrees, random_inputs
 
 ARCHS = ["unet", "vit", "lraspp"]
-TARGETS = ["tflite-fp32", "openvino-fp32", "ncnn-fp32", "coreml-fp16"]
+# onnx2tf and coremltools conversions take tens of seconds each: the fast tier keeps OpenVINO and NCNN
+TARGETS = [pytest.param("tflite-fp32", marks=pytest.mark.slow), "openvino-fp32", "ncnn-fp32",
+           pytest.param("coreml-fp16", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +32,5 @@ def arch_onnx(workdir):
 def test_architecture_passes_gate(arch_onnx, workdir, arch, target):
     art = edgekit.convert(arch_onnx[arch], target, workdir / "archs" / f"{arch}-{target}", calib_samples=8,
                           held_back=4)
-    assert art.parity["passed"]
-    o = art.parity["outputs"][0]
-    assert o["cosine"] >= (0.999 if target.endswith("fp16") else 0.9999)
+    # independent of the gate: the artifact in its runtime against ORT on the exported file, on other inputs
+    assert_agrees(art, arch_onnx[arch], random_inputs(art.source_io, n=2))

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def edgekit(*args):
     return subprocess.run([sys.executable, "-m", "edgekit.cli", *map(str, args)], capture_output=True, text=True)
@@ -26,6 +28,7 @@ def test_inspect_landscape_scales_macs(student_onnx):
     assert abs(land["macs"] / full["macs"] - 144 / 256) < 0.02
 
 
+@pytest.mark.slow
 def test_run_and_validate_json(student_artifacts):
     art = student_artifacts("onnx-int8")
     res = edgekit("run", art.path, "--threads", "2", "--runs", "5", "--placement", "--json")

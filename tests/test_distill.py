@@ -69,6 +69,7 @@ def test_dataset_layouts(tmp_path):
         find_pairs(tmp_path)
 
 
+@pytest.mark.slow
 def test_offline_distill_checkpoints_resumes_and_exports(tmp_path):
     from edgekit.apps.train.distill import distill
 
@@ -90,6 +91,7 @@ def test_offline_distill_checkpoints_resumes_and_exports(tmp_path):
     assert y.shape == (1, 1, 64, 96)
 
 
+@pytest.mark.slow
 def test_online_mode_trains_both(tmp_path):
     from edgekit.apps.train.distill import distill
 
@@ -108,6 +110,7 @@ def test_artifact_teacher_output_only(tmp_path, tiny_onnx):
     assert distill(recipe)["steps"] == 4
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(tmp_path):
     import yaml
 

@@ -176,6 +176,7 @@ def test_ncnn_wrong_shape_cannot_segfault(ncnn_artifact, tmp_path):
     assert "3 refused" in res.stdout and "destroyed too early" not in res.stderr
 
 
+@pytest.mark.slow
 def test_convert_json_is_only_json(cardless_onnx, tmp_path):
     """NNCF draws progress bars on stdout: with --json they must go elsewhere, or the JSON cannot be parsed."""
     pytest.importorskip("openvino")

@@ -7,6 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgekit
 from edgekit.core.sensitivity import rank_layers
+from tests.reference import assert_agrees, random_inputs
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +61,14 @@ def test_sensitivity_ranks_the_outlier_layer_first(outlier_model, tmp_path):
     assert ranking[0].node == "conv2" and ranking[0].sqnr_db < ranking[1].sqnr_db - 10
 
 
-@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8", "ncnn-int8", "tflite-int8"])
+@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8", pytest.param("ncnn-int8", marks=pytest.mark.slow),
+                                    pytest.param("tflite-int8", marks=pytest.mark.slow)])
 def test_gate_keeps_sensitive_layer_in_float(outlier_model, workdir, target):
     pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn",
                          "tflite": "ai_edge_litert"}[target.split("-")[0]])
     art = edgekit.convert(outlier_model, target, workdir / f"outlier-{target}", calib_samples=16, preprocess="unit")
-    assert art.parity["passed"] and art.parity["outputs"][0]["iou"] >= 0.97
+    # the artifact in its runtime against ORT on the float model, on inputs the gate did not draw
+    assert_agrees(art, outlier_model, random_inputs(art.source_io, n=4), 0.97)
     if art.options.get("nncf_mode") == "accuracy_control":  # NNCF restored accuracy itself, and it says so
         assert any("first attempt failed the parity gate" in note for note in art.notes)
     else:
@@ -86,11 +89,11 @@ def _float_convs_in_onnx(path) -> set[str]:
 def test_reported_kept_layers_are_float_in_the_onnx_artifact(outlier_model, workdir):
     art = edgekit.convert(outlier_model, "onnx-int8", workdir / "outlier-kept-onnx", calib_samples=16)
     float_convs = _float_convs_in_onnx(art.path / art.files["model"])
-    assert art.parity["passed"]
     assert float_convs == set(art.parity["kept_float"]) == {"conv2"}  # conv1 stays int8
     assert art.options["float_layers"] == ["conv2"]
 
 
+@pytest.mark.slow
 def test_reported_kept_layers_are_float_in_the_openvino_artifact(outlier_model, workdir):
     ov = pytest.importorskip("openvino")
     pytest.importorskip("nncf")

@@ -8,10 +8,11 @@ import pytest
 import edgekit
 from edgekit.core.artifact import Artifact, sha256_file
 from edgekit.errors import InputError, ParityError
-from tests.conftest import mean_iou_vs_fp32
+from tests.conftest import STUDENT
+from tests.reference import assert_agrees, portrait_inputs, random_inputs
 
 
-def test_fp32_artifact_manifest(student_artifacts, student_onnx):
+def test_fp32_artifact_manifest(student_artifacts, student_onnx, portraits):
     art = student_artifacts("onnx-fp32")
     manifest = json.loads((art.path / "artifact.json").read_text())
     assert manifest["target"] == "onnx-fp32"
@@ -21,30 +22,30 @@ def test_fp32_artifact_manifest(student_artifacts, student_onnx):
     assert manifest["io"]["inputs"][0]["mean"] == [0.5, 0.5, 0.5]
     assert manifest["io"]["outputs"][0]["kind"] == "probability"
     assert "onnxruntime" in manifest["tools"]
-    parity = manifest["parity"]
-    assert parity["passed"] and parity["samples"] == 40
-    assert parity["outputs"][0]["max_abs"] < 1e-5
+    assert manifest["parity"]["samples"] == 40
+    # what the manifest claims, checked here: ONNX Runtime on the artifact vs on the source file
+    assert assert_agrees(art, student_onnx, portrait_inputs(portraits)).max_abs < 1e-5
 
 
+@pytest.mark.slow
 def test_int8_keeps_mask_iou(student_artifacts, portraits):
     art = student_artifacts("onnx-int8")
-    assert art.parity["passed"]
-    assert art.parity["outputs"][0]["iou"] >= 0.97
-    assert mean_iou_vs_fp32(student_artifacts, art, portraits) >= 0.97
+    assert_agrees(art, STUDENT, portrait_inputs(portraits, 12), 0.97)  # held-out portraits, ORT on the source
     assert art.size_bytes < 0.7 * student_artifacts("onnx-fp32").size_bytes  # QDQ keeps float biases
 
 
 def test_landscape_resolution(student_artifacts):
     art = student_artifacts("onnx-fp32", input_shapes={"image": (1, 3, 144, 256)})
     assert art.io.inputs[0].shape == (1, 3, 144, 256)
+    assert_agrees(art, STUDENT, random_inputs(art.source_io, n=2))
     out = edgekit.load(art.path).run({"image": np.zeros((1, 3, 144, 256), np.float32)})
     assert out["mask"].shape == (1, 1, 144, 256)
 
 
+@pytest.mark.slow
 def test_validate_again_and_detect_tampering(student_artifacts, workdir):
     art = student_artifacts("onnx-int8")
-    report = edgekit.validate(art.path)
-    assert report.passed and report.outputs[0].iou >= 0.97
+    edgekit.validate(art.path)  # raises unless the untouched artifact passes
     # shift the last conv's bias of a copy: the mask changes and the gate must fail
     import shutil
 

@@ -28,8 +28,25 @@ def test_plan_minimizes_busiest_unit():
     p = plan(spec, costs)
     assert p.bottleneck[1] == 5  # a alone on u2, b + c on u1
     assert p.method == "exhaustive" and "busiest unit" in p.why
-    tight = plan(spec, costs, latency_bound_ms=9.0)  # 5 + 4 + 1 is the only chain within 10 ms
-    assert tight.latency_ms <= 10
+    # 5 + 4 + 1 = 10 ms is the shortest chain there is: a 9 ms bound cannot be met, and the plan says so
+    over = plan(spec, costs, latency_bound_ms=9.0)
+    assert over.latency_ms == 10 and over.assignment == p.assignment and "OVER the 9 ms bound" in over.why
+
+
+def test_latency_bound_trades_throughput_for_latency():
+    """Spreading two stages over two units halves the busiest unit's load but the slower unit lengthens the
+    chain: without a bound the plan spreads them, with a bound only the one-unit chain meets it takes that."""
+    def stage(name):
+        return Stage(name, ["frame"], [name], ["fast", "slow"], kernel=lambda x: x)
+
+    spec = PipelineSpec("toy", [stage("a"), stage("b")])
+    costs = {("a", "fast"): 5.0, ("a", "slow"): 6.0, ("b", "fast"): 5.0, ("b", "slow"): 6.0}
+    free = plan(spec, costs)
+    assert sorted(free.assignment.values()) == ["fast", "slow"] and free.bottleneck[1] == 6.0
+    assert free.latency_ms == 11.0 and "within the inf ms bound" in free.why
+    bounded = plan(spec, costs, latency_bound_ms=10.5)
+    assert bounded.assignment == {"a": "fast", "b": "fast"} and bounded.unit_load_ms == {"fast": 10.0}
+    assert bounded.latency_ms == 10.0 and "within the 10.5 ms bound" in bounded.why
 
 
 def test_list_scheduling_beyond_the_exhaustive_limit(monkeypatch):
@@ -40,21 +57,28 @@ def test_list_scheduling_beyond_the_exhaustive_limit(monkeypatch):
     assert p.method.startswith("list-scheduling") and p.unit_load_ms == {"u1": 3.0, "u2": 3.0}
 
 
+@pytest.mark.slow
 def test_schedule_measures_real_units(scheduled):
     assert {"cpu0", "cpu1"} <= set(scheduled.units)
     assert all(v > 0 for v in scheduled.costs.values())
     assert scheduled.costs[("segment", "cpu0:onnx")] > 0
     assert set(scheduled.plan.assignment) == {"prepare", "segment", "refine", "smooth", "background", "composite"}
-    if "gpu" in scheduled.units:
-        assert "software GPU" in scheduled.units["gpu"].description or "Vulkan" in scheduled.units["gpu"].description
+    ncnn = pytest.importorskip("ncnn")
+    if ncnn.get_gpu_count() == 0:
+        pytest.fail("no Vulkan device: `make setup` installs mesa-vulkan-drivers (lavapipe) for this test")
+    # the Vulkan device ncnn sees is a unit, named as the device, and the model stage was measured on it
+    assert f"'{ncnn.get_gpu_info(0).device_name()}'" in scheduled.units["gpu"].description
+    assert scheduled.costs[("segment", "gpu:ncnn")] > 0
 
 
+@pytest.mark.slow
 def test_pipelined_outputs_equal_sequential(scheduled, frames, tmp_path):
     r = compare(scheduled, frames, timeline=tmp_path / "tl.png")
     assert r["outputs_equal"] and r["frames_out"] == len(frames) and r["dropped"] == 0
     assert (tmp_path / "tl.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_injected_unit_failure_loses_no_frame(scheduled, frames):
     seg_unit = scheduled.plan.assignment["segment"].split(":")[0]
     r = compare(scheduled, frames, inject={seg_unit: 5})
@@ -63,6 +87,7 @@ def test_injected_unit_failure_loses_no_frame(scheduled, frames):
     assert all(m["from_choice"].split(":")[0] == seg_unit for m in r["moves"])
 
 
+@pytest.mark.slow
 def test_flow_limiter_drops_and_bounds_in_flight(scheduled, frames):
     spec = reset_stages(scheduled.spec)
     runner = PipelineRunner(spec, scheduled.plan, scheduled.units, max_in_flight=2)
@@ -73,6 +98,7 @@ def test_flow_limiter_drops_and_bounds_in_flight(scheduled, frames):
     assert [i for i, _ in out] == sorted(i for i, _ in out)  # in frame order
 
 
+@pytest.mark.slow
 def test_chain_exhausted_is_an_error(scheduled, frames):
     from edgekit.errors import DeviceError
 

@@ -13,6 +13,7 @@ from edgekit.core import preprocess as pp
 from edgekit.core.calibration import normalize
 from edgekit.core.iospec import IOSpec, TensorSpec
 from edgekit.errors import ConversionError, InputError
+from tests.reference import assert_agrees, random_inputs
 
 H = W = 32
 
@@ -250,10 +251,13 @@ def test_pnnx_params_round_trip(aspp_onnx, tmp_path):
     np.testing.assert_array_equal(run(param, binf), run(tmp_path / "rt.param", tmp_path / "rt.bin"))
 
 
+@pytest.mark.slow
 def test_deeplab_head_converts_to_ncnn_int8(aspp_onnx, tmp_path):
     art = edgekit.convert(aspp_onnx, "ncnn-int8", tmp_path / "int8", preprocess="imagenet", calib_samples=8,
                           held_back=4)
-    assert art.parity["passed"] and art.options["int8_layers"] > 0
+    assert art.options["int8_layers"] > 0
+    # ncnn's int8 kernels here against ORT on the float head (2 output classes: logits, compared by cosine)
+    assert_agrees(art, aspp_onnx, random_inputs(art.source_io, n=8))
 
 
 def _photos(folder: Path, n: int = 8) -> Path:

@@ -57,6 +57,7 @@ def swept(workdir, student_onnx):
     return result, calls, prof
 
 
+@pytest.mark.slow
 def test_real_sweep_chooses_a_config_that_fits(swept):
     result, calls, _ = swept
     assert len(result.points) == 6 and all(p.ok for p in result.points), [p.error for p in result.points]
@@ -77,6 +78,7 @@ def test_real_sweep_chooses_a_config_that_fits(swept):
     assert "Pareto" in result.report_path.read_text() or "pareto.png" in result.report_path.read_text()
 
 
+@pytest.mark.slow
 def test_app_config_validates_and_pins_files(swept, tmp_path):
     result, _, _ = swept
     config = json.loads(result.config_path.read_text())
@@ -103,6 +105,7 @@ def test_app_config_validates_and_pins_files(swept, tmp_path):
             load_config(cfg)
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes(swept, workdir, student_onnx):
     from edgekit.apps.profiling.device import load_profile as lp
     from edgekit.apps.profiling.sweep import load_points, sweep

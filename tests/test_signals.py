@@ -40,6 +40,7 @@ def _mentioning(text: str) -> list:
     return found
 
 
+@pytest.mark.slow
 def test_sigterm_during_onnx2tf_leaves_nothing(tmp_path, tiny_onnx):
     pytest.importorskip("onnx2tf")
     tmpdir = tmp_path / "tmpdir"
@@ -79,6 +80,7 @@ def test_sigterm_during_onnx2tf_leaves_nothing(tmp_path, tiny_onnx):
 @pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "interrupted"),
                                                  (signal.SIGTERM, 143, "terminated; nothing was written")],
                          ids=["ctrl-c", "sigterm"])
+@pytest.mark.slow
 def test_signal_outside_a_child_tool(tmp_path, tiny_onnx, sig, code, message):
     """Ctrl-C or SIGTERM while edgekit itself calibrates (no child running): its exit code, one line, nothing
     written, no staging or work folder left."""

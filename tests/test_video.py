@@ -95,6 +95,7 @@ def test_lowlight_beats_clahe():
     assert np.mean(ours) > np.mean(base) + 1.0
 
 
+@pytest.mark.slow
 def test_face_landmarks_and_jitter(mediapipe_models):
     from edgekit.apps.video.effects.beauty import BeautySettings, FaceTracker, apply_beauty
     from edgekit.core.samples.photos import evaluation_photos
@@ -117,6 +118,7 @@ def test_face_landmarks_and_jitter(mediapipe_models):
     assert xs.min() >= pts[:, 0].min() - 0.2 * np.ptp(pts[:, 0]) - 2  # only around the face
 
 
+@pytest.mark.slow
 def test_process_video(clip_file, app_config, workdir):
     from edgekit.apps.video.process import process
 
@@ -128,6 +130,7 @@ def test_process_video(clip_file, app_config, workdir):
     assert set(report.plan["assignment"]) >= {"segment", "composite", "denoise"}
 
 
+@pytest.mark.slow
 def test_truncated_video_processes_what_it_can(clip_file, app_config, workdir):
     data = clip_file.read_bytes()
     broken = workdir / "broken.avi"
@@ -140,6 +143,7 @@ def test_truncated_video_processes_what_it_can(clip_file, app_config, workdir):
     assert 0 < report["frames_out"] < 24 and "stopped at frame" in report["stopped"]
 
 
+@pytest.mark.slow
 def test_config_with_changed_model_is_refused(app_config, clip_file, workdir):
     import shutil
 
