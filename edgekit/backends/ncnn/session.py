@@ -30,7 +30,7 @@ from edgekit.core.deps import require
 from edgekit.core.iospec import IOSpec
 from edgekit.errors import DeviceError, InputError
 
-#: libgomp's wait policy for this process, as read when ncnn was loaded (None: not loaded yet)
+#: libgomp's wait policy for this process, as read when ncnn was loaded (empty until a session loads ncnn)
 _wait_policy: list[str] = []
 
 
