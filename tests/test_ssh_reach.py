@@ -240,6 +240,12 @@ def test_doctor_device_cli(tmp_path, sshd):
     assert info["python"] == platform.python_version()
     assert info["runtimes"]["onnx"]["installed"]
     assert info["runtimes"]["onnx"]["packages"]["onnxruntime"] == importlib.metadata.version("onnxruntime")
+    assert info["edgekit_here"] == info["edgekit"] and "note" not in info
+    res = subprocess.run([sys.executable, "-m", "edgekit.cli", "doctor", "--device", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    runtimes = next(ln for ln in res.stdout.splitlines() if ln.startswith("runtimes: onnx ("))
+    assert f"onnxruntime {importlib.metadata.version('onnxruntime')}" in runtimes
     # a refused key through the command line: exit 7 and one stderr line
     bad = _profile(tmp_path / "bad", sshd, key_file=str(_keygen(tmp_path / "k2")))
     res = subprocess.run([sys.executable, "-m", "edgekit.cli", "doctor", "--device", str(bad)],

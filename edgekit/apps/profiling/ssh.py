@@ -19,6 +19,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -132,6 +133,9 @@ def _connection_error(dev: SshDevice, what: str, res: subprocess.CompletedProces
 
 def _call(dev: SshDevice, cmd: list[str], what: str, kind: str) -> subprocess.CompletedProcess:
     limit = SSH_TIMEOUT_S[kind]
+    if not shutil.which(cmd[0]):
+        raise DeviceError(f"ssh device {dev.profile_id} is reached over ssh, and '{cmd[0]}' is not installed on "
+                          "this machine (Debian: apt-get install openssh-client)")
     try:
         res = subprocesses.run(cmd, f"ssh {what}", timeout=limit, error=DeviceError)
     except subprocesses.ToolTimeoutError as e:
@@ -354,6 +358,12 @@ def check(profile: DeviceProfile) -> dict:
     remove_remote_dir(dev, d)
     info["remote_dir"] = dev.remote_dir
     info.update(remote_edgekit(dev))
+    from edgekit.apps.profiling.sweep import edgekit_version
+
+    info["edgekit_here"] = edgekit_version()
+    if info["edgekit"] != info["edgekit_here"]:
+        info["note"] = (f"the device runs edgekit {info['edgekit']}, this machine {info['edgekit_here']}: "
+                        "install the same version there so both read the same artifacts")
     info["runtimes"] = remote_runtimes(dev, profile)
     return info
 
