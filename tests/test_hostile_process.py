@@ -58,7 +58,8 @@ def _sha(path: Path) -> str:
 
 # -- edits of the config
 def _tamper_fallback(config, folder):
-    model = folder / config["fallback"]["artifact"] / "model.onnx"
+    name = next(f for f in config["fallback"]["files"] if f.startswith("model."))  # model.onnx, model.tflite, ...
+    model = folder / config["fallback"]["artifact"] / name
     model.write_bytes(model.read_bytes() + b"\0")
 
 
@@ -108,7 +109,7 @@ def _npu_delegate(config, folder):
 
 
 def _other_mean(config, folder):
-    config["preprocessing"]["mean"] = [0.0, 0.0, 0.0]  # the artifacts were validated with 0.5
+    config["preprocessing"]["mean"] = [0.25, 0.25, 0.25]  # the artifacts were validated with another mean
 
 
 # -- existing outputs
@@ -136,7 +137,7 @@ NOTHING = ["out", "out_before_after.png", "out.avi"]
 
 CASES = [
     Case("config-fallback-tampered", "wrong result", "the fallback artifact's model was changed after the config "
-         "was written", lambda t, fx: _process(t, _tamper_fallback), 2, "fallback artifact: model.onnx does not "
+         "was written", lambda t, fx: _process(t, _tamper_fallback), 2, "fallback artifact: model.tflite does not "
          "match its recorded sha256", absent=NOTHING),
     Case("config-path-outside", "escape", "runtime.artifact leaves the config's folder with '..' (every sha256 "
          "matches)", lambda t, fx: _process(t, _outside), 2, "leaves its folder", absent=NOTHING),
@@ -157,15 +158,15 @@ CASES = [
          lambda t, fx: _process(t, _old_schema), 2, "schema_version 1", absent=NOTHING),
     Case("strict-primary-unavailable", "silent deviation", "--strict with a config whose chosen delegate (npu) "
          "is not on this machine", lambda t, fx: _process(t, _npu_delegate, "--strict"), 7,
-         "--strict: the profiler's choice ncnn-fp16 on npu", absent=NOTHING),
+         "--strict: the profiler's choice onnx-fp32 on npu", absent=NOTHING),
     Case("primary-unavailable-reported", "silent deviation", "without --strict the fallback runs and says so",
-         lambda t, fx: _process(t, _npu_delegate), 0, "deviation (fallback): the profiler's choice ncnn-fp16 on npu"),
+         lambda t, fx: _process(t, _npu_delegate), 0, "deviation (fallback): the profiler's choice onnx-fp32 on npu"),
     Case("strict-preprocessing-differs", "silent deviation", "--strict with a config whose mean is not the one "
          "its artifacts were validated with", lambda t, fx: _process(t, _other_mean, "--strict"), 2,
          "--strict: the config's pre-processing differs", absent=NOTHING),
     Case("preprocessing-differs-reported", "silent deviation", "without --strict the config's mean is used and the "
          "difference reported", lambda t, fx: _process(t, _other_mean), 0, "deviation (config): the config's "
-         "pre-processing differs from what the runtime artifact was validated with: mean [0.0, 0.0, 0.0]"),
+         "pre-processing differs from what the runtime artifact was validated with: mean [0.25, 0.25, 0.25]"),
     Case("output-unrelated-folder", "data loss", "-o names a non-empty folder edgekit did not write",
          lambda t, fx: _user_folder(t), 3, "not edgekit's previous output",
          survive=["out"], absent=["out_before_after.png"]),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.backends.session import Placement, Session, Tap, TapsUnavailableError, check_threads
+from edgekit.backends.session import Placement, Session, Tap, TapsUnavailableError, check_threads, native_stderr_quiet
 from edgekit.backends.tflite import BACKEND
 from edgekit.core.deps import require
 from edgekit.core.iospec import IOSpec
@@ -52,8 +52,9 @@ class LiteRTSession(Session):
             except (ValueError, OSError, RuntimeError) as e:
                 raise DeviceError(f"cannot load {unit} delegate {lib}: {e}") from e
         try:
-            self._it = litert.Interpreter(**kwargs)
-            self._it.allocate_tensors()
+            with native_stderr_quiet():  # LiteRT announces its XNNPACK delegate on stderr ("INFO: Created ...")
+                self._it = litert.Interpreter(**kwargs)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise DeviceError(f"LiteRT cannot prepare {model_path.name} with delegate {delegate}: {e}") from e
         self._inputs = {d["name"]: d["index"] for d in self._it.get_input_details()}
