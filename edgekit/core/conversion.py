@@ -86,12 +86,12 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
         job = ConversionJob(src, tgt, cal, options)
         reference = src.reference() if src.reference is not None else OrtSession.reference(src)
         ref_out = [reference.run(s) for s in data]
+        clip = _TemporalClip(reference, src.io)
         with staging(out, protect=[model, calib]) as stage:
-            artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say)
-            temporal = _temporal_gate(reference, converter, artifact, src.io, tgt, say)
+            artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say, clip)
             artifact.parity = report.to_dict()
-            if temporal is not None:
-                artifact.parity["temporal"] = temporal.to_dict()
+            if clip.skipped:
+                artifact.notes.append(clip.skipped)
             artifact.parity["data"] = gate.describe
             artifact.parity["reference"] = src.reference_label
             artifact.parity["input_check"] = [c.to_dict() for c in checks]
@@ -109,33 +109,35 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
     return artifact
 
 
-def _temporal_gate(reference, converter, artifact: Artifact, io, tgt: Target, say: Progress):
-    """The temporal half of the gate (:mod:`edgekit.core.temporal`) on a video-like model: a generated clip
-    through reference and artifact. Returns the report (None when the model is not video-like).
+class _TemporalClip:
+    """The temporal half of the gate (:mod:`edgekit.core.temporal`) for one conversion: the generated clip and the
+    reference's outputs on it, made once when the first attempt passes frame by frame."""
 
-    Raises:
-        ParityError: the artifact flickers more than its reference allows, even though every frame passed.
-    """
-    from edgekit.core.temporal import applies, check_temporal
+    def __init__(self, reference, io):
+        from edgekit.core.temporal import applies
 
-    if not applies(io):
-        return None
-    candidate = converter.verifier(artifact)
-    if candidate.verified_by != "runtime":  # a reference evaluator (Core ML off macOS) is ~1 s a frame
-        candidate.close()
-        artifact.notes.append(f"no temporal check: the artifact's outputs come from {candidate.verified_by}, not "
-                              "its runtime; run edgekit validate --temporal where the runtime exists")
-        return None
-    say("temporal check on a generated clip")
-    try:
-        report = check_temporal(reference, candidate, io, tgt.tolerance_class)
-    finally:
-        candidate.close()
-    if not report.passed:
-        failures = "; ".join(f for o in report.outputs for f in o.failures)
-        raise ParityError(f"{tgt}: every frame passed the parity gate but the artifact is not steady over a "
-                          f"{report.frames}-frame clip: {failures}")
-    return report
+        self.reference, self.io = reference, io
+        self.applies = applies(io)
+        self._clip = None
+        self.skipped = ""
+
+    def check(self, candidate, precision_class: str, say: Progress):
+        """The :class:`~edgekit.core.temporal.TemporalReport` of ``candidate``, or None (not video-like, or the
+        candidate is a reference evaluator, about a second a frame: said in :attr:`skipped`)."""
+        from edgekit.core.temporal import clip_samples, compare_temporal
+
+        if not self.applies:
+            return None
+        if candidate.verified_by != "runtime":
+            self.skipped = (f"no temporal check: the artifact's outputs come from {candidate.verified_by}, not its "
+                            "runtime; run edgekit validate --temporal where the runtime exists")
+            return None
+        say("temporal check on a generated clip")
+        if self._clip is None:
+            samples, rgb = clip_samples(self.io)
+            self._clip = samples, rgb, [self.reference.run(s) for s in samples]
+        samples, rgb, ref_outs = self._clip
+        return compare_temporal(ref_outs, [candidate.run(s) for s in samples], self.io, rgb, precision_class)
 
 
 def _audit_at_conversion(artifact: Artifact, say: Progress) -> dict | None:
@@ -232,8 +234,10 @@ def _input_notes(io, tgt: Target, calib, gate, checks) -> list[str]:
     return notes
 
 
-def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress):
-    """Convert, gate, retry with the converter's alternatives, then keep the most sensitive layers in float.
+def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress,
+                       clip: _TemporalClip | None = None):
+    """Convert, gate (frame by frame, then over a clip for video-like models), retry with the converter's
+    alternatives, then keep the most sensitive layers in float.
 
     Raises:
         InputError: the inputs or the source model's own outputs hold NaN/Inf (nothing is converted).
@@ -242,13 +246,13 @@ def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out
     require_finite_inputs(data, "the calibration/validation data (--calib, or generated)")
     require_finite_reference(ref_out)
     first_options = dict(job.options)
-    artifact, report = _attempt(converter, job, stage, data, ref_out, say)
+    artifact, report = _attempt(converter, job, stage, data, ref_out, say, clip)
     for override in [] if report.passed else converter.alternatives(job):
         failed = report.summary()
         say(f"parity failed ({failed}); retrying with {override}")
         _clear(stage)
         job.options.update(override)
-        artifact, report = _attempt(converter, job, stage, data, ref_out, say)
+        artifact, report = _attempt(converter, job, stage, data, ref_out, say, clip)
         artifact.notes.append(f"first attempt failed the parity gate ({failed}); retried with {override}")
         if report.passed:
             break
@@ -278,7 +282,7 @@ def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out
         job.keep_float = tuple(ranking[:k])
         say(f"retrying with the {k} most sensitive layer(s) of {len(ranking)} in float")
         _clear(stage)
-        artifact, report = _attempt(converter, job, stage, data, ref_out, say)
+        artifact, report = _attempt(converter, job, stage, data, ref_out, say, clip)
         kept = report.kept_float
         missed = [n for n in job.keep_float if n not in kept]
         tried.append(f"{k} asked, {len(kept)} kept")
@@ -312,7 +316,8 @@ def _names(names, limit: int = 6) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _attempt(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress) -> tuple[Artifact, ParityReport]:
+def _attempt(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress,
+             clip: _TemporalClip | None = None) -> tuple[Artifact, ParityReport]:
     say(f"converting to {job.target}")
     converted = converter.convert(job, stage)
     artifact = Artifact(path=stage, target=job.target, files=converted.files, io=converted.io,
@@ -323,6 +328,8 @@ def _attempt(converter, job: ConversionJob, stage: Path, data, ref_out, say: Pro
     session = converter.verifier(artifact)
     try:
         report = check(None, session, data, job.target.tolerance_class, ref_outputs=ref_out)
+        if report.passed and clip is not None:  # every frame passed: is it as steady as its reference?
+            report.temporal = clip.check(session, job.target.tolerance_class, say)
     finally:
         session.close()
     # what the converter read back from its own output, never what was asked

@@ -12,5 +12,8 @@ BACKEND = Backend(
     options=(
         Option("calibration_method", "how activation ranges are calibrated",
                choices=("percentile", "minmax", "entropy"), default="percentile", precisions=("int8",)),
+        Option("hard_activations", "HardSwish/HardSigmoid as Add/Clip/Mul int8 kernels (decompose) or as ORT's "
+               "float ops between Quantize/Dequantize pairs (keep)", choices=("decompose", "keep"),
+               default="decompose", precisions=("int8",)),
     ),
 )

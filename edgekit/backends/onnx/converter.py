@@ -73,7 +73,8 @@ def quantize_static_qdq(job: ConversionJob, out: Path) -> dict:
 
     pre, rewritten_path = out.with_name("pre.onnx"), out.with_name("rewritten.onnx")
     # HardSwish/HardSigmoid have no int8 kernel in ORT: as Add/Clip/Mul they stay int8 (core/rewrites.py)
-    model, rewritten = decompose_hard_activations(job.source.model)
+    model, rewritten = decompose_hard_activations(job.source.model) \
+        if job.options.get("hard_activations", "decompose") == "decompose" else (job.source.model, 0)
     onnx.save(model, str(rewritten_path))
     try:
         quant_pre_process(str(rewritten_path), str(pre), skip_symbolic_shape=True)

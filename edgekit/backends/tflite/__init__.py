@@ -16,6 +16,9 @@ BACKEND = Backend(
                default="float", precisions=("int8",)),
         Option("route", "converter route: onnx2tf (any source), litert-torch (PyTorch sources, fp32/int8)",
                choices=("onnx2tf", "litert-torch")),
+        Option("hard_activations", "HardSwish/HardSigmoid as fused ops (keep: int8 HARD_SWISH runs on LiteRT's "
+               "reference kernels) or as Add/Clip/Mul (decompose: every op on XNNPACK, more int8 rounding)",
+               choices=("keep", "decompose"), default="keep", precisions=("int8",)),
     ),
     sources=(".tflite",), source_loader="edgekit.backends.tflite.source:load",
     device_benchmark="benchmark_model",

@@ -58,7 +58,9 @@ def audit_litert(session, target, kept: bool) -> Audit:
             intended = intended_precision(target.precision, quantized, kept=kept and float_weights)
         why = "" if taken or asked == "cpu:builtin" else \
             f"{'XNNPACK' if asked.startswith('cpu') else asked} did not take this op ({precision} {o['op_name']}: " \
-            "no kernel for it in this LiteRT build)"
+            "no kernel for it in this LiteRT build)" + (
+                "; -O hard_activations=decompose runs it on XNNPACK (the gate judges the result)"
+                if o["op_name"] in ("HARD_SWISH", "RELU_0_TO_1") else "")
         out.ops.append(OpRun(o["index"], o["op_name"], name, unit, "delegate" if taken else "builtin", precision,
                              asked, intended, fast=taken or asked == "cpu:builtin", why=why))
     return out
