@@ -212,6 +212,9 @@ class LayerDiff:
     isolated: dict | None = None
     isolated_note: str = ""
     first_diverging: bool = False
+    #: reference nodes between this layer and the aligned layers feeding it that could not be aligned (an error
+    #: that starts in one of them shows first here)
+    unaligned_upstream: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -500,6 +503,7 @@ def align(graph: RefGraph, taps, tap_vals: dict, ref_vals: dict, sess, io) -> tu
         except TapsUnavailableError:  # this runtime cannot say what feeds its tensors: no structural matching
             ups[tap.name] = None
     constant_taps = {t for t, u in ups.items() if u == []}
+    by_name = {t.name: t for t in taps}
     changed = True
     while changed:
         changed = False
@@ -508,6 +512,7 @@ def align(graph: RefGraph, taps, tap_vals: dict, ref_vals: dict, sess, io) -> tu
                 continue
             feeds = set()
             for u in ups[tap.name]:
+                u = _through_layout_ops(u, by_name, ups, matches, native_inputs)
                 if u in native_inputs:
                     feeds.add(native_inputs[u])
                 elif u in matches:
@@ -542,6 +547,22 @@ def align(graph: RefGraph, taps, tap_vals: dict, ref_vals: dict, sess, io) -> tu
                       f"{used[cons[0].outputs[0]]} holds both)")
         unmatched[t] = why.get(t, "no runtime tensor found (fused, renamed or computed differently)")
     return matches, unmatched
+
+
+#: ONNX ops that only move data; a runtime op that can only be one of these and has no reference node (TFLite's
+#: explicit PAD before a convolution, onnx2tf's transposes) is looked through when matching by structure
+LAYOUT_OPS = {"Pad", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+
+
+def _through_layout_ops(name: str, by_name: dict, ups: dict, matches: dict, native_inputs: dict) -> str:
+    """``name``, or the tensor an unaligned single-input data-movement op named ``name`` reads (recursively)."""
+    seen = set()
+    while (name not in matches and name not in native_inputs and name in by_name and name not in seen
+           and by_name[name].onnx_ops and set(by_name[name].onnx_ops) <= LAYOUT_OPS
+           and ups.get(name) is not None and len(ups[name]) == 1):
+        seen.add(name)
+        name = ups[name][0]
+    return name
 
 
 #: activations a runtime may fuse into the weighted op before them
@@ -641,6 +662,10 @@ def _isolated(sess, taps, matches: dict, ref_vals: dict, x: dict, io, shapes: di
 # --------------------------------------------------------------------------------------------- divergence
 
 
+def _order(graph: RefGraph):
+    return lambda t: graph.by_output[t].index if t in graph.by_output else -1
+
+
 def _mark_divergence(graph: RefGraph, layers: list[LayerDiff], thr: float) -> None:
     """Set ``drop_db`` of each layer, and flag the first layer whose SQNR falls below ``thr`` and either is
     wrong on its own (its isolated SQNR is below ``thr`` too) or stays low (the median SQNR of the aligned layers
@@ -659,6 +684,8 @@ def _mark_divergence(graph: RefGraph, layers: list[LayerDiff], thr: float) -> No
             elif t in graph.by_output:
                 stack.extend(graph.live_inputs(graph.by_output[t]))
         producers[ly.tensor] = feeding
+        ly.unaligned_upstream = [graph.by_output[t].name for t in sorted(seen - feeding, key=_order(graph))
+                                 if t in graph.by_output]
         if feeding:
             ly.drop_db = min(by_tensor[t].sqnr_db for t in feeding) - ly.sqnr_db
     for ly in layers:

@@ -49,6 +49,7 @@ def diff_lines(report: DiffReport) -> list[str]:
     if first:
         lines.append(f"[red]first diverging layer:[/] {escape(first.node)} ({first.op}), SQNR "
                      f"{_db(first.sqnr_db)} dB (threshold {report.threshold_db:.1f} dB)")
+        lines += _upstream(first)
     else:
         lines.append(f"[green]no aligned layer falls below {report.threshold_db:.1f} dB and stays there[/]")
     obs = report.observer
@@ -71,6 +72,14 @@ def diff_lines(report: DiffReport) -> list[str]:
     return lines
 
 
+def _upstream(first) -> list[str]:
+    if not first.unaligned_upstream:
+        return []
+    names = ", ".join(first.unaligned_upstream[:4]) + (" ..." if len(first.unaligned_upstream) > 4 else "")
+    return [f"  [yellow]{len(first.unaligned_upstream)} reference node(s) between it and the aligned layers feeding "
+            f"it could not be aligned ({escape(names)}): the error may start there[/]"]
+
+
 def bisect_lines(report: BisectReport) -> list[str]:
     first = report.first
     lines = []
@@ -84,7 +93,7 @@ def bisect_lines(report: BisectReport) -> list[str]:
                   f"matched by {first.matched_by})",
                   f"  SQNR of its inputs {before} dB -> {_db(first.sqnr_db)} dB cumulative; isolated {escape(iso)}; "
                   f"max abs {first.max_abs:.3g}, cosine {first.cosine:.6f}",
-                  f"  remedy: {escape(report.remedy)}"]
+                  *_upstream(first), f"  remedy: {escape(report.remedy)}"]
     c = report.confirmation
     if c:
         if c.get("passed_after") is None:
