@@ -105,21 +105,21 @@ class NcnnSession(Session):
         if unit not in ("cpu", "gpu") or (index and not index.isdigit()):
             raise InputError(f"unknown ncnn delegate '{delegate}'; use cpu, gpu or gpu:N")
         if unit == "gpu":
-            count = require("ncnn").get_gpu_count()
+            count = _import_ncnn(False)[0].get_gpu_count()  # a first import sets libgomp's default policy
             if int(index or 0) >= count:
                 raise DeviceError(f"no Vulkan GPU {int(index or 0)} here (ncnn sees {count}); install a Vulkan driver "
                                   "(e.g. Debian's mesa-vulkan-drivers for a software GPU) or use cpu")
 
     @classmethod
     def devices(cls) -> list[str]:
-        ncnn = require("ncnn")
+        ncnn = _import_ncnn(False)[0]
         gpus = [f"gpu:{i} ({ncnn.get_gpu_info(i).device_name()})" for i in range(ncnn.get_gpu_count())]
         return ["cpu", *gpus]
 
     @classmethod
     def compute_units(cls) -> dict[str, str]:
         """ncnn's first Vulkan device as the ``gpu`` unit (lavapipe said to be a software GPU)."""
-        ncnn = require("ncnn")
+        ncnn = _import_ncnn(False)[0]  # loaded (first) with edgekit's default wait policy, as a session would
         with native_stderr_quiet():  # ncnn lists its Vulkan devices on stderr when first asked how many
             gpus = ncnn.get_gpu_count()
         if gpus == 0:
