@@ -7,6 +7,7 @@ import numpy as np
 
 from edgekit.apps.train.segmentation import boundary_f
 from edgekit.core.parity import mask_iou
+from edgekit.core.parity import psnr as parity_psnr
 from edgekit.core.temporal import dtssd
 
 
@@ -18,8 +19,8 @@ def mask_scores(alphas: list[np.ndarray], truths: list[np.ndarray]) -> dict:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    """PSNR of two uint8 frames (peak 255), by the gate's own :func:`edgekit.core.parity.psnr`."""
+    return parity_psnr(a.astype(np.float64), b.astype(np.float64), peak=255.0)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
