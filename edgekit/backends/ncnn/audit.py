@@ -14,15 +14,16 @@ _INT8_CAPABLE = {"Convolution": 8, "ConvolutionDepthWise": 8, "InnerProduct": 8}
 
 def audit_ncnn(session, target, kept_layers: set[str]) -> Audit:
     """Intended vs actual per layer of ``session`` (an ncnn session) for ``target``."""
-    param, weights = session._files
+    param, _weights = session._files
     int8_net = session._net.opt.use_int8_inference
+    fp16_storage = session._net.opt.use_fp16_storage
     unit = session._unit
     out = Audit(f"ncnn ({unit})", str(target), session.delegate)
-    for index, layer in enumerate(nm.read(param, weights)):
+    # the .param alone says what each layer is and whether it carries int8 scales; the .bin is not needed
+    for index, layer in enumerate(nm.read_param(param)):
         if layer.type in _PLUMBING:
             continue
         scale_key = _INT8_CAPABLE.get(layer.type)
-        tag = layer.arrays.get("weight", (None,))[0] if layer.arrays else None
         if scale_key is not None and int8_net and int(layer.params.get(scale_key, 0)):
             precision = "int8"
         else:
@@ -33,7 +34,7 @@ def audit_ncnn(session, target, kept_layers: set[str]) -> Audit:
             intended = precision  # ncnn's int8 scheme quantizes convolutions and inner products only
         else:
             intended = "fp32"  # fp16 targets: fp16 storage, fp32 arithmetic on this CPU
-        kernel = {nm.TAG_INT8: "int8 weights", nm.TAG_FP16: "fp16 weights"}.get(tag, "fp32")
+        kernel = "int8" if precision == "int8" else ("fp16 storage" if fp16_storage else "fp32")
         why = "" if precision == intended or intended.endswith("(kept)") else \
             "the layer has no int8_scale_term (not quantized by the conversion)"
         out.ops.append(OpRun(index, layer.type, layer.name, unit.split(":")[0], kernel, precision,
