@@ -155,3 +155,19 @@ def test_inspect_a_tflite_model(selfie, tmp_path):
     assert (inp["name"], inp["shape"], inp["layout"]) == ("input_1", [1, 256, 256, 3], "NHWC")
     assert info["op_histogram"].get("ConvTranspose") == 1
     assert not [op for op in info["op_histogram"] if op.startswith("TFL_")]
+
+
+def test_models_list_names_every_model_with_its_licence(mediapipe_models, tmp_path):
+    import json
+
+    res = edgekit("models", "list", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert set(rows) == {"portrait-seg", *(f"mediapipe:{n}" for n in mediapipe_models.MODELS)}
+    for name in mediapipe_models.MODELS:
+        row, path = rows[f"mediapipe:{name}"], mediapipe_models.model_path(name)
+        assert row["licence"] == "Apache-2.0" and row["size_bytes"] == path.stat().st_size
+        from edgekit.backends.tflite.source import read
+
+        h, w = read(path).inputs[0].shape[1:3]  # the resolution listed is the file's own input
+        assert row["resolutions"] == [[h, w]]
