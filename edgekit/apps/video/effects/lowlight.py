@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekit.zoo.curve_net_numpy import ITERATIONS
 
-MODEL = Path(__file__).resolve().parents[3] / "models" / "lowlight" / "curve.onnx"
+MODEL = Path(__file__).resolve().parents[4] / "models" / "lowlight" / "curve.onnx"  # the repo root
 LEVELS = 64  # curve parameter quantization for the lookup table
 
 
