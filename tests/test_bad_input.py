@@ -60,6 +60,7 @@ def test_unknown_target(outdir, tiny_onnx):
     assert "onnx-int8" in res.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_output(tmp_path, tiny_onnx):
     blocker = tmp_path / "file"
     blocker.write_text("x")  # a regular file where a directory is needed (root ignores chmod)
@@ -68,6 +69,7 @@ def test_unwritable_output(tmp_path, tiny_onnx):
     assert "cannot write to output directory" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_bad_calibration_folder(tmp_path, outdir, tiny_onnx):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -22,6 +22,7 @@ def test_inspect_json(student_onnx):
     assert info["support"]["onnx"]["Conv"] is True
 
 
+@pytest.mark.slow
 def test_inspect_landscape_scales_macs(student_onnx):
     full = json.loads(edgekit("inspect", student_onnx, "--json").stdout)
     land = json.loads(edgekit("inspect", student_onnx, "--input-shape", "image:1x3x144x256", "--json").stdout)
@@ -42,6 +43,7 @@ def test_run_and_validate_json(student_artifacts):
     assert json.loads(res.stdout)["passed"] is True
 
 
+@pytest.mark.slow
 def test_run_on_image_file(student_artifacts, tmp_path, portraits):
     import cv2
 

@@ -99,6 +99,7 @@ def test_online_mode_trains_both(tmp_path):
     assert "teacher" in result and "teacher" in torch.load(tmp_path / "online" / "checkpoint.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_artifact_teacher_output_only(tmp_path, tiny_onnx):
     import edgekit
     from edgekit.apps.train.distill import distill

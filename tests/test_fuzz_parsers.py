@@ -116,6 +116,7 @@ def fuzz_dir(tmp_path_factory):
 shape_text = st.text(max_size=30) | st.from_regex(r"\A([a-z_:]{0,6}:)?-?[0-9]{0,12}(x-?[0-9]{0,12}){0,7}\Z")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(shape_text, max_size=4) | st.lists(values, max_size=3))
 def test_fuzz_input_shape(flags):
@@ -128,6 +129,7 @@ def test_fuzz_input_shape(flags):
 PIPELINE_FILE = ROOT / "profiles" / "pipelines" / "virtual-background.yaml"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.data())
 def test_fuzz_pipeline_yaml(fuzz_dir, data):
@@ -156,6 +158,7 @@ def test_fuzz_recipe(fuzz_dir, data):
 PROFILES = sorted((ROOT / "profiles" / "devices").glob("*.yaml"))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.data())
 def test_fuzz_device_profile(fuzz_dir, data):
@@ -201,6 +204,7 @@ def artifact_copy(fuzz_dir):
     return dst, json.loads((src / "artifact.json").read_text())
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.data())
 def test_fuzz_artifact_json(artifact_copy, data):

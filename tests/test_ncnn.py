@@ -12,7 +12,8 @@ from tests.reference import assert_agrees, portrait_inputs, random_inputs
 ncnn = pytest.importorskip("ncnn")
 
 
-@pytest.mark.parametrize("target,min_iou", [("ncnn-fp32", 0.999), ("ncnn-fp16", 0.99)])
+@pytest.mark.parametrize("target,min_iou", [("ncnn-fp32", 0.999),
+                                            pytest.param("ncnn-fp16", 0.99, marks=pytest.mark.slow)])
 def test_student_variants_pass_gate(student_artifacts, portraits, target, min_iou):
     art = student_artifacts(target)
     assert art.route == "pnnx"
@@ -20,6 +21,7 @@ def test_student_variants_pass_gate(student_artifacts, portraits, target, min_io
     assert [t.name for t in art.io.inputs] == ["in0"] and art.source_io.inputs[0].name == "image"
 
 
+@pytest.mark.slow
 def test_fp16_weights_halve_the_file(student_artifacts):
     assert student_artifacts("ncnn-fp16").file("weights").stat().st_size < \
         0.6 * student_artifacts("ncnn-fp32").file("weights").stat().st_size

@@ -11,7 +11,8 @@ from tests.reference import assert_agrees, portrait_inputs
 pytest.importorskip("openvino")
 
 
-@pytest.mark.parametrize("target,min_iou", [("openvino-fp32", 0.999), ("openvino-fp16", 0.99),
+@pytest.mark.parametrize("target,min_iou", [("openvino-fp32", 0.999),
+                                            pytest.param("openvino-fp16", 0.99, marks=pytest.mark.slow),
                                             pytest.param("openvino-int8", 0.97, marks=pytest.mark.slow)])
 def test_student_variants_pass_gate(student_artifacts, portraits, target, min_iou):
     art = student_artifacts(target)

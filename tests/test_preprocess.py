@@ -221,6 +221,7 @@ def aspp_onnx(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_pnnx_params_round_trip(aspp_onnx, tmp_path):
     import ncnn
 
