@@ -43,10 +43,15 @@ def test_flicker_that_every_frame_hides_fails_the_temporal_gate(student_artifact
         a, b = r["mask"] > 0.5, c["mask"] > 0.5
         ious.append(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
     assert min(ious) >= 0.97
-    assert compare_outputs(ref_outs, cand_outs, ref.io, "int8").passed
+    per_frame = compare_outputs(ref_outs, cand_outs, ref.io, "int8")
+    assert per_frame.passed
     report = compare_temporal(ref_outs, cand_outs, ref.io, rgb, "int8")
     assert not report.passed
     assert report.outputs[0].excess_flicker > TEMPORAL_TOLERANCES["int8"][1]
+    per_frame.temporal = report  # as edgekit validate --temporal judges it: the whole gate fails
+    assert not per_frame.passed and any("temporal" in f for f in per_frame.failures)
+    report.enforced = False  # as int8 conversion records it for now: reported, not a refusal
+    assert per_frame.passed
     # the artifact itself is as steady as its source
     steady_outs = [steady.run(s) for s in samples]
     assert compare_temporal(ref_outs, steady_outs, ref.io, rgb, "fp32").passed

@@ -92,6 +92,10 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
             artifact.parity = report.to_dict()
             if clip.skipped:
                 artifact.notes.append(clip.skipped)
+            if report.temporal is not None and not report.temporal.passed:  # reported, not enforced (int8)
+                artifact.notes.append("temporal check (reported, not enforced for int8 at conversion): " + "; ".join(
+                    f for o in report.temporal.outputs for f in o.failures) + "; edgekit validate --temporal "
+                    "enforces it")
             artifact.parity["data"] = gate.describe
             artifact.parity["reference"] = src.reference_label
             artifact.parity["input_check"] = [c.to_dict() for c in checks]
@@ -137,7 +141,9 @@ class _TemporalClip:
             samples, rgb = clip_samples(self.io)
             self._clip = samples, rgb, [self.reference.run(s) for s in samples]
         samples, rgb, ref_outs = self._clip
-        return compare_temporal(ref_outs, [candidate.run(s) for s in samples], self.io, rgb, precision_class)
+        report = compare_temporal(ref_outs, [candidate.run(s) for s in samples], self.io, rgb, precision_class)
+        report.enforced = precision_class != "int8"  # int8: measured and reported (a note), not yet a refusal
+        return report
 
 
 def _audit_at_conversion(artifact: Artifact, say: Progress) -> dict | None:
@@ -247,18 +253,26 @@ def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out
     require_finite_reference(ref_out)
     first_options = dict(job.options)
     artifact, report = _attempt(converter, job, stage, data, ref_out, say, clip)
+    # the options of an attempt that passed every frame and failed only the temporal check: keeping layers in
+    # float starts from those (another alternative, e.g. a wrong layout repair, would fail every frame)
+    best = dict(job.options) if _frames_passed(report) else None
     for override in [] if report.passed else converter.alternatives(job):
         failed = report.summary()
         say(f"parity failed ({failed}); retrying with {override}")
         _clear(stage)
-        job.options.update(override)
+        job.options = {**first_options, **override}  # each alternative on its own, not on top of the last
         artifact, report = _attempt(converter, job, stage, data, ref_out, say, clip)
         artifact.notes.append(f"first attempt failed the parity gate ({failed}); retried with {override}")
         if report.passed:
             break
+        if best is None and _frames_passed(report):
+            best = dict(job.options)
     if report.passed or not job.target.is_quantized:
         report.raise_if_failed(str(job.target))
         return artifact, report
+    if best is not None and job.options != best:
+        say(f"keeping layers in float with the options that passed every frame ({best or 'default options'})")
+        job.options = best
     reason = converter.keep_float_unsupported(job)
     if reason is not None and job.options != first_options:
         first = replace(job, options=dict(first_options))
@@ -297,6 +311,11 @@ def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out
     raise ParityError(f"parity gate failed for {job.target} with every mixed-precision retry, up to all "
                       f"{len(ranking)} ranked layers asked in float (tried: {', '.join(tried)}{could_not}): "
                       + "; ".join(report.failures), report=report)
+
+
+def _frames_passed(report: ParityReport) -> bool:
+    """Every output passed frame by frame (a temporal failure may remain)."""
+    return not any(o.failures for o in report.outputs)
 
 
 def keep_float_steps(n: int) -> list[int]:

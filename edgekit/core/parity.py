@@ -84,11 +84,13 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return not any(o.failures for o in self.outputs) and (self.temporal is None or self.temporal.passed)
+        return not any(o.failures for o in self.outputs) and (
+            self.temporal is None or self.temporal.passed or not self.temporal.enforced)
 
     @property
     def failures(self) -> list[str]:
-        temporal = [f"{o.name}: {f}" for o in self.temporal.outputs for f in o.failures] if self.temporal else []
+        temporal = [f"{o.name}: {f}" for o in self.temporal.outputs for f in o.failures] \
+            if self.temporal is not None and self.temporal.enforced else []
         return [f"{o.name}: {f}" for o in self.outputs for f in o.failures] + temporal
 
     def summary(self) -> str:

@@ -77,6 +77,9 @@ class TemporalReport:
     precision_class: str
     frames: int
     outputs: list[TemporalOutput]
+    #: whether a failure fails the gate; at conversion int8 is measured and reported but not enforced (its
+    #: tolerance is measured at one resolution on one model so far), ``edgekit validate --temporal`` enforces all
+    enforced: bool = True
 
     @property
     def passed(self) -> bool:
@@ -84,6 +87,7 @@ class TemporalReport:
 
     def to_dict(self) -> dict:
         return {"precision_class": self.precision_class, "frames": self.frames, "passed": self.passed,
+                "enforced": self.enforced,
                 "tolerance": dict(zip(("max_dtssd", "max_excess_flicker"),
                                       TEMPORAL_TOLERANCES[self.precision_class])),
                 "outputs": [{**asdict(o), "excess_flicker": o.excess_flicker} for o in self.outputs]}
