@@ -308,6 +308,22 @@ def _check_prepared(model, path: str, card: ModelCard) -> None:
                              f"does not have (its {section}: {', '.join(sorted(names))})")
 
 
+def carded(card, base: TensorSpec, is_input: bool) -> TensorSpec:
+    """``base`` (what the model file says) with the model card's overrides applied.
+
+    Raises:
+        InputError: the card's per-channel mean/std does not fit the input's channel count.
+    """
+    out = card.apply(base, is_input)
+    if is_input and out.is_image:
+        for key in set(card.inputs.get(base.name, {})) & {"mean", "std"}:
+            n = len(getattr(out, key))
+            if n not in (1, out.channels):
+                raise InputError(f"model card {card.path or ''}: input '{base.name}' {key} has {n} values; the "
+                                 f"input has {out.channels} channel(s)")
+    return out
+
+
 def io_spec(model, card: ModelCard) -> IOSpec:
     """IO spec of an ONNX model, with pre-processing fields from its card."""
 
@@ -317,14 +333,7 @@ def io_spec(model, card: ModelCard) -> IOSpec:
         layout = "NCHW" if len(shape) == 4 else "ANY"
         base = TensorSpec(name=vi.name, shape=shape, dtype=ONNX_DTYPES.get(tt.elem_type, "float32"),
                           layout=layout, kind="tensor")
-        out = card.apply(base, is_input)
-        if is_input and out.is_image:
-            for key in set(card.inputs.get(vi.name, {})) & {"mean", "std"}:
-                n = len(getattr(out, key))
-                if n not in (1, out.channels):
-                    raise InputError(f"model card {card.path or ''}: input '{vi.name}' {key} has {n} values; "
-                                     f"the input has {out.channels} channel(s)")
-        return out
+        return carded(card, base, is_input)
 
     return IOSpec(tuple(spec(i, True) for i in _graph_inputs(model)),
                   tuple(spec(o, False) for o in model.graph.output))

@@ -388,20 +388,14 @@ def io_spec(info: TFLiteModel, card):
     Raises:
         InputError: the card gives an input more mean/std values than it has channels.
     """
+    from edgekit.core.ingest import carded
     from edgekit.core.iospec import IOSpec, TensorSpec
 
     def spec(t: Tensor, is_input: bool) -> TensorSpec:
         image = len(t.shape) == 4 and t.shape[1] > 1 and t.shape[2] > 1
         base = TensorSpec(name=t.name, shape=t.shape, dtype=t.dtype, layout="NHWC" if image else "ANY",
                           kind="tensor", quant=t.quant if t.dtype in ("int8", "uint8", "int16") else None)
-        out = card.apply(base, is_input)
-        if is_input and out.is_image:
-            for key in set(card.inputs.get(t.name, {})) & {"mean", "std"}:
-                n = len(getattr(out, key))
-                if n not in (1, out.channels):
-                    raise InputError(f"model card {card.path or ''}: input '{t.name}' {key} has {n} values; the "
-                                     f"input has {out.channels} channel(s)")
-        return out
+        return carded(card, base, is_input)
 
     return IOSpec(tuple(spec(t, True) for t in info.inputs), tuple(spec(t, False) for t in info.outputs))
 
