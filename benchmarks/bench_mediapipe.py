@@ -31,6 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgekit.core.samples.photos import in_frame
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "profiles" / "configs" / "local-cpu.json"
@@ -40,19 +42,6 @@ TARGETS = ["onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-fp16", "openvino
 
 
 # ---------------------------------------------------------------- 1. process on real photos
-
-
-def place(photo_bgr: np.ndarray, seed: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The photo at the frame's height, centred in 1280x720 over a generated dead-leaves texture."""
-    from edgekit.core.samples.natural import texture
-
-    frame = (texture(np.random.default_rng(seed), 720, 1280)[..., ::-1] * 255 + 0.5).astype(np.uint8)
-    h, w = photo_bgr.shape[:2]
-    s = min(720 / h, 1280 / w)
-    nw, nh = round(w * s), round(h * s)
-    x0, y0 = (1280 - nw) // 2, (720 - nh) // 2
-    frame[y0:y0 + nh, x0:x0 + nw] = cv2.resize(photo_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
-    return frame, (x0, y0, nw, nh)
 
 
 def reference_mask(general, frame: np.ndarray, box) -> np.ndarray:
@@ -114,7 +103,7 @@ def process_table() -> str:
     frames = []
     for i, name in enumerate(photos.PORTRAITS):
         photo = cv2.imread(str(photos.cache_dir() / name), cv2.IMREAD_COLOR)
-        frame, box = place(photo, i)
+        frame, box = in_frame(photo, i)
         x0, y0, w, h = box
         face = detector(frame[y0:y0 + h, x0:x0 + w])[0].box
         cx, cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2

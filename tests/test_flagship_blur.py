@@ -17,23 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
+from edgekit.core.samples.photos import in_frame
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "profiles" / "configs" / "local-cpu.json"
 PORTRAITS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
-
-
-def _frame(photo_bgr: np.ndarray, seed: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The photo scaled to the frame's height and centred in a 1280x720 frame over a textured background (a
-    generated dead-leaves texture: detail a blur visibly removes); returns the frame and the photo's box."""
-    from edgekit.core.samples.natural import texture
-
-    bg = (texture(np.random.default_rng(seed), 720, 1280)[..., ::-1] * 255 + 0.5).astype(np.uint8)
-    h, w = photo_bgr.shape[:2]
-    s = min(720 / h, 1280 / w)
-    nw, nh = round(w * s), round(h * s)
-    x0, y0 = (1280 - nw) // 2, (720 - nh) // 2
-    bg[y0:y0 + nh, x0:x0 + nw] = cv2.resize(photo_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
-    return bg, (x0, y0, nw, nh)
 
 
 def _face_box(frame: np.ndarray, photo: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -59,7 +47,7 @@ def blurred(mediapipe_models, tmp_path_factory):
     work = tmp_path_factory.mktemp("flagship")
     for i, name in enumerate(PORTRAITS):
         photo = cv2.imread(str(photos.cache_dir() / name), cv2.IMREAD_COLOR)
-        frame, box = _frame(photo, seed=i)
+        frame, box = in_frame(photo, seed=i)
         folder = work / Path(name).stem
         folder.mkdir()
         cv2.imwrite(str(folder / "frame.png"), frame)

@@ -82,3 +82,18 @@ def evaluation_photos() -> list[tuple[str, np.ndarray]]:
     except ImportError:
         pass
     return photos
+
+
+def in_frame(photo_bgr: np.ndarray, seed: int, hw: tuple[int, int] = (720, 1280)) -> tuple[np.ndarray, tuple]:
+    """A camera-sized frame (uint8 BGR) holding the photo scaled to fit and centred over a generated dead-leaves
+    texture (detail a blur visibly removes); returns the frame and the photo's box ``(x0, y0, w, h)``."""
+    from edgekit.core.samples.natural import texture
+
+    H, W = hw
+    frame = (texture(np.random.default_rng(seed), H, W)[..., ::-1] * 255 + 0.5).astype(np.uint8)
+    h, w = photo_bgr.shape[:2]
+    s = min(H / h, W / w)
+    nw, nh = round(w * s), round(h * s)
+    x0, y0 = (W - nw) // 2, (H - nh) // 2
+    frame[y0:y0 + nh, x0:x0 + nw] = cv2.resize(photo_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+    return frame, (x0, y0, nw, nh)
