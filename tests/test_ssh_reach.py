@@ -42,50 +42,82 @@ def _keygen(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory):
-    """A running sshd on 127.0.0.1: {"port", "key", "host_pub", "dir"}."""
-    d = tmp_path_factory.mktemp("sshd")
-    host_key = _keygen(d / "host_key")
-    user_key = _keygen(d / "user_key")
-    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
-    port = _free_port()
-    config = d / "sshd_config"
-    config.write_text("\n".join([
-        "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"AuthorizedKeysFile {d / 'authorized_keys'}",
-        f"PidFile {d / 'sshd.pid'}", "StrictModes no", "UsePAM no", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
-        "Subsystem sftp /usr/lib/openssh/sftp-server", ""]))
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
-    log = open(d / "sshd.log", "w")  # noqa: SIM115 (closed at teardown)
-    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config), "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+class Sshd:
+    """An OpenSSH server on 127.0.0.1 in folder ``d`` (its own host key, user key and authorized_keys), started
+    with :meth:`start` on ``port`` and killed with :meth:`kill` (as a device that reboots) or :meth:`stop`."""
+
+    def __init__(self, d: Path, port: int | None = None):
+        self.dir, self.port = d, port or _free_port()
+        self.key = _keygen(d / "user_key")
+        host_key = _keygen(d / "host_key")
+        self.host_pub = (d / "host_key.pub").read_text().split()[1]
+        (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
+        self.config = d / "sshd_config"
+        self.config.write_text("\n".join([
+            "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"AuthorizedKeysFile {d / 'authorized_keys'}",
+            f"PidFile {d / 'sshd.pid'}", "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
+            "Subsystem sftp /usr/lib/openssh/sftp-server", ""]))
+        self.proc: subprocess.Popen | None = None
+        self.log = None
+
+    def start(self) -> Sshd:
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
+        self.log = open(self.dir / "sshd.log", "a")  # noqa: SIM115 (closed by stop/kill)
+        self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(self.config), "-p", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited ({proc.returncode}): {(d / 'sshd.log').read_text()[-500:]}")
+            if self.proc.poll() is not None:
+                pytest.fail(f"sshd exited ({self.proc.returncode}): {(self.dir / 'sshd.log').read_text()[-500:]}")
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
             except OSError:
                 if time.monotonic() > deadline:
                     pytest.fail("sshd did not start listening within 15 s")
                 time.sleep(0.1)
-        yield {"port": port, "key": user_key, "host_pub": (d / "host_key.pub").read_text().split()[1], "dir": d,
-               "pid": proc.pid}
-    finally:
-        proc.send_signal(signal.SIGTERM)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the listener and every process under it at once (its sessions and what they run)."""
+        victims = [self.proc.pid, *_descendants(self.proc.pid)]
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(10)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
 
-def _profile(folder: Path, sshd: dict, runs: int = 7, **overrides) -> Path:
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A running sshd on 127.0.0.1: {"port", "key", "host_pub", "dir", "pid"}."""
+    server = Sshd(tmp_path_factory.mktemp("sshd")).start()
+    try:
+        yield {"port": server.port, "key": server.key, "host_pub": server.host_pub, "dir": server.dir,
+               "pid": server.pid}
+    finally:
+        server.stop()
+
+
+def _profile(folder: Path, sshd: dict, runs: int = 7, resolutions=((64, 64),), threads=(1,), **overrides) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     remote_dir = folder / "remote"
     remote_dir.mkdir(exist_ok=True)
@@ -94,7 +126,8 @@ def _profile(folder: Path, sshd: dict, runs: int = 7, **overrides) -> Path:
     block = {k: v for k, v in block.items() if v is not None}
     path = folder / "box.yaml"
     path.write_text(json.dumps({"id": "ssh-box", "hardware": "cpu", "reach": "ssh", "targets": ["onnx-fp32"],
-                                "threads": [1], "resolutions": [[64, 64]], "budget": {"fps": 30}, "runs": runs,
+                                "threads": list(threads), "resolutions": [list(r) for r in resolutions],
+                                "budget": {"fps": 30}, "runs": runs,
                                 "warmup": 2, "ssh": block}))  # JSON is YAML
     return path
 
@@ -341,3 +374,68 @@ def test_sweep_over_ssh_resumes(tmp_path, sshd, tiny_onnx):
     assert again[0].p50_ms == points[0].p50_ms
     assert len((out / "points.jsonl").read_text().splitlines()) == 1
     assert list((tmp_path / "remote").iterdir()) == []
+
+
+def _counting_python(folder: Path) -> tuple[Path, Path]:
+    """The "device's python": a wrapper that appends a line to a log each time it is started to time a model
+    (the runner's code is in its arguments), then runs this venv's python. The log counts the measurements the
+    device really ran, independently of points.jsonl."""
+    log = folder / "measurements.log"
+    wrapper = folder / "python-wrapper"
+    wrapper.write_text(f"#!/bin/sh\ncase \"$*\" in *EDGEKIT_PEAK_RSS_KB*) echo run >> {log};; esac\n"
+                       f"exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+def _runs(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.is_file() else 0
+
+
+@pytest.mark.slow
+def test_device_reboots_mid_sweep_then_resumes(tmp_path, tiny_onnx):
+    """The device (its sshd and everything under it) dies while the second of four points is being timed:
+    ``edgekit profile`` stops at once with exit 7 and one line saying 1 of 4 points finished and is kept; with
+    the device back, the same command measures only the 3 missing points (counted on the device)."""
+    import threading
+
+    (tmp_path / "server").mkdir()
+    server = Sshd(tmp_path / "server").start()
+    try:
+        python, log = _counting_python(tmp_path)
+        info = {"port": server.port, "key": server.key}
+        prof = _profile(tmp_path / "prof", info, python=str(python), resolutions=((64, 64), (96, 96)), threads=(1, 2))
+        cmd = [sys.executable, "-m", "edgekit.cli", "profile", "--device", str(prof), "--model", str(tiny_onnx),
+               "--out", str(tmp_path / "out"), "--config-dir", str(tmp_path / "configs")]
+
+        def reboot_during_second_point():
+            deadline = time.monotonic() + 240
+            while _runs(log) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            server.kill()
+
+        watcher = threading.Thread(target=reboot_during_second_point)
+        watcher.start()
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        watcher.join(30)
+        assert _runs(log) == 2, "the device was not killed during the second measurement"
+        assert res.returncode == 7, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1, res.stderr
+        assert "stopped answering at point 2 of 4" in lines[0] and "1 of 4 point(s) finished and are kept" in lines[0]
+        assert "run the same command again" in lines[0] and "ssh" in lines[0]
+        points_file = tmp_path / "out" / "ssh-box" / "points.jsonl"
+        kept = [json.loads(ln) for ln in points_file.read_text().splitlines()]
+        assert len(kept) == 1 and not kept[0]["error"] and kept[0]["threads"] == 1 and kept[0]["resolution"] == [64, 64]
+        assert not (tmp_path / "configs").exists() or not list((tmp_path / "configs").iterdir())
+
+        server.start()  # the device is back (same host key, same port)
+        res = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert _runs(log) == 2 + 3  # only the three missing points were timed on the device
+        result = json.loads(res.stdout)
+        assert len(result["points"]) == 4 and all(not p["error"] for p in result["points"])
+        assert result["points"][0]["p50_ms"] == kept[0]["p50_ms"]  # the kept point, resumed as it was
+        assert len(points_file.read_text().splitlines()) == 4
+    finally:
+        server.stop()

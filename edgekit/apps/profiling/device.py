@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.core.datafiles import read_yaml, validate_against
-from edgekit.errors import InputError
+from edgekit.errors import DeviceError, InputError
+
+
+class DeviceLostError(DeviceError):
+    """The device stopped answering in the middle of a sweep (it rebooted, the network or the ssh connection
+    dropped, adb lost it, or a call ran past its timeout). Nothing about the point being measured is known, so
+    the sweep stops at once: the points finished so far are kept for a resume."""
+
 
 PROFILES_DIR = Path(__file__).resolve().parents[3] / "profiles" / "devices"
 CONFIGS_DIR = PROFILES_DIR.parent / "configs"

@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.apps.profiling.device import DeviceProfile
+from edgekit.apps.profiling.device import DeviceLostError, DeviceProfile
 from edgekit.core import subprocesses
 from edgekit.core.artifact import MANIFEST
 from edgekit.core.files import inside
@@ -110,8 +110,9 @@ def _fail_line(res: subprocess.CompletedProcess) -> str:
     return " ".join((lines[-1] if lines else (res.stdout or "").strip()[-300:] or "no output").split())[:300]
 
 
-def _connection_error(dev: SshDevice, what: str, res: subprocess.CompletedProcess) -> DeviceError:
-    """One line for a failed ssh/scp connection, naming what to check."""
+def _connection_error(dev: SshDevice, what: str, res: subprocess.CompletedProcess) -> DeviceLostError:
+    """One line for a failed ssh/scp connection, naming what to check. A failed connection is never about the
+    point being measured, so it is a :class:`DeviceLostError`: a sweep stops there, keeping what it finished."""
     detail = _fail_line(res)
     low = detail.lower()
     if "permission denied" in low or "too many authentication failures" in low:
@@ -128,7 +129,7 @@ def _connection_error(dev: SshDevice, what: str, res: subprocess.CompletedProces
         hint = "the connection dropped (device rebooted, sshd restarted or the network went away?)"
     else:
         hint = "check ssh.host, ssh.port, ssh.user and ssh.key_file in the profile"
-    return DeviceError(f"ssh device {dev.profile_id} ({dev.address}): {what} failed: {detail}; {hint}")
+    return DeviceLostError(f"ssh device {dev.profile_id} ({dev.address}): {what} failed: {detail}; {hint}")
 
 
 def _call(dev: SshDevice, cmd: list[str], what: str, kind: str) -> subprocess.CompletedProcess:
@@ -139,8 +140,8 @@ def _call(dev: SshDevice, cmd: list[str], what: str, kind: str) -> subprocess.Co
     try:
         res = subprocesses.run(cmd, f"ssh {what}", timeout=limit, error=DeviceError)
     except subprocesses.ToolTimeoutError as e:
-        raise DeviceError(f"ssh device {dev.profile_id} ({dev.address}): {what} did not finish in {limit:g} s and "
-                          "was stopped (device hung or the network dropped?)") from e
+        raise DeviceLostError(f"ssh device {dev.profile_id} ({dev.address}): {what} did not finish in {limit:g} s "
+                              "and was stopped (device hung or the network dropped?)") from e
     if res.returncode == SSH_FAILED:
         raise _connection_error(dev, what, res)
     return res
