@@ -3,20 +3,23 @@
 Both check, before any work, that everything the profile needs is there, and fail with an error
 that names what is missing; neither ever reports a number it did not measure, nor records one under
 another name: a delegate is timed with that delegate or refused, and a percentile is stored as what it is.
-Every ``adb`` call has a timeout: a hung device or adb server ends in one :class:`DeviceError` line.
+Every ``adb`` call has a timeout (adb and what it started are killed): a hung device or adb server ends in one
+:class:`~edgekit.apps.profiling.device.DeviceLostError` line, and a sweep stops there keeping its finished points.
+What is pushed to an Android device is checked with the device's ``sha256sum`` before anything runs, in a
+temporary folder removed afterwards.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.apps.profiling.device import DeviceProfile
+from edgekit.apps.profiling.device import DeviceLostError, DeviceProfile
 from edgekit.core import subprocesses
 from edgekit.errors import DeviceError, EdgekitError, InputError
 
@@ -101,7 +104,7 @@ class AdbReach:
         if not shutil.which("adb"):
             raise DeviceError(f"device profile {profile.id} is reached over adb, and adb is not installed "
                               "(Debian: apt-get install adb; or Android platform-tools)")
-        serials = connected_devices()
+        serials = connected_devices({**ADB_TIMEOUT_S, **profile.adb.get("timeouts", {})})
         wanted = profile.adb.get("serial")
         if not serials or (wanted and wanted not in serials):
             raise DeviceError(f"no Android device attached{' with serial ' + wanted if wanted else ''} "
@@ -123,25 +126,61 @@ class AdbReach:
                 benchmark_flags(delegate)
 
     def measure(self, artifact, delegate: str, threads: int, profile: DeviceProfile, data: Path) -> Measured:
-        remote = profile.adb.get("remote_dir", "/data/local/tmp/edgekit")
+        """Push ``benchmark_model`` and the model into a new temporary folder on the device, check with the
+        device's ``sha256sum`` that both arrived intact, time the model there, and remove the folder whatever
+        happened.
+
+        Raises:
+            InputError: ``delegate`` cannot be timed with ``benchmark_model``.
+            DeviceLostError: an adb call ran past its timeout, or adb lost the device (a sweep stops there).
+            DeviceError: anything else fails on the device (one line); a pushed file did not arrive intact.
+        """
+        from edgekit.core.files import sha256_file
+
+        base = profile.adb.get("remote_dir", "/data/local/tmp/edgekit").rstrip("/") or "/"
         serial = ["-s", profile.adb["serial"]] if profile.adb.get("serial") else []
+        limits = {**ADB_TIMEOUT_S, **profile.adb.get("timeouts", {})}
         tool = Path(profile.adb["benchmark_model"])
         flags = benchmark_flags(delegate)  # before anything is pushed
-        _adb(serial + ["shell", "mkdir", "-p", remote], "shell")
-        _adb(serial + ["push", str(tool), f"{remote}/benchmark_model"], "push")
-        _adb(serial + ["push", str(artifact.file()), f"{remote}/model.tflite"], "push")
-        args = [f"{remote}/benchmark_model", f"--graph={remote}/model.tflite", f"--num_threads={threads}",
-                f"--num_runs={profile.runs}", f"--warmup_runs={profile.warmup}", "--report_peak_memory_footprint=true",
-                *flags]
-        out = _adb(serial + ["shell", *args], "benchmark")
-        timing = parse_benchmark_model(out)
+        sent = {"benchmark_model": sha256_file(tool), "model.tflite": sha256_file(Path(artifact.file()))}
+        q = shlex.quote(base)
+        out = _adb(serial + ["shell", f"mkdir -p {q} && mktemp -d {q}/edgekit.XXXXXXXX"], "shell", limits)
+        remote = out.strip().splitlines()[-1].strip() if out.strip() else ""
+        if not _ADB_TMP.match(remote):
+            raise DeviceError(f"mktemp on the Android device printed {remote!r}, not a folder path")
+        failed = True
+        try:
+            _adb(serial + ["push", str(tool), f"{remote}/benchmark_model"], "push", limits)
+            _adb(serial + ["push", str(artifact.file()), f"{remote}/model.tflite"], "push", limits)
+            from edgekit.apps.profiling.ssh import compare_sha256
+
+            listing = _adb(serial + ["shell", f"cd {shlex.quote(remote)} && sha256sum benchmark_model model.tflite"],
+                           "shell", limits)
+            problems = compare_sha256(sent, listing)
+            if problems:
+                raise DeviceError(f"adb: what was pushed to the Android device did not arrive intact "
+                                  f"({'; '.join(problems)}); nothing was run")
+            args = [f"{remote}/benchmark_model", f"--graph={remote}/model.tflite", f"--num_threads={threads}",
+                    f"--num_runs={profile.runs}", f"--warmup_runs={profile.warmup}",
+                    "--report_peak_memory_footprint=true", *flags]
+            out = _adb(serial + ["shell", "chmod 755 " + shlex.quote(f"{remote}/benchmark_model") + " && "
+                                 + " ".join(shlex.quote(a) for a in args)], "benchmark", limits)
+            timing = parse_benchmark_model(out)
+            failed = False
+        finally:
+            try:
+                _adb(serial + ["shell", f"rm -rf -- {shlex.quote(remote)}"], "shell", limits)
+            except EdgekitError:
+                if not failed:
+                    raise
         # benchmark_model cannot return outputs: quality is the artifact's parity on this machine, labelled so
         outputs = (artifact.parity or {}).get("outputs") or [{}]
         local_quality = outputs[0].get("iou")
         # benchmark_model reports p5/median/p95, never p90: the tail is recorded as the p95 it is
         return Measured(timing["median_ms"], None, timing.get("peak_memory_mb"), local_quality,
                         "mask IoU (parity check on this machine)", f"android {serial[-1] if serial else 'device'}",
-                        {"benchmark_model": timing, "delegate_flags": flags}, p95_ms=timing["p95_ms"])
+                        {"benchmark_model": timing, "delegate_flags": flags, "sha256_checked": sorted(sent)},
+                        p95_ms=timing["p95_ms"])
 
 
 def benchmark_flags(delegate: str) -> list[str]:
@@ -157,35 +196,41 @@ def benchmark_flags(delegate: str) -> list[str]:
     return list(BENCHMARK_FLAGS[delegate])
 
 
-def _adb(args: list[str], kind: str = "shell") -> str:
-    """Run ``adb ARGS`` with the timeout of its ``kind`` (see ``ADB_TIMEOUT_S``).
+#: what adb prints when it has lost the device (unplugged, rebooting, offline): a sweep stops there
+_ADB_LOST = ("no devices/emulators found", "device offline", "device not found", "device unauthorized",
+             "closed", "protocol fault", "cannot connect to daemon")
+_ADB_TMP = re.compile(r"^/[^\n\0]*/edgekit\.[A-Za-z0-9]{6,}$")
+
+
+def _adb(args: list[str], kind: str = "shell", limits: dict | None = None) -> str:
+    """Run ``adb ARGS`` with the timeout of its ``kind`` (``limits``, default ``ADB_TIMEOUT_S``); on a timeout
+    adb and everything it started are killed.
 
     Raises:
-        DeviceError: adb is missing, exits non-zero, or does not answer in time (it is killed).
+        DeviceLostError: adb does not answer in time, or says it lost the device.
+        DeviceError: adb is missing or exits non-zero.
     """
-    limit = ADB_TIMEOUT_S[kind]
-    what = " ".join(a for a in args[:3] if not a.startswith("/"))
+    limit = float((limits or ADB_TIMEOUT_S)[kind])
+    what = " ".join(a for a in args[:3] if not a.startswith("/"))[:80]
     try:
-        res = subprocess.run(["adb", *args], capture_output=True, text=True, timeout=limit,
-                             stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise DeviceError(f"adb {what} did not answer in {limit:g} s (device hung or unplugged?); it was "
-                          "stopped") from e
-    except OSError as e:
-        raise DeviceError(f"cannot run adb: {e}") from e
+        res = subprocesses.run(["adb", *args], f"adb {what}", timeout=limit, error=DeviceError)
+    except subprocesses.ToolTimeoutError as e:
+        raise DeviceLostError(f"adb {what} did not answer in {limit:g} s (device hung or unplugged?); it was "
+                              "stopped") from e
     if res.returncode != 0:
         detail = " ".join((res.stderr.strip() or res.stdout.strip() or "no output").split())[:300]
-        raise DeviceError(f"adb {what} failed (exit {res.returncode}): {detail}")
+        cls = DeviceLostError if any(k in detail.lower() for k in _ADB_LOST) else DeviceError
+        raise cls(f"adb {what} failed (exit {res.returncode}): {detail}")
     return res.stdout
 
 
-def connected_devices() -> list[str]:
+def connected_devices(limits: dict | None = None) -> list[str]:
     """Serials of the devices ``adb devices`` lists as ready.
 
     Raises:
         DeviceError: adb fails or does not answer in time.
     """
-    out = _adb(["devices"], "devices")
+    out = _adb(["devices"], "devices", limits)
     return [ln.split()[0] for ln in out.splitlines()[1:] if ln.strip().endswith("device")]
 
 
