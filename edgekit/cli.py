@@ -446,7 +446,10 @@ def demo(model, targets, output, runs, as_json):
 
 
 @cli.command()
-@click.option("--device", "-d", required=True, help="Device profile id (profiles/devices/ID.yaml) or a path.")
+@click.option("--device", "-d", "devices", multiple=True, help="Device profile id (profiles/devices/ID.yaml) or a "
+              "path; repeat it to sweep several devices at once (a farm: one worker per device).")
+@click.option("--farm", type=click.Path(path_type=Path), help="A farm file (edgekit schema farm) listing the devices "
+              "to sweep at once.")
 @click.option("--model", type=click.Path(path_type=Path), help="Default: the bundled portrait-seg student.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/profile"), show_default=True)
 @click.option("--config-dir", type=click.Path(path_type=Path), help="Where the app config goes "
@@ -455,15 +458,23 @@ def demo(model, targets, output, runs, as_json):
               help="Library of a delegate the profile names (e.g. gpu=/path/libdelegate.so); a profile file "
                    "never names a library itself.")
 @json_option
-def profile(device, model, out_dir, config_dir, delegate_libs, as_json):
+def profile(devices, farm, model, out_dir, config_dir, delegate_libs, as_json):
     """Sweep a device profile, pick the best configuration under its frame budget, write the app config.
 
     \b
     Examples:
       edgekit profile --device local-cpu
       edgekit profile --device android-gpu --model student.onnx
+      edgekit profile --device local-cpu --device pi.yaml --device jetson.yaml    # a farm, swept at once
     Interrupted sweeps resume: finished points are kept in OUT/DEVICE/points.jsonl.
     """
+    if farm or len(devices) > 1:
+        from edgekit.apps.profiling.farm import run_farm_cli
+
+        return run_farm_cli(devices, farm, model, out_dir, config_dir, delegate_libs, as_json, out, err)
+    if not devices:
+        raise click.UsageError("give --device ID (repeat it for several devices) or --farm FILE")
+    device = devices[0]
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -711,7 +722,7 @@ def models_list(as_json):
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["device-profile", "app-config", "pipeline", "recipe"]))
+@click.argument("name", type=click.Choice(["device-profile", "app-config", "pipeline", "recipe", "farm"]))
 def schema(name):
     """Print a published JSON Schema (device profiles, app configs, pipelines, distillation recipes)."""
     from edgekit.core.datafiles import schema as load_schema

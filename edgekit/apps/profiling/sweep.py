@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -196,9 +197,19 @@ def cached_artifact(model: str | Path, target: str, hw: tuple[int, int], cache: 
 
     h, w = hw
     folder = cache / sha256_file(model)[:16] / f"{h}x{w}" / target
-    if (folder / "artifact.json").is_file():
-        return Artifact.load(folder)
-    return convert(model, target, folder, input_shapes={"": (1, 3, h, w)})
+    with _folder_lock(folder):  # the devices of a farm share the cache: one conversion per folder at a time
+        if (folder / "artifact.json").is_file():
+            return Artifact.load(folder)
+        return convert(model, target, folder, input_shapes={"": (1, 3, h, w)})
+
+
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _folder_lock(folder: Path) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(folder.resolve(), threading.Lock())
 
 
 def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path | None = None,
