@@ -620,8 +620,13 @@ def schedule(pipeline, device, latency_bound, frames, timeline, as_json):
 @click.option("--sequential", is_flag=True, help="One stage after another (no pipelining), for comparison.")
 @click.option("--strict", is_flag=True, help="Any deviation from the app config (fallback used, fail-over, a unit "
               "of the chosen runtime unavailable, a config field that disagrees with its artifact) is an error.")
+@click.option("--reuse", "reuse", metavar="on|KEY=VALUE,...", help="Segmentation reuse: run the model every k-th frame "
+              "and carry the mask between, k adapted to an IoU budget vs every-frame inference: 'on' (the config's "
+              "reuse block, or max_k=4,min_iou=0.95) or max_k=N,min_iou=X,method=affine|flow.")
+@click.option("--no-reuse", is_flag=True, help="Run the model on every frame even when the config asks for reuse.")
 @json_option
-def process(input_path, output, config, effects, background, strengths, max_frames, sequential, strict, as_json):
+def process(input_path, output, config, effects, background, strengths, max_frames, sequential, strict, reuse, no_reuse,
+            as_json):
     """Run video pre-processing effects on INPUT (video file, image folder, or camera:N).
 
     \b
@@ -653,13 +658,20 @@ def process(input_path, output, config, effects, background, strengths, max_fram
                              "and NUMBER >= 0")
     if max_frames is not None and max_frames < 1:
         raise InputError(f"--max-frames {max_frames}: expected a count of at least 1")
+    from edgekit.apps.video.reuse import describe as describe_reuse
+    from edgekit.apps.video.reuse import parse_reuse_option
+
+    if no_reuse and reuse:
+        raise InputError("--reuse and --no-reuse contradict each other; give one")
+    reuse_arg = False if no_reuse else None if reuse is None else {} if reuse == "on" else parse_reuse_option(reuse)
     bar = Progress(TextColumn("processing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                    disable=not err.is_terminal)  # off a terminal stderr holds only errors
     with bar:
         task = bar.add_task("frames", total=None)
         report = run_process(input_path, output, config, [e.strip() for e in effects.split(",") if e.strip()],
                              parsed, background, max_frames, sequential,
-                             progress=lambda n, total: bar.update(task, completed=n, total=total), strict=strict)
+                             progress=lambda n, total: bar.update(task, completed=n, total=total), strict=strict,
+                             reuse=reuse_arg)
     if as_json:
         return _emit_json(report.to_dict())
     out.print(f"{report.frames_out} frames -> {report.output} at {report.fps:.1f} fps "
@@ -675,6 +687,8 @@ def process(input_path, output, config, effects, background, strengths, max_fram
         out.print(f"[red]deviation ({d['kind']}):[/] {escape(d['message'])}", highlight=False, soft_wrap=True)
     for note in report.notes:
         out.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    for line in describe_reuse(report.reuse):
+        out.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @cli.group()

@@ -55,6 +55,9 @@ class ProcessReport:
     moves: list[dict] = field(default_factory=list)
     #: every way the run departed from the app config ({kind, message}); an error with ``strict``
     deviations: list[dict] = field(default_factory=list)
+    #: segmentation reuse between frames: k over time, frames inferred, checks against the IoU budget, CPU
+    #: saved, and what capped it; ``{"enabled": False, "why": ...}`` when it did not run
+    reuse: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -121,6 +124,16 @@ class ModelEntry:
         """A uint8 BGR frame -> this entry's 1x3xHxW input: area resize, the config's colour order, value
         range, mean and std."""
         return model_input(frame_bgr, self.hw, self.color, self.value_range, self.mean, self.std)
+
+    def prepare_with_luma(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`prepare` and the frame's luma at the model's resolution (for segmentation reuse), from one
+        area resize of the frame: the model input is the same as :meth:`prepare`'s."""
+        import cv2
+
+        from edgekit.apps.video.reuse import luma
+
+        small = cv2.resize(frame_bgr, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA)
+        return self.prepare(small), luma(small)
 
 
 def model_input(frame_bgr: np.ndarray, hw: tuple[int, int], color: str = "RGB",
@@ -205,11 +218,28 @@ class ConfiguredCalls(StageCalls):
         self.entries = {e.key: e for e in entries}
         self.primary_hw = entries[0].hw if entries else None
         self.cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        #: segmentation reuse (set once costs are measured): the segment stage runs the model or carries the mask
+        self.reuse = None
+        #: frames whose model ran at another resolution than the reuse works at (a fallback), so reuse restarted
+        self.reuse_bypassed: list[int] = []
 
     def __call__(self, stage: Stage, choice: str, values: dict, frame: int) -> dict:
         entry = self.entries.get(stage.format_of(choice)) if stage.is_model else None
         if entry is None:
             return super().__call__(stage, choice, values, frame)
+        if self.reuse is not None and stage.name == "segment" and "seg_gray" in values:
+            if entry.hw != self.primary_hw:  # the carried masks are at the primary's resolution: start again
+                self.reuse_bypassed.append(frame)
+                self.reuse.reset()
+            else:
+                def infer():
+                    return self._run_model(stage, choice, entry, values, frame)["mask"][0, 0]
+
+                mask = self.reuse(frame, values["seg_gray"], infer)
+                return {"mask": mask[None, None]}
+        return self._run_model(stage, choice, entry, values, frame)
+
+    def _run_model(self, stage: Stage, choice: str, entry: ModelEntry, values: dict, frame: int) -> dict:
         unit = stage.unit_of(choice)
         if unit in self.injected and frame >= self.injected[unit]:
             raise DeviceError(f"unit {unit} failed (injected fault at frame {self.injected[unit]})")
@@ -247,9 +277,11 @@ class ConfiguredCalls(StageCalls):
 
 
 def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float],
-                   background: str | Path | None = None, threads: int = 1) -> PipelineSpec:
+                   background: str | Path | None = None, threads: int = 1, reuse: bool = False) -> PipelineSpec:
     """The stages for ``effects``; the segmentation stage's choices run the config's runtime (first) and its
     fallback (after), ``UNIT:TARGET``, on the units their delegates name (see :class:`ConfiguredCalls`).
+    With ``reuse``, ``prepare`` also gives the frame's luma at the model's resolution (``seg_gray``), which the
+    segment stage needs to carry masks (:class:`~edgekit.apps.video.reuse.MaskReuse`).
 
     Raises:
         InputError: an unknown effect, a missing background, or a config process cannot follow.
@@ -287,9 +319,13 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
         image = "beautified"
     if "blur" in effects or "replace" in effects:
         entries = model_entries(config)
-        add("prepare", entries[0].prepare, ["frame"], ["seg_in"])
+        if reuse:
+            add("prepare", entries[0].prepare_with_luma, ["frame"], ["seg_in", "seg_gray"])
+        else:
+            add("prepare", entries[0].prepare, ["frame"], ["seg_in"])
         chain = [f"{u}:{e.key}" for e in entries for u in e.units()]
-        stages.append(Stage("segment", ["seg_in", "frame"], ["mask"], chain,
+        stages.append(Stage("segment", ["seg_in", "frame", "seg_gray"] if reuse else ["seg_in", "frame"], ["mask"],
+                            chain,
                             model={e.key: e.artifact_dir for e in entries}))
         add("refine", kernels.refine_mask, ["mask", "frame"], ["alpha_raw"])
         add("smooth", kernels.TemporalSmoother(), ["alpha_raw"], ["alpha"])
@@ -318,7 +354,8 @@ def _strict_error(dev: dict) -> EdgekitError:
 def process(input: str | Path, output: str | Path, config: str | Path, effects: list[str],
             strengths: dict[str, float] | None = None, background: str | Path | None = None,
             max_frames: int | None = None, sequential: bool = False, samples: int = 4,
-            progress: Callable[[int, int | None], None] | None = None, strict: bool = False) -> ProcessReport:
+            progress: Callable[[int, int | None], None] | None = None, strict: bool = False,
+            reuse: dict | bool | None = None) -> ProcessReport:
     """Run ``effects`` on ``input`` as the app config says and write ``output`` (video or folder) with a
     before/after sheet, whole or not at all.
 
@@ -328,6 +365,11 @@ def process(input: str | Path, output: str | Path, config: str | Path, effects: 
     ``moves``); with ``strict`` any deviation is an error and nothing is written. Frames whose size differs
     from the first are resized to it (with a note), so the output holds exactly ``frames_out`` frames.
 
+    ``reuse`` (segmentation reuse between frames, :mod:`edgekit.apps.video.reuse`): None follows the config's
+    ``reuse`` block (on when it has one, unless ``enabled: false``); False turns it off; a dict (``max_k``,
+    ``min_iou``, ``method``, ``safety``) turns it on with the config's block updated by it. The report's
+    ``reuse`` says what ran, k over time and the CPU saved, or why it was off.
+
     Raises:
         InputError: a bad input, effect or config (sha256, paths, a field process cannot follow).
         OutputError: the output exists and is not edgekit's previous output, or cannot be written.
@@ -336,21 +378,47 @@ def process(input: str | Path, output: str | Path, config: str | Path, effects: 
         KeyboardInterrupt: Ctrl-C or SIGTERM; nothing is written.
     """
     cfg = load_config(config)  # every file of the runtime and fallback checked against its sha256
-    spec = build_pipeline(cfg, effects, strengths or {}, background)
+    budget, reuse_off = _reuse_budget(cfg, reuse, effects)
+    spec = build_pipeline(cfg, effects, strengths or {}, background, reuse=budget is not None)
     entries = model_entries(cfg) if any(s.name == "segment" for s in spec.stages) else []
     src = open_input(input, max_frames)
     out_path = Path(output)
     sheet = out_path.with_name(out_path.stem + "_before_after.png")
     writer = FrameWriter(out_path, src.fps, sheet)  # refuses an existing output that is not edgekit's
     try:
-        return _run(src, writer, cfg, spec, entries, input, sequential, samples, progress, strict)
+        return _run(src, writer, cfg, spec, entries, input, sequential, samples, progress, strict, budget, reuse_off)
     except BaseException:
         writer.close(keep=False)
         raise
 
 
+def _reuse_budget(cfg: dict, reuse: dict | bool | None, effects: list[str]):
+    """(the reuse budget, or None and why reuse is off).
+
+    Raises:
+        InputError: a ``--reuse`` value the schema refuses.
+    """
+    from edgekit.apps.video.reuse import budget_from
+
+    block = cfg.get("reuse")
+    if reuse is False:
+        return None, "turned off (--no-reuse)"
+    if reuse is None:
+        if block is None:
+            return None, "not requested (no reuse block in the app config, no --reuse)"
+        if not block.get("enabled", True):
+            return None, "turned off by the app config (reuse.enabled: false)"
+        wanted, what = dict(block), "app config reuse"
+    else:
+        wanted, what = {**(block or {}), **reuse, "enabled": True}, "--reuse"
+    budget = budget_from(wanted, what)
+    if not {"blur", "replace"} & set(effects):
+        return None, "no segmentation in this run (reuse applies to blur and replace)"
+    return budget, ""
+
+
 def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[ModelEntry], input, sequential: bool,
-         samples: int, progress, strict: bool) -> ProcessReport:
+         samples: int, progress, strict: bool, budget=None, reuse_off: str = "") -> ProcessReport:
     import cv2
 
     first = next(src.frames, None)
@@ -363,6 +431,10 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
     calls = ConfiguredCalls(units, entries)
     costs, unavailable = measure_costs(spec, units, first, repeats=3, calls=calls)
     reset_stages(spec)  # measuring ran the stateful kernels: start the video from a clean state
+    if budget is not None:
+        from edgekit.apps.video.reuse import MaskReuse
+
+        calls.reuse = MaskReuse(budget)
     plan_costs = dict(costs)
     model_info: dict = {}
     if entries:
@@ -455,14 +527,29 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
         notes.append(f"{len(resized)} frame(s) had another size than the first ({size[1]}x{size[0]}), from frame "
                      f"{resized[0]} on; they were resized to it")
     writer.write_sheet(pairs)
+    reuse_info = _reuse_report(calls, reuse_off)
     report = ProcessReport(src.read, writer.count, src.stopped, wall, done / wall if wall else 0.0, str(writer.output),
                            str(writer.sheet) if pairs else "", p.to_dict(),
                            {f"{k[0]}@{k[1]}": v for k, v in costs.items()}, notes, model_info,
-                           {f"{k[0]}@{k[1]}": v for k, v in unavailable.items()}, moves, deviations)
+                           {f"{k[0]}@{k[1]}": v for k, v in unavailable.items()}, moves, deviations, reuse_info)
     writer.close(info={"config": str(cfg.get("device", "")), "model": model_info, "deviations": deviations,
-                       "notes": notes})
+                       "notes": notes, "reuse": {k: v for k, v in reuse_info.items() if k != "k_series"}})
     return report
 
 
 def spec_stage(spec: PipelineSpec, name: str) -> Stage:
     return next(s for s in spec.stages if s.name == name)
+
+
+def _reuse_report(calls: ConfiguredCalls, off: str) -> dict:
+    from edgekit.apps.video.reuse import off_summary
+
+    if calls.reuse is None:
+        return off_summary(off or "not requested")
+    info = calls.reuse.summary()
+    if calls.reuse_bypassed:
+        b = calls.reuse_bypassed
+        info["capped"].append(f"{len(b)} frame(s) from frame {b[0]} ran a fallback at another resolution than the "
+                              "runtime's, without reuse (it restarted after each)")
+        info["bypassed_frames"] = len(b)
+    return info

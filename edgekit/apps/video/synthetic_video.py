@@ -33,3 +33,37 @@ def synthetic_clip(n: int, hw: tuple[int, int] = (720, 1280), seed: int = 0, mot
         frames.append(img8)
         masks.append(m)
     return frames, masks
+
+
+def paced_clip(speeds: list[float], hw: tuple[int, int] = (144, 256), seed: int = 0,
+               jumps: dict[int, float] | None = None, noise: float = 2.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """BGR uint8 frames and exact masks of a person who sways left and right at ``speeds[t]`` pixels per frame
+    (and turns, and scales with the pace) over a fixed textured background: ``len(speeds)`` frames. ``jumps``
+    maps a frame index to a sudden sideways jump in pixels at that frame (a cut, a fast lunge). ``noise`` is
+    camera noise sigma in 0-255 units."""
+    rng = np.random.default_rng(seed)
+    H, W = hw
+    bg = synthetic.background(rng, H, W)
+    fg, mask = synthetic.person(rng, H, W)
+    frames, masks = [], []
+    x, direction, travel = 0.0, 1.0, W * 0.18
+    jumps = jumps or {}
+    for t, v in enumerate(speeds):
+        x += direction * v
+        if abs(x) > travel:  # turn at the ends of the path
+            direction = -direction
+            x = float(np.clip(x, -travel, travel))
+        x += jumps.get(t, 0.0)
+        angle = 3.0 * np.sin(x / travel * np.pi)
+        scale = 1.0 + 0.06 * np.sin(x / travel * np.pi / 2)
+        M = cv2.getRotationMatrix2D((W / 2, H), angle, scale)
+        M[0, 2] += x
+        f = cv2.warpAffine(fg, M, (W, H), borderMode=cv2.BORDER_REFLECT)
+        m = cv2.warpAffine(mask, M, (W, H), borderMode=cv2.BORDER_CONSTANT)
+        img = f * m[..., None] + bg * (1 - m[..., None])
+        img = img[..., ::-1] * 255
+        if noise:
+            img = img + rng.normal(0, noise, img.shape)
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+        masks.append(m.astype(np.float32))
+    return frames, masks
