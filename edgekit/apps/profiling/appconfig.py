@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgekit.apps.profiling.choose import Choice
 from edgekit.apps.profiling.device import DeviceProfile
+from edgekit.apps.profiling.latency import FRAME_FIELDS
 from edgekit.apps.profiling.sweep import Point
 from edgekit.core import interrupts
 from edgekit.core.artifact import MANIFEST, Artifact
@@ -52,7 +53,19 @@ def _entry(p: Point, rel: str, folder: Path) -> dict:
             "quality": None if p.quality is None else round(p.quality, 5),
             **({"load_p50_ms": round(p.load_p50_ms, 3), "load_p90_ms": round(p.load_p90_ms, 3), "load": p.load}
                if p.loaded else {}),
-            **({"run_options": p.run_options} if p.run_options else {})}
+            **({"run_options": p.run_options} if p.run_options else {}),
+            **_frame_entry(p)}
+
+
+def _frame_entry(p: Point) -> dict:
+    """The whole camera frame's numbers of a point (where they were measured) and what its budget was checked
+    against."""
+    d = {name: (round(v, 3) if isinstance(v, float) else v) for name in FRAME_FIELDS
+         if (v := getattr(p, name)) is not None and not name.endswith("_ci")}
+    basis, ms, _ = p.budget_basis
+    if ms is not None:
+        d["budget_basis"] = {"what": basis, "ms": round(ms, 3)}
+    return d
 
 
 def _is_own_folder(folder: Path) -> bool:
@@ -105,7 +118,7 @@ def export_config(profile: DeviceProfile, choice: Choice, config_path: Path, mod
     config_path = Path(config_path)
     folder = config_path.with_suffix("")
     points = [p for p in (choice.chosen, choice.fallback) if p is not None]
-    for p in points:
+    for p in points + [p for p, _ in choice.ladder]:
         source = Artifact.load(p.artifact).source.get("sha256")
         if model_sha256 is not None and source != model_sha256:
             raise InputError(f"the artifact for {p.label()} ({p.artifact}) was converted from another model "
@@ -134,7 +147,18 @@ def export_config(profile: DeviceProfile, choice: Choice, config_path: Path, mod
             rels.append((p, name))
         entries = {role: _entry(p, f"{folder.name}/{name}", staging / name)
                    for role, (p, name) in zip(("runtime", "fallback"), rels)}
-        config = build_config(profile, choice, entries["runtime"], entries.get("fallback"))
+        ladder = []
+        for p, reason in choice.ladder:  # a rung running a shipped artifact another way shares its folder
+            name = next((n for q, n in rels if q.artifact == p.artifact), None)
+            if name is None:
+                h, w = p.resolution
+                name = f"{p.target}-{h}x{w}"
+                if any(n == name for _, n in rels):
+                    name += f"-rung{len(ladder) + 1}"
+                shutil.copytree(p.artifact, staging / name)
+                rels.append((p, name))
+            ladder.append({**_entry(p, f"{folder.name}/{name}", staging / name), "reason": reason})
+        config = build_config(profile, choice, entries["runtime"], entries.get("fallback"), ladder)
         interrupts.check()  # a swallowed Ctrl-C must not let the config be published
         if folder.exists():
             os.replace(folder, old)
@@ -157,9 +181,10 @@ def export_config(profile: DeviceProfile, choice: Choice, config_path: Path, mod
     return config_path
 
 
-def build_config(profile: DeviceProfile, choice: Choice, runtime: dict, fallback: dict | None) -> dict:
-    """The config dict for the chosen point, given its runtime and fallback entries (validated against the
-    published schema).
+def build_config(profile: DeviceProfile, choice: Choice, runtime: dict, fallback: dict | None,
+                 ladder: list[dict] | None = None) -> dict:
+    """The config dict for the chosen point, given its runtime, fallback and ladder entries (validated against
+    the published schema).
 
     Raises:
         InputError: the result does not validate.
@@ -177,9 +202,11 @@ def build_config(profile: DeviceProfile, choice: Choice, runtime: dict, fallback
                   "dtype": native_in.dtype, "height": h, "width": w},
         "runtime": runtime,
         "fallback": fallback,
+        "ladder": ladder or [],
         "measured": {"p50_ms": round(p.p50_ms, 3), f"{p.tail_name}_ms": round(p.tail_ms, 3),  # p95 over adb
                      "budget_ms": round(choice.budget_ms, 3), "peak_memory_mb": p.peak_memory_mb,
-                     "quality": p.quality, "quality_metric": p.quality_metric, "measured_on": p.measured_on},
+                     "quality": p.quality, "quality_metric": p.quality_metric, "measured_on": p.measured_on,
+                     **_frame_entry(p)},
         "preprocessing": {"color": src_in.color, "value_range": list(src_in.value_range), "mean": list(src_in.mean),
                           "std": list(src_in.std), "resize": f"resize the camera frame to {w}x{h} (area)"},
         "why": choice.why,
@@ -194,10 +221,10 @@ def write_config(config: dict, path: Path) -> Path:
     return write_json_atomic(path, config)
 
 
-def _check_entry(config: dict, role: str, base: Path, what: str) -> None:
-    """Verify one runtime entry: its folder inside the config's, every listed file's sha256, and that its
-    ``artifact.json`` loads nothing the config does not list."""
-    entry = config[role]
+def _check_entry(config: dict, role: str, base: Path, what: str, entry: dict | None = None) -> None:
+    """Verify one runtime entry (``config[role]``, or ``entry`` named ``role``): its folder inside the config's,
+    every listed file's sha256, and that its ``artifact.json`` loads nothing the config does not list."""
+    entry = config[role] if entry is None else entry
     folder = inside(base, entry["artifact"], f"{what}: {role}.artifact")
     files = entry["files"]
     if MANIFEST not in files:
@@ -232,8 +259,9 @@ def load_config(path: str | Path) -> dict:
     It must validate against the schema; every artifact path and file path must be relative and stay inside
     the config's folder; every file listed (primary and fallback, ``artifact.json`` included) must match its
     sha256; each ``artifact.json`` may name only files the config lists with the same sha256; each artifact
-    must be the target the config says, converted from the config's model. The returned dict gains
-    ``artifact_dir`` (absolute) in ``runtime``, ``fallback`` and ``model`` (the runtime's).
+    must be the target the config says, converted from the config's model; the same for every rung of its
+    ``ladder``. The returned dict gains ``artifact_dir`` (absolute) in ``runtime``, ``fallback``, each rung and
+    ``model`` (the runtime's).
 
     Raises:
         InputError: naming the first field or file that fails.
@@ -257,5 +285,10 @@ def load_config(path: str | Path) -> dict:
                              "library is loaded only when given on the command line, never from a file")
         if config[role] is not None:
             _check_entry(config, role, base, what)
+    for i, rung in enumerate(config.get("ladder", [])):  # every rung is loaded by the same rules
+        if "=" in rung["delegate"]:
+            raise InputError(f"{what}: ladder[{i}].delegate '{rung['delegate']}' names a library; a delegate "
+                             "library is loaded only when given on the command line, never from a file")
+        _check_entry(config, f"ladder[{i}]", base, what, rung)
     config["model"]["artifact_dir"] = config["runtime"]["artifact_dir"]
     return config

@@ -61,21 +61,26 @@ def measure_contended(session, inputs: dict[str, np.ndarray], load, runs: int = 
     the first run after each switch is untimed (thread pools and caches settle). Returns (quiet, loaded); the
     load is left paused.
     """
+    return measure_step_contended(lambda: session.run(inputs), load, runs, warmup, block)
+
+
+def measure_step_contended(step, load, runs: int = 50, warmup: int = 10, block: int = 5) -> tuple[Latency, Latency]:
+    """:func:`measure_contended` for any ``step()`` (a model run, or a whole camera frame)."""
     load.resume()
     for _ in range(warmup):
-        session.run(inputs)
+        step()
     load.pause()
     for _ in range(warmup):
-        session.run(inputs)
+        step()
     times: dict[bool, list[float]] = {False: [], True: []}
     loaded = False
     while min(len(t) for t in times.values()) < runs:
         if len(times[loaded]) < runs:
             (load.resume if loaded else load.pause)()
-            session.run(inputs)
+            step()
             for _ in range(min(block, runs - len(times[loaded]))):
                 t = time.perf_counter()
-                session.run(inputs)
+                step()
                 times[loaded].append(time.perf_counter() - t)
         loaded = not loaded
     load.pause()
@@ -87,6 +92,10 @@ def _latency(seconds: list[float]) -> Latency:
     return Latency(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.mean()), float(ms.min()), len(ms),
                    quantile_ci(ms, 0.5), quantile_ci(ms, 0.9))
 
+
+#: the end-to-end fields a measurement (a profile point) may carry; see :class:`CameraFrame`
+FRAME_FIELDS = ("frame", "e2e_p50_ms", "e2e_p90_ms", "load_e2e_p50_ms", "load_e2e_p90_ms", "e2e_p90_ci",
+                "load_e2e_p90_ci", "stages_ms")
 
 #: camera frame sizes by name (height, width)
 FRAMES = {"480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920)}
@@ -128,63 +137,96 @@ class FrameTiming:
                 "model_share": self.model.p50_ms / self.end_to_end.p50_ms if self.end_to_end.p50_ms else None}
 
 
-def measure_frame(session, frame_hw: tuple[int, int], runs: int = 50, warmup: int = 10, seed: int = 0) -> FrameTiming:
-    """Time what an app does per camera frame: a uint8 BGR frame of ``frame_hw`` is resized (area) to the model's
-    input, converted to the model's colour order, normalized as its input spec says and laid out NCHW, run, and
-    its first output upsampled (bilinear) back to the frame. Runs alternate: one timed stage by stage, one timed
-    as a whole only (no timers between stages), so the end-to-end p50 is measured on its own and the stages'
-    p50s can be checked against it (their sum reconciles with the whole when nothing is missing).
+class CameraFrame:
+    """What an app does per camera frame, as one step: a uint8 BGR frame of ``frame_hw`` is resized (area) to the
+    model's input, converted to the model's colour order, normalized as its input spec says and laid out as the
+    model wants (NCHW or NHWC), run, and its first output's first channel upsampled (bilinear) back to the frame.
 
     Raises:
-        InputError: the model's first input is not an NCHW image of static size.
+        InputError: the model's first input is not a static image tensor (NCHW or NHWC).
     """
-    import cv2
 
-    from edgekit.core.preprocess import normalize_pixels
-    from edgekit.errors import InputError
+    STAGES = ("resize", "colour", "normalize", "model", "upsample")
 
-    spec = session.io.inputs[0]
-    if len(session.io.inputs) != 1 or len(spec.shape) != 4 or not spec.is_static or spec.layout != "NCHW":
-        raise InputError("end-to-end frame timing needs one static NCHW image input; this model has "
-                         f"{[(s.name, s.shape, s.layout) for s in session.io.inputs]}")
-    h, w = int(spec.shape[2]), int(spec.shape[3])
-    fh, fw = frame_hw
-    frame = np.random.default_rng(seed).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
-    out_name = session.io.outputs[0].name
-    names = ("resize", "colour", "normalize", "model", "upsample")
+    def __init__(self, session, frame_hw: tuple[int, int], seed: int = 0):
+        from edgekit.errors import InputError
 
-    def whole() -> float:
-        t = time.perf_counter()
-        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-        rgb = small if spec.color == "BGR" else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-        x = normalize_pixels(rgb, "RGB", spec.value_range, spec.mean, spec.std, peak=255.0)
-        y = session.run({spec.name: np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)})[out_name]
-        cv2.resize(np.asarray(y, np.float32).reshape(-1, *y.shape[-2:])[0], (fw, fh), interpolation=cv2.INTER_LINEAR)
-        return time.perf_counter() - t
+        spec = session.io.inputs[0]
+        if len(session.io.inputs) != 1 or not spec.is_image or not spec.is_static:
+            raise InputError("end-to-end frame timing needs one static image input (NCHW or NHWC); this model has "
+                             f"{[(s.name, s.shape, s.layout) for s in session.io.inputs]}")
+        self.session, self.spec, self.frame_hw = session, spec, tuple(frame_hw)
+        self.out = session.io.outputs[0]
+        fh, fw = frame_hw
+        self.frame = np.random.default_rng(seed).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
 
-    def one() -> list[float]:
+    def _plane(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y, np.float32)
+        if self.out.layout == "NHWC" and y.ndim == 4:
+            return y[0, :, :, 0]
+        return y.reshape(-1, *y.shape[-2:])[0]
+
+    def _input(self, rgb: np.ndarray) -> np.ndarray:
+        from edgekit.core.preprocess import normalize_pixels
+
+        s = self.spec
+        x = normalize_pixels(rgb, "RGB", s.value_range, s.mean, s.std, peak=255.0)
+        x = x[None] if s.layout == "NHWC" else x.transpose(2, 0, 1)[None]
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def run(self) -> np.ndarray:
+        """One frame, no timers inside: the mask at the frame's size."""
+        import cv2
+
+        h, w = self.spec.hw
+        fh, fw = self.frame_hw
+        small = cv2.resize(self.frame, (w, h), interpolation=cv2.INTER_AREA)
+        rgb = small if self.spec.color == "BGR" else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        y = self.session.run({self.spec.name: self._input(rgb)})[self.out.name]
+        return cv2.resize(self._plane(y), (fw, fh), interpolation=cv2.INTER_LINEAR)
+
+    def run_staged(self) -> list[float]:
+        """One frame with a timer between stages: seconds per stage, in :attr:`STAGES` order."""
+        import cv2
+
+        h, w = self.spec.hw
+        fh, fw = self.frame_hw
         t = [time.perf_counter()]
-        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(self.frame, (w, h), interpolation=cv2.INTER_AREA)
         t.append(time.perf_counter())
-        rgb = small if spec.color == "BGR" else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        rgb = small if self.spec.color == "BGR" else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         t.append(time.perf_counter())
-        x = normalize_pixels(rgb, "RGB", spec.value_range, spec.mean, spec.std, peak=255.0)
-        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+        x = self._input(rgb)
         t.append(time.perf_counter())
-        y = session.run({spec.name: x})[out_name]
+        y = self.session.run({self.spec.name: x})[self.out.name]
         t.append(time.perf_counter())
-        plane = np.asarray(y, np.float32).reshape(-1, *y.shape[-2:])[0]
-        cv2.resize(plane, (fw, fh), interpolation=cv2.INTER_LINEAR)
+        cv2.resize(self._plane(y), (fw, fh), interpolation=cv2.INTER_LINEAR)
         t.append(time.perf_counter())
         return [b - a for a, b in zip(t, t[1:])]
 
+
+def measure_frame(session, frame_hw: tuple[int, int], runs: int = 50, warmup: int = 10, seed: int = 0) -> FrameTiming:
+    """Time a :class:`CameraFrame`. Runs alternate: one timed stage by stage, one timed as a whole only (no timers
+    between stages), so the end-to-end p50 is measured on its own and the stages' p50s can be checked against it
+    (their sum reconciles with the whole when nothing is missing).
+
+    Raises:
+        InputError: the model's first input is not a static image tensor.
+    """
+    cam = CameraFrame(session, frame_hw, seed)
+
+    def whole() -> float:
+        t = time.perf_counter()
+        cam.run()
+        return time.perf_counter() - t
+
     for _ in range(warmup):
-        one()
+        cam.run_staged()
         whole()
     per, wholes = [], []
     for _ in range(runs):
-        per.append(one())
+        per.append(cam.run_staged())
         wholes.append(whole())
     per = np.array(per)  # runs x stages, seconds
-    stages = {n: float(np.median(per[:, i]) * 1e3) for i, n in enumerate(names)}
-    return FrameTiming((fh, fw), stages, _latency(wholes), _latency(list(per[:, 3])))
+    stages = {n: float(np.median(per[:, i]) * 1e3) for i, n in enumerate(CameraFrame.STAGES)}
+    return FrameTiming(cam.frame_hw, stages, _latency(wholes), _latency(list(per[:, 3])))

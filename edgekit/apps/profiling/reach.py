@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.apps.profiling.device import DeviceLostError, DeviceProfile
+from edgekit.apps.profiling.latency import FRAME_FIELDS
 from edgekit.core import subprocesses
 from edgekit.errors import DeviceError, EdgekitError, InputError
 
@@ -66,7 +67,8 @@ class LocalReach:
 
         level = level_for(profile.load, threads)  # quiet and under this load, interleaved (0 busy: quiet only)
         cmd = [sys.executable, "-m", "edgekit.apps.profiling.worker", str(artifact.path), delegate, str(threads),
-               str(profile.runs), str(profile.warmup), str(data), str(level.cpu), str(level.memory)]
+               str(profile.runs), str(profile.warmup), str(data), str(level.cpu), str(level.memory),
+               "x".join(str(int(v)) for v in profile.camera)]
         res = subprocesses.run(cmd, "measurement worker", timeout=MEASURE_TIMEOUT_S, error=DeviceError)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode != 0 or not lines:
@@ -78,7 +80,8 @@ class LocalReach:
         return Measured(out["p50_ms"], out["p90_ms"], out["peak_memory_mb"], out["quality"], out["quality_metric"],
                         "this machine", {"placement": out["placement"], "session_memory_mb": out["session_memory_mb"],
                                          **{k: out.get(k) for k in ("load_p50_ms", "load_p90_ms", "load",
-                                                                    "run_options", "p90_ci", "load_p90_ci")}})
+                                                                    "run_options", "p90_ci", "load_p90_ci",
+                                                                    *FRAME_FIELDS)}})
 
 
 #: seconds an adb call may take (pushing a model or a benchmark run takes longer than listing devices)
