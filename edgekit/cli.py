@@ -104,9 +104,11 @@ def inspect(model, input_shapes, as_json):
 @click.option("--color", type=click.Choice(["RGB", "BGR"], case_sensitive=False), help="Channel order.")
 @click.option("--confirm-preprocess", is_flag=True,
               help="Quantize even though the model's first layer suggests another pre-processing.")
+@click.option("--keep-stages", is_flag=True, help="Keep each conversion step's product in the artifact (stages/), "
+              "so that edgekit bisect names the step that introduced an error without rebuilding them.")
 @json_option
 def convert(model, target, output, calib, input_shapes, target_options, help_target, calib_samples, preprocess, mean,
-            std, value_range, color, confirm_preprocess, as_json):
+            std, value_range, color, confirm_preprocess, keep_stages, as_json):
     """Convert MODEL (ONNX file or PyTorch reference) to TARGET and prove parity.
 
     \b
@@ -137,7 +139,7 @@ def convert(model, target, output, calib, input_shapes, target_options, help_tar
         art = do_convert(model, target, output, calib=calib, input_shapes=list(input_shapes),
                          calib_samples=calib_samples, options=options,
                          progress=lambda msg: status.update(msg), preprocess=stated,
-                         confirm_preprocess=confirm_preprocess)
+                         confirm_preprocess=confirm_preprocess, keep_stages=keep_stages)
     if as_json:
         return _emit_json(art.to_dict())
     out.print(f"[green]✓[/] {art.target} -> {art.path}  ({art.size_bytes / 1024:.0f} KiB, route {art.route})")
@@ -782,10 +784,13 @@ def diff_command(artifact, reference, data, samples, threshold_db, worst, isolat
 @click.option("--samples", default=4, show_default=True)
 @click.option("--threshold", "threshold_db", type=float, help="SQNR (dB) below which a layer diverges.")
 @click.option("--no-confirm", is_flag=True, help="Do not re-convert with the culprit kept in float.")
+@click.option("--stages", "stages", type=click.Choice(["auto", "kept", "none"]), default="auto", show_default=True,
+              help="Stage attribution: the products kept by convert --keep-stages, else rebuilt (auto); kept ones "
+                   "only (kept); none.")
 @click.option("--json", "as_json", is_flag=True)
-def bisect_command(artifact, reference, data, samples, threshold_db, no_confirm, as_json):
-    """The first layer where ARTIFACT diverges from its reference; for quantized targets, whether keeping it
-    in float restores parity.
+def bisect_command(artifact, reference, data, samples, threshold_db, no_confirm, stages, as_json):
+    """The first layer where ARTIFACT diverges from its reference, and the first conversion step whose product
+    fails; for quantized targets, whether keeping the layer in float restores parity.
 
     \b
     Example:  edgekit bisect out/student-onnx-int8
@@ -795,7 +800,8 @@ def bisect_command(artifact, reference, data, samples, threshold_db, no_confirm,
 
     with err.status("bisect") as status:
         report = bisect(artifact, reference, data, samples=samples, threshold_db=threshold_db,
-                        confirm=not no_confirm, progress=lambda m: status.update(m))
+                        confirm=not no_confirm, progress=lambda m: status.update(m), stages=stages != "none",
+                        rebuild=stages == "auto")
     if as_json:
         return _emit_json(report.to_dict())
     for line in bisect_lines(report):

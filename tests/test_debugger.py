@@ -275,3 +275,120 @@ def test_a_runtime_without_taps_says_so():
         with pytest.raises(TapsUnavailableError, match="Plain"):
             call()
     assert issubclass(TapsUnavailableError, RuntimeUnavailableError)
+
+
+# ------------------------------------------------------------------------------------------ stage attribution
+
+
+@pytest.fixture(scope="session")
+def staged_int8(tiny_onnx, workdir):
+    """The tiny student as onnx-int8 with every conversion step's product kept."""
+    from edgekit.core.conversion import convert
+
+    return convert(tiny_onnx, "onnx-int8", workdir / "debugger" / "staged-onnx-int8", keep_stages=True)
+
+
+def _flip_initializer(path: Path, name: str) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = next(i for i in model.graph.initializer if i.name == name)
+    w = numpy_helper.to_array(init)
+    flipped = np.clip(_flip(w.astype(np.int16)), -127, 127).astype(w.dtype) if w.dtype == np.int8 else _flip(w)
+    init.CopyFrom(numpy_helper.from_array(flipped, name))
+    onnx.save(model, str(path))
+
+
+def _scale_initializer(path: Path, name: str, factor: float) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = next(i for i in model.graph.initializer if i.name == name)
+    init.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(init) * factor).astype(np.float32), name))
+    onnx.save(model, str(path))
+
+
+def _rehash_stages(folder: Path) -> None:
+    from edgekit.core.files import sha256_file
+
+    manifest = folder / "artifact.json"
+    d = json.loads(manifest.read_text())
+    for entry in [*d["files"].values(), *(f for st in d["stages"] for f in st["files"].values())]:
+        entry["sha256"] = sha256_file(folder / entry["path"])
+    manifest.write_text(json.dumps(d))
+
+
+def test_keep_stages_lists_every_product_with_its_sha256(staged_int8):
+    from edgekit.backends import registry
+    from edgekit.backends.converter import ConversionJob
+    from edgekit.core.artifact import Artifact
+    from edgekit.core.files import sha256_file
+
+    d = json.loads((staged_int8.path / "artifact.json").read_text())
+    names = [st["name"] for st in d["stages"]]
+    job = ConversionJob(None, staged_int8.target, [], {})
+    assert names == ["source", "simplify", *registry.get("onnx").stages(job)]  # declared by the backend
+    for st in d["stages"]:
+        for entry in st["files"].values():
+            file = (staged_int8.path / entry["path"]).resolve()
+            assert staged_int8.path.resolve() in file.parents
+            assert entry["sha256"] == sha256_file(file)
+    assert d["stages"][-1]["files"] == d["files"]  # the last step is the artifact itself
+    assert d["stages"][1]["files"]["model"] == d["reference"]
+    art = Artifact.load(staged_int8.path)
+    assert len(art.stages) == len(names)
+
+
+def test_stage_attribution_names_the_step_holding_the_fault(staged_int8, workdir, capsys):
+    """A fault only in the artifact's own file is the quantization step's; the same fault only in the kept
+    rewrite product (the final file clean) is the rewrite step's; the clean artifact names no step."""
+    from edgekit.apps.debugger import bisect
+    from edgekit.cli import main
+    from edgekit.errors import InputError
+
+    clean = bisect(staged_int8.path, samples=2, confirm=False)
+    assert clean.stage is None and [r.origin for r in clean.stages.stages] == ["kept"] * 3 + ["artifact"]
+    assert all(r.passed for r in clean.stages.stages)
+    node = _victim(staged_int8.reference_file())
+
+    final = copy_tree(staged_int8.path, workdir / "debugger" / "stage-final")
+    _scale_initializer(final / "model.onnx", f"{node.input[1]}_scale", 10.0)  # a corrupted quantization scale
+    _rehash_stages(final)
+    b = bisect(final, samples=2, confirm=False)
+    assert b.stage == "quantize" and b.first.node == node.name
+    assert [r.passed for r in b.stages.stages] == [True, True, True, False]
+
+    early = copy_tree(staged_int8.path, workdir / "debugger" / "stage-early")
+    rewrite = json.loads((early / "artifact.json").read_text())["stages"][2]
+    assert rewrite["name"] == "rewrite"
+    _flip_initializer(early / rewrite["files"]["model"]["path"], node.input[1])
+    _rehash_stages(early)
+    capsys.readouterr()
+    assert main(["bisect", str(early), "--samples", "2", "--no-confirm", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stage"] == "rewrite" and out["first_diverging_node"] is None  # the artifact itself is clean
+    assert out["stages"][2]["first_diverging_node"] == node.name
+    assert [s["passed"] for s in out["stages"]] == [True, True, False, True]
+    assert main(["bisect", str(final), "--samples", "2", "--no-confirm"]) == 0
+    assert "stage: quantize is the first conversion step" in capsys.readouterr().out
+
+    # a kept stage changed after it was recorded is refused before any runtime opens it
+    tampered = copy_tree(early, workdir / "debugger" / "stage-tampered")
+    _flip_initializer(tampered / rewrite["files"]["model"]["path"], node.input[1])
+    with pytest.raises(InputError, match="sha256"):
+        bisect(tampered, samples=1, confirm=False)
+
+
+def test_stages_are_rebuilt_for_an_artifact_that_kept_none(tiny_artifacts, workdir):
+    from edgekit.apps.debugger import bisect
+
+    art = tiny_artifacts("onnx-int8")
+    assert art.stages is None
+    b = bisect(art.path, samples=1, confirm=False)
+    rows = [(r.name, r.origin) for r in b.stages.stages]
+    assert rows == [("reference", "reference"), ("rewrite", "rebuilt"), ("quantize", "artifact")]
+    assert any("rebuilt" in n for n in b.notes)
+    only_kept = bisect(art.path, samples=1, confirm=False, rebuild=False)
+    assert [r.origin for r in only_kept.stages.stages] == ["reference", "artifact"]

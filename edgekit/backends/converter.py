@@ -27,6 +27,48 @@ class ConversionJob:
     options: dict = field(default_factory=dict)
     #: node names (of the source ONNX graph) to keep in float in a quantized target
     keep_float: tuple[str, ...] = ()
+    #: ``convert --keep-stages``: the folder (inside the converter's work directory) that receives each
+    #: intermediate product handed to :meth:`keep_stage`; None: intermediate products are not kept
+    stages_dir: Path | None = None
+    #: the products kept so far in this attempt, in the order of :meth:`Converter.stages`
+    stages: list[StageProduct] = field(default_factory=list)
+    #: number given to the first product kept by the converter (stages before it are edgekit's own)
+    stage_base: int = 0
+
+    def keep_stage(self, name: str, files: dict[str, Path], precision: str, io: IOSpec, fmt: str | None = None,
+                   note: str = "") -> None:
+        """Keep one intermediate product (``files``: role -> a file the converter wrote) as
+        ``stages/<n>-<name>/``; nothing happens unless :attr:`stages_dir` is set. ``fmt``/``precision`` say how
+        to open it (a format's session at that precision); the last declared stage is the artifact itself and
+        is never passed here.
+
+        Raises:
+            OSError: the product cannot be copied.
+        """
+        if self.stages_dir is None:
+            return
+        import shutil
+
+        folder = self.stages_dir / f"{self.stage_base + len(self.stages)}-{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rel = {}
+        for role, src in files.items():
+            shutil.copyfile(src, folder / Path(src).name)
+            rel[role] = (folder / Path(src).name).relative_to(self.stages_dir.parent).as_posix()
+        self.stages.append(StageProduct(name, fmt or self.target.format, precision, rel, io, note))
+
+
+@dataclass
+class StageProduct:
+    """One conversion step's product (``convert --keep-stages``), runnable as ``format``-``precision``."""
+
+    name: str
+    format: str
+    precision: str
+    #: role -> path relative to the artifact folder
+    files: dict[str, str]
+    io: IOSpec
+    note: str = ""
 
 
 @dataclass
@@ -77,6 +119,12 @@ class Converter(Protocol):
     def verifier(self, artifact) -> Session:
         """The session the parity gate runs on a fresh artifact (normally its own runtime)."""
 
+    def stages(self, job: ConversionJob) -> tuple[str, ...]:
+        """The steps ``job``'s route takes after edgekit's prepared ONNX, in order (``("export", "quantize")``):
+        each but the last leaves a product the converter hands to :meth:`ConversionJob.keep_stage`; the last
+        writes the artifact's own files. ``edgekit bisect`` evaluates each product to name the step that
+        introduced an error."""
+
 
 class BaseConverter:
     """Defaults for the optional parts of the :class:`Converter` protocol."""
@@ -101,3 +149,6 @@ class BaseConverter:
         from edgekit.backends.registry import open_session
 
         return open_session(artifact)
+
+    def stages(self, job: ConversionJob) -> tuple[str, ...]:
+        return ("convert",)

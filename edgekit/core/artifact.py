@@ -64,6 +64,10 @@ class Artifact:
     #: the prepared fp32 ONNX the artifact was proved against (relative path); ``validate`` uses it, so
     #: no source recorded in ``artifact.json`` (a ``file.py:factory``) is ever imported again
     reference: str | None = None
+    #: ``convert --keep-stages``: each conversion step's product, in order, the last being the artifact itself:
+    #: ``{name, format, precision, files: {role: path}, io: dict, note}`` (paths checked inside the folder at
+    #: load; each file's sha256, kept in ``sha256: {role: hex}``, is checked by :meth:`stage_files` before use)
+    stages: list[dict] | None = None
 
     def file(self, role: str = "model") -> Path:
         return self.path / self.files[role]
@@ -71,6 +75,26 @@ class Artifact:
     def reference_file(self) -> Path:
         """The stored fp32 ONNX reference (see :attr:`reference`)."""
         return self.path / self.reference
+
+    def stage_files(self, k: int) -> dict[str, Path]:
+        """The files of kept stage ``k`` (see :attr:`stages`), each sha256-checked against ``artifact.json``.
+
+        Raises:
+            InputError: a file is missing, leaves the folder or was changed since it was recorded.
+        """
+        stage = self.stages[k]
+        out = {}
+        for role, rel in stage["files"].items():
+            what = f"artifact {self.path}: stage {k}-{stage['name']} {role} file"
+            file = inside(self.path, rel, what)
+            if not file.is_file():
+                raise InputError(f"{what} {rel} is missing")
+            expected = stage.get("sha256", {}).get(role)
+            if expected is None:
+                raise InputError(f"{what} {rel} has no recorded sha256")
+            verify_sha256(file, expected, what)
+            out[role] = file
+        return out
 
     @property
     def size_bytes(self) -> int:
@@ -94,6 +118,10 @@ class Artifact:
             "audit": self.audit,
             "reference": None if self.reference is None else {
                 "path": self.reference, "sha256": sha256_file(self.path / self.reference)},
+            **({} if self.stages is None else {"stages": [
+                {"name": st["name"], "format": st["format"], "precision": st["precision"],
+                 "files": {r: {"path": f, "sha256": sha256_file(self.path / f)} for r, f in st["files"].items()},
+                 "io": st["io"], "note": st.get("note", "")} for st in self.stages]}),
             "created": self.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
 
@@ -143,6 +171,11 @@ class Artifact:
                 audit=d.get("audit"),
                 created=d.get("created", ""),
                 reference=(d.get("reference") or {}).get("path"),
+                stages=None if d.get("stages") is None else [
+                    {"name": st["name"], "format": st["format"], "precision": st["precision"],
+                     "files": {r: v["path"] for r, v in st["files"].items()},
+                     "sha256": {r: v["sha256"] for r, v in st["files"].items()}, "io": st["io"],
+                     "note": st.get("note", "")} for st in d["stages"]],
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{what} is malformed: {e}") from e
@@ -151,6 +184,11 @@ class Artifact:
             recorded.append(("reference", d["reference"]))
         for role, entry in recorded:
             _verify_entry(p, role, entry)
+        for k, st in enumerate(art.stages or []):  # paths now; each file's sha256 when a stage is opened
+            for role, rel in st["files"].items():
+                what = f"artifact {p}: stage {k}-{st['name']} {role} file"
+                if not inside(p, rel, what).is_file():
+                    raise InputError(f"{what} {rel} is missing")
         return art
 
 
@@ -347,6 +385,7 @@ def _listed_names(manifest: Path) -> set[str] | None:
             return None
         d = json.loads(manifest.read_text(encoding="utf-8"))
         entries = list(d["files"].values()) + ([d["reference"]] if d.get("reference") else [])
+        entries += [f for st in d.get("stages") or [] for f in st["files"].values()]
         names = {MANIFEST}
         for e in entries:
             parts = Path(e["path"]).parts

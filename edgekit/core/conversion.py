@@ -44,7 +44,8 @@ def default_output(model: Any, target: Target) -> Path:
 def convert(model: Any, target: str, output: str | Path | None = None, *, calib: str | Path | None = None,
             input_shapes: list[str] | dict | None = None, calib_samples: int = 32, held_back: int = 8,
             options: dict | None = None, progress: Progress | None = None,
-            preprocess: str | dict | None = None, confirm_preprocess: bool = False) -> Artifact:
+            preprocess: str | dict | None = None, confirm_preprocess: bool = False,
+            keep_stages: bool = False) -> Artifact:
     """Convert ``model`` (ONNX path, PyTorch module or reference) to ``target`` and prove parity.
 
     ``options`` are the target backend's declared converter options (``edgekit convert --help-target T`` lists
@@ -53,6 +54,8 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
     overrides the model card. Quantized targets refuse to guess it (see :mod:`edgekit.core.preprocess`); float
     targets record and report what they assumed. The gate runs on the calibration samples and on held-back
     samples from other families (natural-image-like fields and textures, part of the user's data).
+    ``keep_stages`` keeps each conversion step's product under ``stages/`` in the artifact, listed with its sha256
+    in ``artifact.json`` (``edgekit bisect`` names the step that introduced an error from them).
 
     Returns the published :class:`~edgekit.core.artifact.Artifact`.
 
@@ -84,10 +87,14 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
         checks = _check_inputs(src, gate, tgt, confirm_preprocess, say)
         data, cal = gate.all, gate.calibration
         job = ConversionJob(src, tgt, cal, options)
+        if keep_stages:
+            job.stage_base = len(SOURCE_STAGES)
         reference = src.reference() if src.reference is not None else OrtSession.reference(src)
         ref_out = [reference.run(s) for s in data]
         clip = _TemporalClip(reference, src.io)
         with staging(out, protect=[model, calib]) as stage:
+            if keep_stages:
+                job.stages_dir = stage / STAGES_DIR
             artifact, report = _convert_and_check(converter, job, stage, data, ref_out, say, clip)
             artifact.parity = report.to_dict()
             if clip.skipped:
@@ -106,6 +113,8 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
                                       f"top-1 agreement on all of them to show >= {floor} at 95% confidence")
             shutil.copyfile(src.onnx_path, stage / REFERENCE_FILE)
             artifact.reference = REFERENCE_FILE
+            if keep_stages:
+                artifact.stages = _stage_list(src, Path(work), stage, converter, job, artifact)
             artifact.audit = _audit_at_conversion(artifact, say)
             artifact.save()
     artifact.path = out.absolute()
@@ -144,6 +153,45 @@ class _TemporalClip:
         report = compare_temporal(ref_outs, [candidate.run(s) for s in samples], self.io, rgb, precision_class)
         report.enforced = precision_class != "int8"  # int8: measured and reported (a note), not yet a refusal
         return report
+
+
+#: where ``convert --keep-stages`` puts intermediate products, inside the artifact
+STAGES_DIR = "stages"
+#: edgekit's own steps before any converter: the source as ONNX (a PyTorch export, or the ONNX file given) and
+#: the prepared model (static shapes, simplified: the artifact's ``reference.onnx``)
+SOURCE_STAGES = ("source", "simplify")
+
+
+def _stage_list(src, work: Path, stage: Path, converter, job: ConversionJob, artifact: Artifact) -> list[dict]:
+    """Every step's product, in order: the source as ONNX, the prepared reference, the converter's kept
+    intermediate products (:meth:`ConversionJob.keep_stage`) and the artifact itself (the converter's last step)."""
+    import onnx
+
+    io = src.io.to_dict()
+    out = []
+    given = work / "exported.onnx" if src.kind == "torch" else Path(src.path) if src.kind == "onnx" else None
+    note = "the PyTorch export before simplification" if src.kind == "torch" else "the ONNX model as given"
+    if given is not None and given.is_file():
+        try:
+            external = any(t.data_location == onnx.TensorProto.EXTERNAL
+                           for t in onnx.load(str(given), load_external_data=False).graph.initializer)
+        except (OSError, ValueError) as e:
+            external, note = True, f"not kept: {e}"
+        if not external:
+            folder = stage / STAGES_DIR / f"0-{SOURCE_STAGES[0]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(given, folder / "model.onnx")
+            out.append({"name": SOURCE_STAGES[0], "format": "onnx", "precision": "fp32", "io": io, "note": note,
+                        "files": {"model": f"{STAGES_DIR}/0-{SOURCE_STAGES[0]}/model.onnx"}})
+    out.append({"name": SOURCE_STAGES[1], "format": "onnx", "precision": "fp32", "io": io,
+                "files": {"model": REFERENCE_FILE}, "note": "static shapes, simplified: the stored reference"})
+    out += [{"name": p.name, "format": p.format, "precision": p.precision, "files": dict(p.files),
+             "io": p.io.to_dict(), "note": p.note} for p in job.stages]
+    names = converter.stages(job)
+    out.append({"name": names[-1] if names else "convert", "format": artifact.target.format,
+                "precision": artifact.target.precision, "files": dict(artifact.files), "io": artifact.io.to_dict(),
+                "note": "the artifact itself"})
+    return out
 
 
 def _audit_at_conversion(artifact: Artifact, say: Progress) -> dict | None:
@@ -338,6 +386,7 @@ def _names(names, limit: int = 6) -> str:
 def _attempt(converter, job: ConversionJob, stage: Path, data, ref_out, say: Progress,
              clip: _TemporalClip | None = None) -> tuple[Artifact, ParityReport]:
     say(f"converting to {job.target}")
+    job.stages = []  # this attempt's intermediate products (convert --keep-stages)
     converted = converter.convert(job, stage)
     artifact = Artifact(path=stage, target=job.target, files=converted.files, io=converted.io,
                         source_io=job.source.io, source=job.source.describe(), route=converted.route,

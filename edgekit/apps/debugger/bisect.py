@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgekit.apps.debugger.diff import DiffReport, LayerDiff, Progress, RefGraph, diff, read_graph, reference_model
+from edgekit.apps.debugger.stages import StageReport
 
 
 @dataclass
@@ -27,12 +28,22 @@ class BisectReport:
     #: the keep-float re-conversion: ``{node, kept, passed_before, passed_after, before, after}`` or None
     confirmation: dict | None = None
     notes: list[str] = field(default_factory=list)
+    #: stage attribution (None: not asked for)
+    stages: StageReport | None = None
+    #: runtime runs this bisect made: tapped and untapped runs, cut-out layers, stage products (each on every sample)
+    runs: int = 0
+
+    @property
+    def stage(self) -> str | None:
+        """The first conversion step whose product fails the target's tolerance (None: none, or not evaluated)."""
+        return self.stages.first_failing if self.stages else None
 
     def to_dict(self) -> dict:
         return {"artifact": self.diff.artifact, "target": self.diff.target,
                 "first_diverging_node": self.first.node if self.first else None,
                 "first_diverging": asdict(self.first) if self.first else None,
-                "stage": None, "threshold_db": self.diff.threshold_db, "keep_float_node": self.keep_float_node,
+                "stage": self.stage, "stages": [r.to_dict() for r in self.stages.stages] if self.stages else None,
+                "runs": self.runs, "threshold_db": self.diff.threshold_db, "keep_float_node": self.keep_float_node,
                 "remedy": self.remedy, "confirmation": self.confirmation, "notes": self.notes,
                 "unmatched": len(self.diff.unmatched), "matched": len(self.diff.layers),
                 "observer": self.diff.observer}
@@ -40,9 +51,11 @@ class BisectReport:
 
 def bisect(artifact, reference: str | Path | None = None, data: str | Path | None = None, samples: int = 4,
            threshold_db: float | None = None, threads: int = 1, confirm: bool = True,
-           progress: Progress | None = None) -> BisectReport:
+           progress: Progress | None = None, stages: bool = True, rebuild: bool = True) -> BisectReport:
     """Find the first diverging layer of ``artifact`` and, for quantized targets, re-convert it with that
-    layer kept in float to confirm the culprit.
+    layer kept in float to confirm the culprit. With ``stages``, also name the first conversion step whose
+    product fails the target's tolerance (:mod:`edgekit.apps.debugger.stages`: the products kept by
+    ``convert --keep-stages``, else rebuilt from the reference unless ``rebuild`` is off).
 
     Raises:
         InputError: the artifact, its reference or the data cannot be used.
@@ -55,8 +68,15 @@ def bisect(artifact, reference: str | Path | None = None, data: str | Path | Non
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     report = diff(art, reference, data, samples=samples, threads=threads, threshold_db=threshold_db, progress=say)
     first = report.first_diverging
-    out = BisectReport(report, first, notes=list(report.notes))
-    out.notes.append("stage attribution (which conversion step introduced the error) is not implemented yet")
+    out = BisectReport(report, first, notes=list(report.notes), runs=report.runs)
+    if stages:
+        from edgekit.apps.debugger.stages import attribute
+
+        with reference_model(art, reference) as (ref_path, io):
+            out.stages = attribute(art, ref_path, io, data, samples, 4242, report.threshold_db, rebuild, say,
+                                   final_diff=report)
+        out.notes += out.stages.notes
+        out.runs += len(out.stages.stages) * samples * 3  # a tapped, an untapped and a plain run per sample
     if first is None:
         out.remedy = (f"no aligned layer falls below {report.threshold_db:.1f} dB and stays there or fails alone; "
                       f"{len(report.unmatched)} reference node(s) could not be aligned (see edgekit diff)")

@@ -234,6 +234,8 @@ class DiffReport:
     observer: dict
     notes: list[str] = field(default_factory=list)
     reference_nodes: int = 0
+    #: runtime runs made: one tapped and one untapped run per sample, one per cut-out layer and sample
+    runs: int = 0
 
     @property
     def first_diverging(self) -> LayerDiff | None:
@@ -342,11 +344,12 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
                                                                    ref_vals[tensor].shape))
             if isolated != "none" and k < isolated_samples:
                 kept.append((x, ref_vals))
+        chunk_runs = 0
         if isolated != "none":
             only = {t for t, st in stats.items() if isolated == "all" or st.sqnr_db < thr + ISOLATED_MARGIN_DB}
             say(f"isolated error of {len(only)} layer(s): each cut out and fed the reference's inputs")
             for x, ref_vals in kept:
-                _isolated(sess, taps, matches, ref_vals, x, io, shapes, iso, iso_notes, only)
+                chunk_runs += _isolated(sess, taps, matches, ref_vals, x, io, shapes, iso, iso_notes, only)
             for t in set(stats) - only:
                 iso_notes[t] = (f"not measured: cumulative SQNR over the threshold + {ISOLATED_MARGIN_DB:.0f} dB "
                                 "(--isolated all measures every layer)")
@@ -379,7 +382,8 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
             notes.append(f"isolated errors are measured on the first {isolated_samples} sample(s)")
         return DiffReport(str(art.path), str(art.target), type(sess).__name__, len(inputs), thr, tol_class, layers,
                           unmatched_rows, [t.name for t in taps if t.name not in matched_taps], observer_d, notes,
-                          reference_nodes=len(graph.nodes))
+                          reference_nodes=len(graph.nodes),
+                          runs=2 * len(inputs) + chunk_runs)
     finally:
         sess.close()
         ref.close()
@@ -620,8 +624,10 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _isolated(sess, taps, matches: dict, ref_vals: dict, x: dict, io, shapes: dict, iso: dict, notes: dict,
-              only: set[str]) -> None:
-    """Run each aligned layer alone, fed the reference's values, where the runtime can cut a sub-model."""
+              only: set[str]) -> int:
+    """Run each aligned layer alone, fed the reference's values, where the runtime can cut a sub-model; returns
+    the number of cut-out runs made."""
+    runs = 0
     from edgekit.backends.session import TapsUnavailableError, _to_native
 
     native = {nspec.name: _to_native(np.asarray(x[spec.name]), spec, nspec)
@@ -648,6 +654,7 @@ def _isolated(sess, taps, matches: dict, ref_vals: dict, x: dict, io, shapes: di
         if feeds is None:
             continue
         try:
+            runs += 1
             y = sess.run_chunk(tap_name, feeds)
         except TapsUnavailableError as e:
             notes[tap_name] = str(e)
@@ -657,6 +664,7 @@ def _isolated(sess, taps, matches: dict, ref_vals: dict, x: dict, io, shapes: di
             notes[tap_name] = f"the cut-out layer computed shape {tuple(np.shape(y))}"
             continue
         iso.setdefault(tap_name, ErrorStats()).add(ref_vals[tensor], cand)
+    return runs
 
 
 # --------------------------------------------------------------------------------------------- divergence

@@ -106,5 +106,28 @@ def bisect_lines(report: BisectReport) -> list[str]:
             lines.append(f"  keeping {escape(c['node'])} in float restores parity: {yes}")
             lines.append(f"    artifact:       {escape(c['before'])}")
             lines.append(f"    re-converted:   {escape(c['after'])}" + (f" ({escape(c['note'])})" if c["note"] else ""))
+    lines += stage_lines(report)
     lines += [f"[yellow]note:[/] {escape(n)}" for n in report.notes]
+    return lines
+
+
+def stage_lines(report: BisectReport) -> list[str]:
+    """Which conversion step introduced the error, then one line per step."""
+    if report.stages is None:
+        return []
+    st = report.stages
+    if st.first_failing:
+        lines = [f"[red]stage:[/] {escape(st.first_failing)} is the first conversion step whose product fails the "
+                 f"{report.diff.tolerance_class} tolerance"]
+    elif any(r.passed is None for r in st.stages):
+        lines = ["[yellow]stage: no evaluated step fails the tolerance; some could not be evaluated[/]"]
+    else:
+        lines = [f"[green]stage: every conversion step's product passes the {report.diff.tolerance_class} "
+                 "tolerance[/]"]
+    for r in st.stages:
+        mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]n/a[/]"}[r.passed]
+        sqnr = "-" if r.sqnr_db is None else _db(r.sqnr_db) + ("" if r.sqnr_db >= SQNR_EXACT else " dB")
+        note = f" ({escape(r.note)})" if r.note else ""
+        lines.append(f"  {r.index}. {escape(r.name):<10} {r.runs_as:<14} {r.origin:<9} {mark}  outputs SQNR {sqnr}"
+                     f"  {escape(r.summary)}{note}")
     return lines

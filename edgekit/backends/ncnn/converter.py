@@ -35,8 +35,19 @@ class NcnnConverter(BaseConverter):
     def alternatives(self, job: ConversionJob) -> list[dict]:
         return [{"calibration_method": "aciq"}] if job.target.is_quantized else []
 
+    def stages(self, job: ConversionJob) -> tuple[str, ...]:
+        return {"fp32": ("export",), "fp16": ("export", "fp16")}.get(job.target.precision, ("export", "quantize"))
+
     def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
+        if job.stages_dir is not None and job.target.precision == "fp16":  # pnnx's fp32 export, kept apart
+            plain = workdir / ".export"
+            plain.mkdir()
+            p32, b32, _ = export_pnnx(job, plain, fp16=False)
+            job.keep_stage("export", {"model": p32, "weights": b32}, "fp32", ncnn_io(job.source.io))
+            shutil.rmtree(plain)
         param, binf, notes = export_pnnx(job, workdir, fp16=job.target.precision == "fp16")
+        if job.target.is_quantized:
+            job.keep_stage("export", {"model": param, "weights": binf}, "fp32", ncnn_io(job.source.io))
         options = {"weights": "fp16" if job.target.precision == "fp16" else "fp32"}
         kept: tuple[str, ...] = ()
         if job.target.is_quantized:

@@ -19,6 +19,12 @@ class OnnxConverter(BaseConverter):
     def check_available(self) -> None:
         require("onnxruntime")
 
+    def stages(self, job: ConversionJob) -> tuple[str, ...]:
+        if not job.target.is_quantized:
+            return ("copy",)
+        return ("rewrite", "quantize") if job.options.get("hard_activations", "decompose") == "decompose" \
+            else ("quantize",)
+
     def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
         out = workdir / "model.onnx"
         options: dict = {}
@@ -76,6 +82,9 @@ def quantize_static_qdq(job: ConversionJob, out: Path) -> dict:
     model, rewritten = decompose_hard_activations(job.source.model) \
         if job.options.get("hard_activations", "decompose") == "decompose" else (job.source.model, 0)
     onnx.save(model, str(rewritten_path))
+    if job.options.get("hard_activations", "decompose") == "decompose":
+        job.keep_stage("rewrite", {"model": rewritten_path}, "fp32", job.source.io,
+                       note=f"{rewritten} hard activation(s) decomposed for int8")
     try:
         quant_pre_process(str(rewritten_path), str(pre), skip_symbolic_shape=True)
         try:

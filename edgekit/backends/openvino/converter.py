@@ -29,6 +29,9 @@ class OpenVINOConverter(BaseConverter):
     def alternatives(self, job: ConversionJob) -> list[dict]:
         return [{"nncf_mode": "accuracy_control"}] if job.target.is_quantized else []
 
+    def stages(self, job: ConversionJob) -> tuple[str, ...]:
+        return {"fp32": ("convert",), "fp16": ("convert", "fp16")}.get(job.target.precision, ("convert", "quantize"))
+
     def convert(self, job: ConversionJob, workdir: Path) -> ConvertedModel:
         ov = require("openvino")
         try:
@@ -37,6 +40,15 @@ class OpenVINOConverter(BaseConverter):
             raise ConversionError(f"OpenVINO could not read the model: {e}") from e
         options = {"inference_precision": job.options.get("inference_precision", "f32")}
         kept: tuple[str, ...] = ()
+        if job.stages_dir is not None and job.target.precision != "fp32":  # the fp32 IR before fp16 / NNCF
+            plain = workdir / ".convert"
+            plain.mkdir()
+            ov.save_model(model, str(plain / "model.xml"), compress_to_fp16=False)
+            job.keep_stage("convert", {"model": plain / "model.xml", "weights": plain / "model.bin"}, "fp32",
+                           job.source.io)
+            import shutil
+
+            shutil.rmtree(plain)
         if job.target.is_quantized:
             model, quant_options = _quantize(model, job)
             kept = tuple(quant_options.pop("kept_float", ()))

@@ -62,6 +62,13 @@ class TFLiteConverter(BaseConverter):
             out.append({"route": "litert-torch", "onnx2tf_transpose": []})
         return out
 
+    def stages(self, job: ConversionJob) -> tuple[str, ...]:
+        if job.options.get("route", _route(job)) == "litert-torch":
+            return ("convert",)
+        p = job.target.precision
+        rewrite = ("rewrite",) if p == "int8" and job.options.get("hard_activations") == "decompose" else ()
+        return (*rewrite, "layout") + ({"fp32": (), "fp16": ("fp16",)}.get(p, ("quantize",)))
+
     def keep_float_unsupported(self, job: ConversionJob) -> str | None:
         if job.target.precision != "int8":
             return f"only tflite-int8 can keep layers in float, not {job.target}"
@@ -128,6 +135,8 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
         if rewritten:
             onnx_in = work / src.onnx_path.name
             onnx.save(model, str(onnx_in))
+        job.keep_stage("rewrite", {"model": onnx_in}, "fp32", src.io, fmt="onnx",
+                       note=f"{rewritten} hard activation(s) decomposed for int8")
     cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_in), "-o", str(work / "tf"), "-coion", "-nuo",
            "-n", "-rtpo", "Erf", "GeLU"]
     if keep_nchw:
@@ -167,6 +176,10 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
         tail = "\n".join(log.strip().splitlines()[-3:])
         raise ConversionError(f"onnx2tf exited 0 but did not write {produced.name}: {_strip_ansi(tail)}")
     final = workdir / "model.tflite"
+    float32 = work / "tf" / f"{src.onnx_path.stem}_{ONNX2TF_FILES['fp32']}.tflite"
+    if job.stages_dir is not None and (mixed or key != "fp32"):  # onnx2tf's float32 NHWC model, before fp16/int8
+        job.keep_stage("layout", {"model": produced if mixed else float32}, "fp32",
+                       native_io(produced if mixed else float32, src.io, "NCHW" if keep_nchw else "NHWC", "NHWC"))
     os.replace(produced, final)
     _remove_tree(work)
     (workdir / ".onnx2tf.log").unlink()
