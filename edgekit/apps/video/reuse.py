@@ -226,6 +226,8 @@ class MaskReuse:
 
     budget: ReuseBudget
     records: list[FrameRecord] = field(default_factory=list)
+    #: a fixed k (= ``budget.max_k``), no adaptation, no checks: the baseline the adaptive policy is measured against
+    fixed: bool = False
 
     def __post_init__(self):
         self.carry = make_carry(self.budget.method)
@@ -271,6 +273,8 @@ class MaskReuse:
             budget = self.budget.safety * (1.0 - self.budget.min_iou)
             if self.since + 1 >= self.budget.max_k:
                 why = "max_k"
+            elif self.fixed:
+                why = ""
             elif rate is None:
                 why = "k"  # no measurement of the carry's error yet: measure it on the next frame
             elif self._residual_spike(residual) or rate * motion > budget:
@@ -325,7 +329,7 @@ class MaskReuse:
         below = [r.frame for r in inferred if r.iou is not None and r.iou < self.budget.min_iou]
         why = {w: sum(r.why == w for r in inferred) for w in ("first", "reset", "k", "max_k", "motion", "backoff")}
         capped = []
-        if gaps and max(gaps) < self.budget.max_k:
+        if gaps and max(gaps) < self.budget.max_k and not self.fixed:
             capped.append(f"k stayed at or below {max(gaps)} of max_k {self.budget.max_k}: the carry's measured "
                           f"error for the motion seen would pass the IoU budget {self.budget.min_iou}")
         if why["motion"]:
