@@ -757,8 +757,10 @@ def schema(name):
 @click.option("--isolated", type=click.Choice(["low", "all", "none"]), default="low", show_default=True,
               help="Layers whose isolated error (a cut sub-model fed the reference) is measured: those near or "
                    "below the threshold, all, or none.")
+@click.option("--overlay", type=click.Path(path_type=Path), help="Also write each layer's SQNR as Model Explorer "
+              "node data (JSON) for the reference ONNX graph.")
 @click.option("--json", "as_json", is_flag=True)
-def diff_command(artifact, reference, data, samples, threshold_db, worst, isolated, as_json):
+def diff_command(artifact, reference, data, samples, threshold_db, worst, isolated, overlay, as_json):
     """Per-layer error of ARTIFACT against its fp32 reference, in every tensor its runtime exposes.
 
     \b
@@ -770,6 +772,11 @@ def diff_command(artifact, reference, data, samples, threshold_db, worst, isolat
     with err.status("diff") as status:
         report = diff(artifact, reference, data, samples=samples, threshold_db=threshold_db,
                       isolated=isolated, progress=lambda m: status.update(m))
+    if overlay is not None:
+        from edgekit.apps.debugger.overlay import write_overlay
+
+        write_overlay(report, overlay)
+        err.print(f"wrote the Model Explorer overlay {overlay}", highlight=False, soft_wrap=True)
     if as_json:
         return _emit_json(report.to_dict())
     out.print(diff_table(report, worst))

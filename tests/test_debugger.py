@@ -392,3 +392,45 @@ def test_stages_are_rebuilt_for_an_artifact_that_kept_none(tiny_artifacts, workd
     assert any("rebuilt" in n for n in b.notes)
     only_kept = bisect(art.path, samples=1, confirm=False, rebuild=False)
     assert [r.origin for r in only_kept.stages.stages] == ["reference", "artifact"]
+
+
+def test_overlay_is_model_explorer_node_data_with_the_diffs_own_numbers(tiny_artifacts, workdir, capsys):
+    """--overlay writes Model Explorer's single-graph node data (results keyed by the reference's output tensor
+    names, numeric values, ascending thresholds); each value is the layer's SQNR, recomputed here with ONNX
+    Runtime on both models with the tensor exposed."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgekit.cli import main
+    from edgekit.core import calibration
+
+    art = tiny_artifacts("onnx-fp32")
+    node = _victim(art.reference_file())
+    folder = _onnx_fault(art, workdir / "debugger" / "overlay-fault", node)
+    path = workdir / "debugger" / "overlay.json"
+    capsys.readouterr()
+    assert main(["diff", str(folder), "--samples", "2", "--isolated", "none", "--overlay", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert set(data) <= {"results", "thresholds", "gradient"} and data["results"]
+    ref = onnx.load(str(art.reference_file()))
+    outputs = {o for n in ref.graph.node for o in n.output}
+    assert set(data["results"]) <= outputs
+    assert all(set(v) == {"value"} and isinstance(v["value"], (int, float)) for v in data["results"].values())
+    values = [t["value"] for t in data["thresholds"]]
+    assert values == sorted(values) and all(isinstance(t["bgColor"], str) for t in data["thresholds"])
+    # the victim's output and a tensor before it, recomputed independently
+    order = [o for n in ref.graph.node for o in n.output if o in data["results"]]
+    checked = [node.output[0], order[0], order[-1]]
+    xs = calibration.samples(art.source_io, None, n=2, seed=4242)
+
+    def exposed(path_: Path):
+        m = onnx.load(str(path_))
+        m.graph.output.extend([onnx.helper.make_empty_tensor_value_info(t) for t in checked])
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    r_sess, c_sess = exposed(art.reference_file()), exposed(folder / "model.onnx")
+    for t in checked:
+        r = np.concatenate([r_sess.run([t], x)[0].ravel() for x in xs])
+        c = np.concatenate([c_sess.run([t], x)[0].ravel() for x in xs])
+        assert data["results"][t]["value"] == pytest.approx(_sqnr(r, c), abs=0.01), t
+    assert data["results"][node.output[0]]["value"] < values[0]  # the broken layer falls in the first colour
