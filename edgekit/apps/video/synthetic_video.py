@@ -38,9 +38,9 @@ def synthetic_clip(n: int, hw: tuple[int, int] = (720, 1280), seed: int = 0, mot
 def paced_clip(speeds: list[float], hw: tuple[int, int] = (144, 256), seed: int = 0,
                jumps: dict[int, float] | None = None, noise: float = 2.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """BGR uint8 frames and exact masks of a person who sways left and right at ``speeds[t]`` pixels per frame
-    (and turns, and scales with the pace) over a fixed textured background: ``len(speeds)`` frames. ``jumps``
-    maps a frame index to a sudden sideways jump in pixels at that frame (a cut, a fast lunge). ``noise`` is
-    camera noise sigma in 0-255 units."""
+    (and turns, scales and leans with the pace: the head sways half as far again as the hips) over a fixed
+    textured background: ``len(speeds)`` frames. ``jumps`` maps a frame index to a sudden sideways jump in pixels
+    at that frame (a cut, a fast lunge). ``noise`` is camera noise sigma in 0-255 units."""
     rng = np.random.default_rng(seed)
     H, W = hw
     bg = synthetic.background(rng, H, W)
@@ -58,6 +58,8 @@ def paced_clip(speeds: list[float], hw: tuple[int, int] = (144, 256), seed: int 
         scale = 1.0 + 0.06 * np.sin(x / travel * np.pi / 2)
         M = cv2.getRotationMatrix2D((W / 2, H), angle, scale)
         M[0, 2] += x
+        lean = 0.5 * x  # the head sways further than the hips (a shear: not a rotation, scale and shift)
+        M = (np.float64([[1, -lean / H, lean], [0, 1, 0], [0, 0, 1]]) @ np.vstack([M, [0, 0, 1]]))[:2]
         f = cv2.warpAffine(fg, M, (W, H), borderMode=cv2.BORDER_REFLECT)
         m = cv2.warpAffine(mask, M, (W, H), borderMode=cv2.BORDER_CONSTANT)
         img = f * m[..., None] + bg * (1 - m[..., None])
