@@ -64,13 +64,16 @@ def test_real_sweep_chooses_a_config_that_fits(swept):
     assert {p.resolution for p in result.points} == {(256, 256), (144, 256)}
     assert calls[-1] == ("done", 6, 6)
     chosen = result.choice.chosen
-    assert chosen.loaded and chosen.load_p90_ms <= result.choice.budget_ms  # the tail under load fits
-    fits = [p.quality for p in result.points if p.load_p90_ms <= result.choice.budget_ms]
+    # the whole camera frame's tail under load fits (resize, colour, normalize, model, mask upsample)
+    assert chosen.budget_basis[0] == "frame p90 under load" and chosen.load_e2e_p90_ms <= result.choice.budget_ms
+    fits = [p.quality for p in result.points if p.load_e2e_p90_ms <= result.choice.budget_ms]
     assert chosen.quality >= max(fits) - 1e-3
     assert result.choice.fallback is not None and result.choice.fallback.format != chosen.format
     for p in result.points:
         assert p.p50_ms > 0 and p.p90_ms >= p.p50_ms and 50 < p.peak_memory_mb < 4000
         assert p.load_p90_ms >= p.load_p50_ms > 0 and p.load == default_level(usable_cpus(), 1).to_dict()
+        assert p.frame == [720, 1280] and set(p.stages_ms) == {"resize", "colour", "normalize", "model", "upsample"}
+        assert p.load_e2e_p90_ms >= p.load_e2e_p50_ms > 0 and p.e2e_p90_ms >= p.e2e_p50_ms > 0
         assert p.run_options["threads"] == 1 and p.run_options["spin"] in (False, None)
         assert p.quality_metric == "mask IoU" and 0.9 < p.quality <= 1.0
     assert chosen.label() in result.choice.why

@@ -153,7 +153,6 @@ def model_entries(config: dict) -> list[ModelEntry]:
         InputError: the config contradicts itself or its artifacts (a resolution the artifact cannot take,
             an input process cannot feed).
     """
-    pre = config["preprocessing"]
     inp = config["input"]
     if [inp["height"], inp["width"]] != list(config["runtime"]["resolution"]):
         raise InputError(f"app config: input is {inp['height']}x{inp['width']} but runtime.resolution is "
@@ -164,25 +163,36 @@ def model_entries(config: dict) -> list[ModelEntry]:
         if not e:
             continue
         key = e["target"] if all(x.key != e["target"] for x in entries) else f"{e['target']}-{role}"
-        entry = ModelEntry(role, key, e["target"], e["runtime"], e["delegate"], e["threads"],
-                           (int(e["resolution"][0]), int(e["resolution"][1])), e["artifact_dir"], pre["color"],
-                           tuple(pre["value_range"]), tuple(pre["mean"]), tuple(pre["std"]))
-        art = Artifact.load(entry.artifact_dir)
-        src = art.source_io.inputs[0] if art.source_io.inputs else None
-        if src is None or not src.is_image or src.channels != 3 or len(art.source_io.inputs) != 1:
-            raise InputError(f"app config: the {role} artifact does not take one 3-channel image, which is what "
-                             "process feeds it")
-        native = art.io.inputs[0]
-        if role == "runtime" and (inp["name"], [int(d) for d in inp["shape"]], inp["layout"], inp["dtype"]) != (
-                native.name, [int(d) if isinstance(d, int) else d for d in native.shape], native.layout, native.dtype):
-            raise InputError(f"app config: input {inp['name']} {inp['shape']} {inp['layout']} {inp['dtype']} is not "
-                             f"the runtime artifact's input ({native.name} {list(native.shape)} {native.layout} "
-                             f"{native.dtype})")
-        if src.is_static and src.hw != entry.hw:
-            raise InputError(f"app config: {role}.resolution is {entry.hw[0]}x{entry.hw[1]} but its artifact takes "
-                             f"{src.hw[0]}x{src.hw[1]}")
-        entries.append(entry)
+        entries.append(config_entry(config, role, key, e))
     return entries
+
+
+def config_entry(config: dict, role: str, key: str, e: dict) -> ModelEntry:
+    """One runtime entry of the config (its runtime, fallback or a ladder rung) as a :class:`ModelEntry`,
+    checked against its artifact.
+
+    Raises:
+        InputError: the entry contradicts its artifact or the config's input.
+    """
+    pre, inp = config["preprocessing"], config["input"]
+    entry = ModelEntry(role, key, e["target"], e["runtime"], e["delegate"], e["threads"],
+                       (int(e["resolution"][0]), int(e["resolution"][1])), e["artifact_dir"], pre["color"],
+                       tuple(pre["value_range"]), tuple(pre["mean"]), tuple(pre["std"]))
+    art = Artifact.load(entry.artifact_dir)
+    src = art.source_io.inputs[0] if art.source_io.inputs else None
+    if src is None or not src.is_image or src.channels != 3 or len(art.source_io.inputs) != 1:
+        raise InputError(f"app config: the {role} artifact does not take one 3-channel image, which is what "
+                         "process feeds it")
+    native = art.io.inputs[0]
+    if role == "runtime" and (inp["name"], [int(d) for d in inp["shape"]], inp["layout"], inp["dtype"]) != (
+            native.name, [int(d) if isinstance(d, int) else d for d in native.shape], native.layout, native.dtype):
+        raise InputError(f"app config: input {inp['name']} {inp['shape']} {inp['layout']} {inp['dtype']} is not "
+                         f"the runtime artifact's input ({native.name} {list(native.shape)} {native.layout} "
+                         f"{native.dtype})")
+    if src.is_static and src.hw != entry.hw:
+        raise InputError(f"app config: {role}.resolution is {entry.hw[0]}x{entry.hw[1]} but its artifact takes "
+                         f"{src.hw[0]}x{src.hw[1]}")
+    return entry
 
 
 def _same(a, b) -> bool:
@@ -222,11 +232,15 @@ class ConfiguredCalls(StageCalls):
         self.reuse = None
         #: frames whose model ran at another resolution than the reuse works at (a fallback), so reuse restarted
         self.reuse_bypassed: list[int] = []
+        #: the config's fallback ladder (:class:`~edgekit.apps.video.ladder.LadderFollower`), when it has one
+        self.ladder = None
 
     def __call__(self, stage: Stage, choice: str, values: dict, frame: int) -> dict:
         entry = self.entries.get(stage.format_of(choice)) if stage.is_model else None
         if entry is None:
             return super().__call__(stage, choice, values, frame)
+        if self.ladder is not None and entry.role == "runtime":  # the rung the ladder is on now
+            entry = self.ladder.current
         if self.reuse is not None and stage.name == "segment" and "seg_gray" in values:
             if entry.hw != self.primary_hw:  # the carried masks are at the primary's resolution: start again
                 self.reuse_bypassed.append(frame)
@@ -244,12 +258,16 @@ class ConfiguredCalls(StageCalls):
         if unit in self.injected and frame >= self.injected[unit]:
             raise DeviceError(f"unit {unit} failed (injected fault at frame {self.injected[unit]})")
         x = values[stage.inputs[0]] if entry.hw == self.primary_hw else entry.prepare(values["frame"])
+        rung = entry.role.startswith("ladder")
         with self._cores(entry.threads):
-            session = self._session(stage, choice)
+            session = self.ladder.session(entry) if rung else self._session(stage, choice)
             spec = session.io.inputs[0]
             if spec.layout == "NHWC":
                 x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            t0 = time.perf_counter()
             out = session.run({spec.name: x.astype(spec.dtype, copy=False)})
+            if self.ladder is not None and (rung or entry.role == "runtime"):
+                self.ladder.observe(frame, (time.perf_counter() - t0) * 1e3)
         # the kernels take masks as 1x1xHxW: a model whose outputs are NHWC (a TFLite source's) gives 1xHxWx1
         return dict(zip(stage.outputs, [to_layout(out[t.name], t.layout, "NCHW") for t in session.io.outputs]))
 
@@ -469,6 +487,7 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
     if entries:
         chosen = p.assignment["segment"]
         model_info = {"choice": chosen, **calls.entries[spec_stage(spec, "segment").format_of(chosen)].describe()}
+        _follow_ladder(cfg, calls, entries, model_info["role"] == "runtime", notes)
     every = max(1, (src.expected or 60) // samples)
     pairs, done = [], 0
     size = first.shape
@@ -520,6 +539,15 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
                                                     f"and moved to {m['to']}: {m['reason']}"))
     deviations += [_deviation("fail-over", f"frame {m['frame']}: stage {m['stage']} failed on {m['from']} and "
                                            f"moved to {m['to']}: {m['reason']}") for m in moves]
+    if calls.ladder is not None:
+        model_info["ladder"] = calls.ladder.to_dict()
+        steps = [_deviation("ladder", sw.message()) for sw in calls.ladder.switches]
+        if steps and strict:
+            raise _strict_error(steps[0])
+        deviations += steps
+        if calls.ladder.exhausted_at is not None:
+            notes.append(f"frame {calls.ladder.exhausted_at}: the last rung of the ladder "
+                         f"({calls.ladder.current.label()}) missed its budget too; there is nothing faster to step to")
     wall = time.perf_counter() - t0
     if src.stopped:
         notes.insert(0, src.stopped)
@@ -535,6 +563,21 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
     writer.close(info={"config": str(cfg.get("device", "")), "model": model_info, "deviations": deviations,
                        "notes": notes, "reuse": {k: v for k, v in reuse_info.items() if k != "k_series"}})
     return report
+
+
+def _follow_ladder(cfg: dict, calls: ConfiguredCalls, entries: list[ModelEntry], primary_runs: bool,
+                   notes: list[str]) -> None:
+    """Attach the config's fallback ladder to the segmentation calls (it starts from the config's runtime, so
+    it is followed only when that runs)."""
+    from edgekit.apps.video.ladder import follower_for
+
+    follower = follower_for(cfg, entries[0], lambda role, key, rung: config_entry(cfg, role, key, rung))
+    if follower is None:
+        return
+    if not primary_runs:
+        notes.append("the app config's ladder starts from its runtime, which does not run here; it is not followed")
+        return
+    calls.ladder = follower
 
 
 def spec_stage(spec: PipelineSpec, name: str) -> Stage:

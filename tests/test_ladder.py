@@ -1,0 +1,148 @@
+"""The fallback ladder: built from measured points, shipped in the app config with every rung's files hashed, and
+followed by `edgekit process` when the runtime misses its budget, with every switch reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgekit.apps.profiling.appconfig import export_config, load_config
+from edgekit.apps.profiling.choose import LADDER_QUALITY, LADDER_STEP, build_ladder, choose
+from edgekit.apps.profiling.device import load_profile
+from edgekit.apps.profiling.sweep import Point, cached_artifact
+from edgekit.errors import InputError, RuntimeUnavailableError
+
+PROFILE = """
+id: ladder-cpu
+hardware: cpu
+reach: local
+targets: [onnx-fp32]
+threads: [1, 2]
+resolutions: [[144, 256], [96, 160]]
+budget: {fps: 30, model_share: 0.4}
+"""
+
+
+def _pt(target: str, hw, threads: int, frame_p90: float, quality: float, artifact: str = "") -> Point:
+    return Point(tuple(hw), target, "cpu", threads, p50_ms=frame_p90 / 2, p90_ms=frame_p90 / 1.5,
+                 quality=quality, quality_metric="mask IoU", artifact=artifact, e2e_p50_ms=frame_p90 * 0.8,
+                 e2e_p90_ms=frame_p90 * 0.9, load_p50_ms=frame_p90 / 1.8, load_p90_ms=frame_p90 / 1.2,
+                 load_e2e_p90_ms=frame_p90, load={"cpu": 1, "memory": 1})
+
+
+def test_ladder_steps_down_by_a_clear_margin_keeping_quality():
+    chosen = _pt("ncnn-fp16", (256, 256), 2, 10.0, 1.0)
+    points = [chosen,
+              _pt("ncnn-fp16", (256, 256), 1, 7.5, 1.0),       # threads only: the smallest change, 1.33x faster
+              _pt("onnx-fp32", (256, 256), 1, 7.0, 1.0),       # faster, but another runtime
+              _pt("ncnn-fp16", (144, 256), 1, 5.0, 0.97),      # lower resolution
+              _pt("ncnn-int8", (144, 256), 1, 2.0, 0.80),      # fast but below the quality floor
+              _pt("onnx-fp32", (144, 256), 1, 3.9, 0.97),
+              _pt("ncnn-fp16", (256, 256), 4, 9.5, 1.0)]       # not 1.25x faster: never a rung
+    ladder = build_ladder(chosen, points)
+    labels = [p.label() for p, _ in ladder]
+    assert labels == ["ncnn-fp16 cpu 1T 256x256", "ncnn-fp16 cpu 1T 144x256", "onnx-fp32 cpu 1T 144x256"]
+    above = chosen
+    for p, reason in ladder:  # each rung clearly faster than the one above, and good enough
+        assert p.load_e2e_p90_ms <= LADDER_STEP * above.load_e2e_p90_ms
+        assert p.quality >= LADDER_QUALITY * chosen.quality
+        assert f"{above.load_e2e_p90_ms:.2f} -> {p.load_e2e_p90_ms:.2f} ms" in reason
+        above = p
+    assert "2 -> 1 thread(s)" in ladder[0][1] and "256x256 -> 144x256" in ladder[1][1]
+    assert "ncnn-fp16 -> onnx-fp32" in ladder[2][1]
+
+
+def test_budget_is_checked_against_the_whole_frame_under_load():
+    # the model alone fits 8 ms on both; only the first point's whole frame under load does
+    a = _pt("onnx-fp32", (144, 256), 1, 7.9, 0.98)
+    b = _pt("ncnn-fp16", (256, 256), 1, 12.0, 1.0)
+    assert b.load_p90_ms <= 10.0 and b.p90_ms <= 8.0
+    c = choose([a, b], budget_ms=8.0)
+    assert c.chosen is a and "frame p90 7.90 ms under load" in c.why
+    assert a.budget_basis[0] == "frame p90 under load"
+    # a point measured without frames is checked on what it has, and says so
+    d = Point((144, 256), "tflite-fp32", "cpu", 1, p50_ms=3.0, p90_ms=4.0, quality=0.99, quality_metric="mask IoU")
+    assert d.budget_basis == ("model p90 (quiet)", 4.0, None)
+
+
+@pytest.fixture(scope="module")
+def ladder_config(tmp_path_factory, student_onnx):
+    """A real app config with a one-rung ladder: the student at 144x256 (runtime) over 96x160 (rung)."""
+    tmp = tmp_path_factory.mktemp("ladder")
+    cache = tmp / "artifacts"
+    big = cached_artifact(student_onnx, "onnx-fp32", (144, 256), cache)
+    small = cached_artifact(student_onnx, "onnx-fp32", (96, 160), cache)
+    points = [_pt("onnx-fp32", (144, 256), 1, 10.0, 1.0, str(big.path)),
+              _pt("onnx-fp32", (96, 160), 1, 6.0, 0.99, str(small.path))]
+    (tmp / "ladder-cpu.yaml").write_text(PROFILE)
+    profile = load_profile(tmp / "ladder-cpu.yaml")
+    choice = choose(points, budget_ms=profile.budget_ms)
+    assert [p.label() for p, _ in choice.ladder] == ["onnx-fp32 cpu 1T 96x160"]
+    path = export_config(profile, choice, tmp / "configs" / "ladder-cpu.json")
+    return path
+
+
+def test_ladder_ships_hashed_and_is_checked_on_load(ladder_config, tmp_path):
+    config = json.loads(ladder_config.read_text())
+    rung = config["ladder"][0]
+    folder = ladder_config.parent / rung["artifact"]
+    assert {f.name for f in folder.iterdir() if f.is_file()} == set(rung["files"])
+    assert rung["resolution"] == [96, 160] and "144x256 -> 96x160" in rung["reason"]
+    assert config["measured"]["budget_basis"]["what"] == "frame p90 under load"
+    assert load_config(ladder_config)["ladder"][0]["artifact_dir"] == str(folder.resolve())
+    copy = tmp_path / "cfg"
+    shutil.copytree(ladder_config.parent, copy)
+    data = json.loads((copy / ladder_config.name).read_text())
+    data["ladder"][0]["files"]["model.onnx"] = "0" * 64  # the rung names a model the folder does not hold
+    (copy / ladder_config.name).write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"ladder\[0\] artifact.*sha256"):
+        load_config(copy / ladder_config.name)
+    data["ladder"][0]["artifact"] = "../../elsewhere"  # and a rung's folder stays inside the config's
+    (copy / ladder_config.name).write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"ladder\[0\]"):
+        load_config(copy / ladder_config.name)
+
+
+def _frames(folder: Path, n: int) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), (rng.random((72, 128, 3)) * 255).astype(np.uint8))
+    return folder
+
+
+def _with_budget(config_path: Path, dest: Path, budget_ms: float) -> Path:
+    shutil.copytree(config_path.parent, dest)
+    cfg = dest / config_path.name
+    data = json.loads(cfg.read_text())
+    data["measured"]["budget_ms"] = budget_ms  # the config's own numbers are not hashed, its artifacts are
+    cfg.write_text(json.dumps(data))
+    return cfg
+
+
+def test_process_follows_the_ladder_and_reports_each_switch(ladder_config, tmp_path):
+    from edgekit.apps.video.process import process
+
+    frames = _frames(tmp_path / "frames", 40)
+    missed = _with_budget(ladder_config, tmp_path / "tight", 0.001)  # no model call can fit
+    report = process(frames, tmp_path / "out", missed, ["blur"], sequential=True)
+    ladder = report.model["ladder"]
+    assert ladder["final_rung"] == 1 and len(ladder["switches"]) == 1
+    switch = ladder["switches"][0]
+    assert switch["p90_ms"] > switch["budget_ms"] and switch["to"].endswith("at 96x160")
+    assert 30 <= switch["frame"] < 40 and report.frames_out == 40
+    assert [d["kind"] for d in report.deviations] == ["ladder"]
+    assert ladder["last_rung_missed_at_frame"] is None or ladder["last_rung_missed_at_frame"] > switch["frame"]
+    # the same run with room to spare never leaves the runtime
+    roomy = _with_budget(ladder_config, tmp_path / "roomy", 10_000.0)
+    calm = process(frames, tmp_path / "out2", roomy, ["blur"], sequential=True)
+    assert calm.model["ladder"]["final_rung"] == 0 and not calm.deviations
+    # with --strict a step down is an error, and nothing is written
+    with pytest.raises(RuntimeUnavailableError, match="--strict: .*stepped down the config's ladder"):
+        process(frames, tmp_path / "out3", missed, ["blur"], sequential=True, strict=True)
+    assert not (tmp_path / "out3").exists()
