@@ -56,21 +56,30 @@ def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png
         load = [f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}" + _ci(p.load_p90_ci), f"{p.slowdown:.1f}x"] \
             if p.ok and p.loaded else ["-", "-", "-"]
         tail += _ci(p.p90_ci) if p.ok and p.p90_ms is not None else ""
-        cells = [html.escape(p.label()), f"{p.p50_ms:.2f}" if p.ok else "-", tail, *load,
+        frame = [f"{p.e2e_p90_ms:.2f}" if p.e2e_p90_ms is not None else "-",
+                 f"{p.load_e2e_p90_ms:.2f}" + _ci(p.load_e2e_p90_ci) if p.load_e2e_p90_ms is not None else "-",
+                 html.escape(", ".join(f"{k} {v:.2f}" for k, v in (p.stages_ms or {}).items())) or "-"]
+        cells = [html.escape(p.label()), f"{p.p50_ms:.2f}" if p.ok else "-", tail, *load, *frame,
                  f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb else "-",
                  f"{p.quality:.4f}" if p.quality is not None else "-", mark, html.escape(p.error)]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    ladder = "".join(f"<p>Ladder rung {i + 1}: {html.escape(p.label())}: {html.escape(r)}</p>"
+                     for i, (p, r) in enumerate(choice.ladder))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgekit profile {html.escape(profile.id)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head>
 <body><h1>{html.escape(profile.id)}</h1><p>{html.escape(profile.description)}</p>
 <p><b>Choice:</b> {html.escape(choice.why)}</p>
+{ladder}
 {"".join(f"<p>Note: {html.escape(n)}</p>" for n in notes)}
-<p>Budget {choice.budget_ms:.1f} ms per frame ({profile.fps:g} fps x {profile.model_share:g} share); sweep wall time
+<p>Budget {choice.budget_ms:.1f} ms per frame ({profile.fps:g} fps x {profile.model_share:g} share), checked against
+the whole segmentation step of a {profile.camera[0]}x{profile.camera[1]} camera frame (resize, colour, normalize,
+model, mask upsample) under load where it was timed; sweep wall time
 {wall_s:.0f} s; {sum(p.ok for p in points)} of {len(points)} points measured.</p>
 <img src="{png.name}" alt="Pareto plot">
 <p>{html.escape(_load_line(points))}</p>
 <table><tr><th>point</th><th>p50 ms</th><th>p90 ms</th><th>p50 ms under load</th><th>p90 ms under load</th>
-<th>slowdown (p50)</th><th>peak MB</th><th>quality</th><th></th><th>error</th></tr>
+<th>slowdown (p50)</th><th>frame p90 ms</th><th>frame p90 ms under load</th><th>frame stages (p50 ms)</th>
+<th>peak MB</th><th>quality</th><th></th><th>error</th></tr>
 {"".join(rows)}</table></body></html>"""
     return write_atomic(path, page)
 
