@@ -158,7 +158,8 @@ def _npz_target(save: Path) -> Path:
 
 def benchmark(artifact: str | Path | Artifact, input: Path | None = None, threads: int = 1, delegate: str = "cpu",
               runs: int = 50, placement: bool = False, save: Path | None = None, spin: bool | None = None,
-              under_load: bool = False, frame: tuple[int, int] | None = None, audit: bool = False) -> dict:
+              under_load: bool = False, frame: tuple[int, int] | None = None, audit: bool = False,
+              sustained: float | None = None) -> dict:
     """Run an artifact on one input (:func:`read_input`) and time it: ``{"artifact", "threads", "delegate",
     "latency" (p50/p90/...), "outputs" (shape/min/max/mean per output), "placement" (when asked)}``; with
     ``save``, the outputs are written to that ``.npz`` (atomically; its folder must exist); with ``audit``, the
@@ -166,7 +167,9 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
     are in ``"run_options"``. With ``under_load`` the runs are also timed under the profiler's default background
     load, interleaved with the quiet ones (``"latency_under_load"``, ``"load"``). With ``frame`` (height, width) a
     camera frame of that size is also timed end to end, per stage (``"frame"``: resize, colour, normalize, model,
-    upsample; see :func:`edgekit.apps.profiling.latency.measure_frame`).
+    upsample; see :func:`edgekit.apps.profiling.latency.measure_frame`). With ``sustained`` (seconds) the model
+    (or, with ``frame``, the whole frame) also runs back to back that long, p50/p90 per 5 s window and their
+    drift (``"sustained"``).
 
     Raises:
         InputError: bad threads/runs, the artifact or the input cannot be used.
@@ -214,6 +217,12 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
         from edgekit.apps.profiling.latency import measure_frame
 
         result["frame"] = measure_frame(sess, tuple(frame), runs=runs).to_dict()
+    if sustained is not None:
+        from edgekit.apps.profiling.latency import CameraFrame, measure_sustained
+
+        step = CameraFrame(sess, tuple(frame)).run if frame is not None else (lambda: sess.run(inputs))
+        result["sustained"] = {"what": "frame" if frame is not None else "model",
+                               **measure_sustained(step, float(sustained), min(5.0, float(sustained))).to_dict()}
     if placement:
         result["placement"] = sess.placement().to_dict()
     if audit:

@@ -84,10 +84,11 @@ def ladder_config(tmp_path_factory, student_onnx):
     choice = choose(points, budget_ms=profile.budget_ms)
     assert [p.label() for p, _ in choice.ladder] == ["onnx-fp32 cpu 1T 96x160"]
     path = export_config(profile, choice, tmp / "configs" / "ladder-cpu.json")
-    return path
+    return path, choice, profile
 
 
 def test_ladder_ships_hashed_and_is_checked_on_load(ladder_config, tmp_path):
+    ladder_config = ladder_config[0]
     config = json.loads(ladder_config.read_text())
     rung = config["ladder"][0]
     folder = ladder_config.parent / rung["artifact"]
@@ -128,6 +129,7 @@ def _with_budget(config_path: Path, dest: Path, budget_ms: float) -> Path:
 def test_process_follows_the_ladder_and_reports_each_switch(ladder_config, tmp_path):
     from edgekit.apps.video.process import process
 
+    ladder_config = ladder_config[0]
     frames = _frames(tmp_path / "frames", 40)
     missed = _with_budget(ladder_config, tmp_path / "tight", 0.001)  # no model call can fit
     report = process(frames, tmp_path / "out", missed, ["blur"], sequential=True)
@@ -146,3 +148,38 @@ def test_process_follows_the_ladder_and_reports_each_switch(ladder_config, tmp_p
     with pytest.raises(RuntimeUnavailableError, match="--strict: .*stepped down the config's ladder"):
         process(frames, tmp_path / "out3", missed, ["blur"], sequential=True, strict=True)
     assert not (tmp_path / "out3").exists()
+
+
+def test_sustained_windows_and_drift(monkeypatch):
+    from edgekit.apps.profiling import latency
+
+    clock = [0.0]
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: clock[0])
+
+    def step():  # 2 ms per run for the first 3 s, then 5 ms: a device that throttles
+        clock[0] += 0.002 if clock[0] < 3.0 else 0.005
+
+    s = latency.measure_sustained(step, seconds=6.0, window_s=1.5, warmup=0)
+    assert len(s.windows) == 4 and s.window_s == 1.5
+    assert [round(w.p50_ms, 3) for w in s.windows] == [2.0, 2.0, 5.0, 5.0]
+    assert s.drift_p50 == pytest.approx(2.5) and s.worst_p90_ms == pytest.approx(5.0)
+    assert abs(sum(w.runs for w in s.windows) - (1500 + 600)) <= 1  # 3 s of 2 ms runs, 3 s of 5 ms (float edges)
+    with pytest.raises(InputError, match="sustained"):
+        latency.measure_sustained(step, seconds=1.0, window_s=2.0)
+
+
+def test_thorough_runs_the_choice_and_its_rungs_sustained(ladder_config):
+    from edgekit.apps.profiling.load import level_for
+    from edgekit.apps.profiling.sustain import sustain_choice
+
+    _, choice, profile = ladder_config
+    notes = sustain_choice(choice, profile, seconds=2.0)
+    for p in [choice.chosen, *(q for q, _ in choice.ladder)]:
+        s = p.sustained
+        assert s["what"] == "frame" and s["runs"] > 5 and 1.9 < s["seconds"] < 10
+        assert s["load"] == level_for(profile.load, p.threads).to_dict()
+        assert s["worst_window_p90_ms"] == max(w["p90_ms"] for w in s["windows"])
+    # the budget here is 13.3 ms: every window over it is noted, none is invented
+    over = [p for p in [choice.chosen, *(q for q, _ in choice.ladder)]
+            if p.sustained["worst_window_p90_ms"] > choice.budget_ms]
+    assert sum("over the" in n for n in notes) == len(over)

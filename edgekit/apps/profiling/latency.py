@@ -230,3 +230,67 @@ def measure_frame(session, frame_hw: tuple[int, int], runs: int = 50, warmup: in
     per = np.array(per)  # runs x stages, seconds
     stages = {n: float(np.median(per[:, i]) * 1e3) for i, n in enumerate(CameraFrame.STAGES)}
     return FrameTiming(cam.frame_hw, stages, _latency(wholes), _latency(list(per[:, 3])))
+
+
+@dataclass
+class Sustained:
+    """A step run back to back for a sustained period, cut into windows: p50/p90 per window and their drift
+    (last window over first; thermal throttling on phones, a noisy neighbour here)."""
+
+    seconds: float
+    window_s: float
+    windows: list[Latency]
+
+    @property
+    def drift_p50(self) -> float | None:
+        return self.windows[-1].p50_ms / self.windows[0].p50_ms if len(self.windows) > 1 else None
+
+    @property
+    def drift_p90(self) -> float | None:
+        return self.windows[-1].p90_ms / self.windows[0].p90_ms if len(self.windows) > 1 else None
+
+    @property
+    def worst_p90_ms(self) -> float:
+        return max(w.p90_ms for w in self.windows)
+
+    def to_dict(self) -> dict:
+        return {"seconds": round(self.seconds, 2), "window_s": round(self.window_s, 3),
+                "runs": sum(w.runs for w in self.windows),
+                "windows": [{"p50_ms": round(w.p50_ms, 3), "p90_ms": round(w.p90_ms, 3), "runs": w.runs}
+                            for w in self.windows],
+                "drift_p50": None if self.drift_p50 is None else round(self.drift_p50, 3),
+                "drift_p90": None if self.drift_p90 is None else round(self.drift_p90, 3),
+                "worst_window_p90_ms": round(self.worst_p90_ms, 3)}
+
+
+def measure_sustained(step, seconds: float = 30.0, window_s: float = 5.0, warmup: int = 5) -> Sustained:
+    """Run ``step()`` back to back for ``seconds`` after ``warmup`` untimed runs, in equal windows of about
+    ``window_s``.
+
+    Raises:
+        InputError: ``seconds`` or ``window_s`` not positive, or a window longer than the run.
+    """
+    from edgekit.errors import InputError
+
+    if not (seconds > 0 and window_s > 0) or window_s > seconds:
+        raise InputError(f"a sustained run needs 0 < window ({window_s:g} s) <= duration ({seconds:g} s)")
+    count = max(1, round(seconds / window_s))
+    window_s = seconds / count  # equal windows that end with the run
+    for _ in range(warmup):
+        step()
+    windows: list[Latency] = []
+    start = time.perf_counter()
+    current: list[float] = []
+    edge = start + window_s
+    while True:
+        t = time.perf_counter()
+        step()
+        end = time.perf_counter()
+        current.append(end - t)
+        if end >= edge:
+            windows.append(_latency(current))
+            current = []
+            edge += window_s
+            if len(windows) == count:
+                break
+    return Sustained(time.perf_counter() - start, window_s, windows)

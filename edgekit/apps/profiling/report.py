@@ -65,6 +65,13 @@ def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     ladder = "".join(f"<p>Ladder rung {i + 1}: {html.escape(p.label())}: {html.escape(r)}</p>"
                      for i, (p, r) in enumerate(choice.ladder))
+    ran = [choice.chosen, *(p for p, _ in choice.ladder)] if choice.chosen else []
+    ladder += "".join(
+        f"<p>Sustained {p.sustained['seconds']:.0f} s under load, {html.escape(p.label())}: {p.sustained['what']} "
+        f"p90 per {p.sustained['window_s']:g} s window "
+        + ", ".join(f"{w['p90_ms']:.2f}" for w in p.sustained["windows"]) + " ms"
+        + (f"; drift {p.sustained['drift_p90']:.2f}x" if p.sustained.get("drift_p90") is not None else "") + "</p>"
+        for p in ran if p.sustained)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgekit profile {html.escape(profile.id)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head>
 <body><h1>{html.escape(profile.id)}</h1><p>{html.escape(profile.description)}</p>
