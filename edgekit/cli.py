@@ -459,8 +459,10 @@ def demo(model, targets, output, runs, as_json):
 @click.option("--delegate-lib", "delegate_libs", multiple=True, metavar="UNIT=PATH",
               help="Library of a delegate the profile names (e.g. gpu=/path/libdelegate.so); a profile file "
                    "never names a library itself.")
+@click.option("--prune", is_flag=True, help="Measure only the points whose predicted latency could make them the "
+              "choice or its fallback (edgekit predict's model, refitted as points come); says how many it saved.")
 @json_option
-def profile(devices, farm, model, out_dir, config_dir, delegate_libs, as_json):
+def profile(devices, farm, model, out_dir, config_dir, delegate_libs, prune, as_json):
     """Sweep a device profile, pick the best configuration under its frame budget, write the app config.
 
     \b
@@ -473,7 +475,7 @@ def profile(devices, farm, model, out_dir, config_dir, delegate_libs, as_json):
     if farm or len(devices) > 1:
         from edgekit.apps.profiling.farm import run_farm_cli
 
-        return run_farm_cli(devices, farm, model, out_dir, config_dir, delegate_libs, as_json, out, err)
+        return run_farm_cli(devices, farm, model, out_dir, config_dir, delegate_libs, as_json, out, err, prune)
     if not devices:
         raise click.UsageError("give --device ID (repeat it for several devices) or --farm FILE")
     device = devices[0]
@@ -488,7 +490,7 @@ def profile(devices, farm, model, out_dir, config_dir, delegate_libs, as_json):
         result = profile_device(device, model, out_dir, config_dir,
                                 progress=lambda label, i, n: bar.update(task, completed=i, total=n,
                                                                         description=label),
-                                delegate_libs=list(delegate_libs))
+                                delegate_libs=list(delegate_libs), prune=prune)
     if as_json:
         return _emit_json(result.to_dict())
     t = Table("point", "p50 ms", "p90 ms", "p50 loaded", "p90 loaded", "peak MB", "quality", "",
@@ -735,6 +737,41 @@ def models_list(as_json):
         t.add_row(r["name"], r["task"], r["licence"], size, ", ".join(f"{h}x{w}" for h, w in r["resolutions"]),
                   r["source"])
     out.print(t)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--device", "-d", required=True, help="Device profile id (profiles/devices/ID.yaml) or a path.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/profile"), show_default=True,
+              help="Where edgekit profile wrote that device's points (OUT/DEVICE/points.jsonl).")
+@json_option
+def predict(model, device, out_dir, as_json):
+    """Predict MODEL's latency for every configuration of a device from the points already measured there.
+
+    \b
+    Examples:
+      edgekit predict student.onnx --device local-cpu
+      edgekit predict other.onnx --device pi.yaml --json
+    Kernel-level features (op type, shapes, MACs, bytes moved, fusion) and the device's measured points; the
+    expected error (leave-one-out, and for a model never measured) is printed with the predictions.
+    """
+    from edgekit.apps.profiling.predict import expected_error_line, predict_device
+
+    result = predict_device(model, device, out_dir)
+    if as_json:
+        return _emit_json(result.to_dict())
+    t = Table("configuration", "p50 ms (predicted)", "p90 ms (predicted)", "p50 ms (measured)",
+              title=f"{result.device}: {result.model} (from {result.trained_on['points']} points of "
+              f"{result.trained_on['models']} model(s))")
+    for p in result.predictions:
+        t.add_row(p.label(), "-" if p.p50_ms is None else f"{p.p50_ms:.2f}",
+                  "-" if p.tail_ms is None else f"{p.tail_ms:.2f}",
+                  "-" if p.measured_p50_ms is None else f"{p.measured_p50_ms:.2f}")
+    out.print(t)
+    out.print(expected_error_line(result.expected_error), highlight=False, soft_wrap=True)
+    for note in result.notes:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+    return None
 
 
 @cli.command()

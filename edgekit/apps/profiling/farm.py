@@ -123,7 +123,7 @@ def _libs_for(device: str, libs: dict[str, str]) -> dict[str, str]:
 
 def profile_farm(devices: list[str | Path], model: str | Path | None = None, out_dir: str | Path = "out/profile",
                  config_dir: str | Path | None = None, delegate_libs: dict[str, str] | list[str] | None = None,
-                 progress: Callable[[str, str, int, int], None] | None = None) -> FarmResult:
+                 progress: Callable[[str, str, int, int], None] | None = None, prune: bool = False) -> FarmResult:
     """Sweep every device in ``devices`` at once (one worker per device); write ``OUT/farm.json`` and
     ``OUT/farm.html``. A failing device is recorded with its error; the others carry on.
 
@@ -167,7 +167,7 @@ def profile_farm(devices: list[str | Path], model: str | Path | None = None, out
 
         try:
             o.result = profile_device(devices[i], model, out, config_dir, progress=step,
-                                      delegate_libs=per_device_libs[i])
+                                      delegate_libs=per_device_libs[i], prune=prune)
         except EdgekitError as e:
             o.error, o.exit_code = " ".join(str(e).split()), e.exit_code
         finally:
@@ -241,7 +241,8 @@ def farm_error(result: FarmResult) -> FarmError:
                      f"see {result.report_html})", bad[0].exit_code)
 
 
-def run_farm_cli(devices, farm, model, out_dir, config_dir, delegate_libs, as_json, out, err) -> None:
+def run_farm_cli(devices, farm, model, out_dir, config_dir, delegate_libs, as_json, out, err,
+                 prune: bool = False) -> None:
     """``edgekit profile`` with several ``--device`` or a ``--farm`` file (``out``/``err``: the CLI's consoles).
 
     Raises:
@@ -260,7 +261,8 @@ def run_farm_cli(devices, farm, model, out_dir, config_dir, delegate_libs, as_js
         if err.is_terminal:
             err.print(f"{device}: {label} ({i}/{n})", highlight=False, soft_wrap=True)
 
-    result = profile_farm(devices, model, out_dir, config_dir, delegate_libs=list(delegate_libs), progress=progress)
+    result = profile_farm(devices, model, out_dir, config_dir, delegate_libs=list(delegate_libs), progress=progress,
+                          prune=prune)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

@@ -37,11 +37,13 @@ class ProfileResult:
 def profile_device(device: str | Path, model: str | Path | None = None, out_dir: str | Path = "out/profile",
                    config_dir: str | Path | None = None,
                    progress: Callable[[str, int, int], None] | None = None,
-                   delegate_libs: dict[str, str] | list[str] | None = None) -> ProfileResult:
+                   delegate_libs: dict[str, str] | list[str] | None = None, prune: bool = False) -> ProfileResult:
     """Sweep ``model`` (default: the bundled student) on ``device`` and write config + report.
 
     Points already in ``OUT/DEVICE/points.jsonl`` are resumed only when they were measured for this model
     (sha256), this device profile (content hash) and this edgekit version; others are ignored with a note.
+    With ``prune``, only the points that could be the choice (or its fallback) by their predicted latency are
+    measured (:func:`~edgekit.apps.profiling.predict.pruned_order`); a note says how many measurements it saved.
     The app config ships only artifacts converted from ``model``. When no point fits the budget the report
     is still written and ``config_path`` is None.
 
@@ -59,7 +61,7 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
     config_path = Path(config_dir or CONFIGS_DIR) / f"{prof.id}.json"
     check_config_location(config_path)  # refuse a foreign folder before sweeping, not after
     t0 = time.perf_counter()
-    points = sweep(model, prof, out, cache=Path(out_dir) / "artifacts", progress=progress, notes=notes)
+    points = sweep(model, prof, out, cache=Path(out_dir) / "artifacts", progress=progress, notes=notes, prune=prune)
     wall = time.perf_counter() - t0
     choice = choose(points, prof.budget_ms, prof.camera)
     png = pareto_png(points, choice, out / "pareto.png", f"{prof.id}: {model.name}")

@@ -213,8 +213,13 @@ def _folder_lock(folder: Path) -> threading.Lock:
 
 
 def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path | None = None,
-          progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None) -> list[Point]:
+          progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None,
+          prune: bool = False) -> list[Point]:
     """Measure every point of ``profile`` for ``model``; returns all points (resumed ones included).
+
+    With ``prune``, only the points whose predicted latency could make them the choice (or its fallback) are
+    measured (see :func:`~edgekit.apps.profiling.predict.pruned_order`); the others are returned unmeasured,
+    their error saying why, and a note says how many measurements were saved.
 
     Only points of ``points.jsonl`` measured for this model, this profile's content and this edgekit
     version are resumed; why others were ignored goes to ``notes``.
@@ -250,15 +255,19 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
             f.seek(-1, 2)
             if f.read(1) != b"\n":
                 f.write(b"\n")
-    plan = [(hw, t, d, n) for hw in profile.resolutions for t in profile.targets
+    plan = [(tuple(hw), t, d, n) for hw in profile.resolutions for t in profile.targets
             for d in profile.delegates_for(t.split("-")[0]) for n in profile.threads]
-    for i, (hw, target, delegate, threads) in enumerate(plan):
+    counter = {"i": 0}
+
+    def measure(key: tuple) -> Point:
+        hw, target, delegate, threads = key
         point = Point(tuple(hw), target, delegate, threads, model_sha256=ident[0], profile_hash=ident[1],
                       edgekit_version=ident[2])
         if progress:
-            progress(point.label(), i, len(plan))
+            progress(point.label(), counter["i"], len(plan))
+        counter["i"] += 1
         if point.key in done:
-            continue
+            return done[point.key]
         try:
             art = cached_artifact(model, target, hw, cache)
             point.artifact = str(art.path)
@@ -272,18 +281,54 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
                 setattr(point, name, m.detail.get(name))
             point.quality, point.quality_metric, point.measured_on = m.quality, m.quality_metric, m.measured_on
         except DeviceLostError as e:  # nothing is known about this point: it is not recorded, the sweep stops
-            kept = sum(1 for k in done if k in {(tuple(x[0]), *x[1:]) for x in plan})
-            raise DeviceLostError(f"{profile.id}: the device stopped answering at point {i + 1} of {len(plan)} "
-                                  f"({point.label()}); {kept} of {len(plan)} point(s) finished and are kept in "
-                                  f"{points_file}: run the same command again to resume from them ({e})") from e
+            kept = sum(1 for k in done if k in set(plan))
+            raise DeviceLostError(f"{profile.id}: the device stopped answering at point {plan.index(key) + 1} of "
+                                  f"{len(plan)} ({point.label()}); {kept} of {len(plan)} point(s) finished and are "
+                                  f"kept in {points_file}: run the same command again to resume from them ({e})") from e
         except EdgekitError as e:
             point.error = str(e)
         with points_file.open("a") as f:
             f.write(json.dumps(point.to_dict()) + "\n")
         done[point.key] = point
+        return point
+
+    if not prune:
+        for key in plan:
+            measure(key)
+    else:
+        _pruned(model, profile, plan, done, measure, cache, notes)
     if progress:
         progress("done", len(plan), len(plan))
-    return [done[(tuple(hw), t, d, n)] for hw, t, d, n in plan]
+    return [done[key] for key in plan]
+
+
+def _pruned(model: Path, profile: DeviceProfile, plan: list[tuple], done: dict, measure, cache: Path,
+            notes: list[str] | None) -> None:
+    """``--prune``: measure the points :func:`~edgekit.apps.profiling.predict.pruned_order` picks; the others go
+    into ``done`` as points that were not measured (their error says why), never into ``points.jsonl``."""
+    from edgekit.apps.profiling import predict
+
+    resumed = {k for k in plan if k in done}
+
+    def quality_hint(key):
+        try:
+            art = cached_artifact(model, key[1], key[0], cache)
+        except EdgekitError:
+            return None
+        return ((art.parity or {}).get("outputs") or [{}])[0].get("iou")
+
+    log = predict.pruned_order(plan, measure, quality_hint, lambda key: predict.vector(
+        predict.model_features(model, key[0])), profile.budget_ms, profile.camera)
+    newly = sum(1 for k in log.measured if k not in resumed)
+    unmeasured = [k for k in plan if k not in done]
+    for key in unmeasured:
+        hw, target, delegate, threads = key
+        done[key] = Point(hw, target, delegate, threads,
+                          error=f"not measured (--prune): {log.skipped.get(key, 'not needed for the choice')}")
+    if notes is not None:
+        notes.append(f"--prune: {newly} point(s) measured, {len(resumed)} resumed, {len(unmeasured)} of {len(plan)} "
+                     "not measured (predicted over the budget, or outranked by measured points: each one's error "
+                     f"says which): {len(unmeasured)} measurement(s) saved")
 
 
 def _data(model, model_sha256: str, hw: tuple[int, int], out_dir: Path) -> Path:
