@@ -168,6 +168,7 @@ def test_sustained_windows_and_drift(monkeypatch):
         latency.measure_sustained(step, seconds=1.0, window_s=2.0)
 
 
+@pytest.mark.slow
 def test_thorough_runs_the_choice_and_its_rungs_sustained(ladder_config):
     from edgekit.apps.profiling.load import level_for
     from edgekit.apps.profiling.sustain import sustain_choice
@@ -183,3 +184,23 @@ def test_thorough_runs_the_choice_and_its_rungs_sustained(ladder_config):
     over = [p for p in [choice.chosen, *(q for q, _ in choice.ladder)]
             if p.sustained["worst_window_p90_ms"] > choice.budget_ms]
     assert sum("over the" in n for n in notes) == len(over)
+
+
+@pytest.mark.slow
+def test_a_contested_choice_goes_to_an_interleaved_runoff(ladder_config):
+    from dataclasses import replace
+
+    from edgekit.apps.profiling.runoff import runoff
+
+    path, choice, profile = ladder_config
+    a = replace(choice.chosen, load_e2e_p90_ci=[8.0, 12.0])
+    b = replace(a, threads=2, load_e2e_p90_ms=10.5, load_e2e_p90_ci=[8.5, 13.0])  # the same artifact, 2 threads
+    first = choose([a, b], budget_ms=1000.0)  # both fit whatever this machine is doing
+    assert first.chosen is a and first.contested is b and "not separable" in first.why
+    model = Path(json.loads((Path(a.artifact) / "artifact.json").read_text())["source"]["path"])
+    again = runoff(first, [a, b], profile, model, path.parent.parent / "runoff", rounds=1)
+    tails = again.runoff["tails_ms"]
+    assert set(tails) == {a.label(), b.label()} and all(len(t) == 1 and t[0] > 0 for t in tails.values())
+    faster = min(tails, key=lambda k: tails[k][0])
+    assert again.chosen.label() == faster and again.chosen.budget_tail_ms == pytest.approx(tails[faster][0], abs=1e-3)
+    assert "run-off over 1 interleaved rounds" in again.why

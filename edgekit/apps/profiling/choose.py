@@ -17,6 +17,10 @@ class Choice:
     why: str
     #: what to step down to, in order, when the chosen point misses its budget at run time: (point, reason)
     ladder: list[tuple[Point, str]] = field(default_factory=list)
+    #: the runner-up, when it ranks below the choice only by a latency difference within the noise
+    contested: Point | None = None
+    #: what an interleaved run-off between the two decided (see :mod:`~edgekit.apps.profiling.runoff`)
+    runoff: dict | None = None
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
@@ -56,8 +60,11 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
     why = (f"{chosen.label()}: {_tail(chosen)} fits {budget_ms:.1f} ms with "
            f"{chosen.quality_metric} {chosen.quality:.4f}, the best of {len(fitting)} fitting points"
            + (f"; fallback {fallback.label()} ({_tail(fallback)})" if fallback else "; no fallback fits"))
+    contested = None
     if len(fitting) > 1:
-        why += _separable(chosen, fitting[1], camera)
+        close = _separable(chosen, fitting[1], camera)
+        why += close
+        contested = fitting[1] if close else None
     quiet_only = [p for p in points if p.ok and _quiet_tail(p) <= budget_ms and not p.budget_tail_ms <= budget_ms]
     if quiet_only:
         why += (f"; {len(quiet_only)} point(s) fit only on a quiet device and were not chosen (e.g. "
@@ -65,7 +72,7 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
     ladder = build_ladder(chosen, points)
     if ladder:
         why += "; ladder: " + " -> ".join(f"{p.label()} ({p.budget_tail_ms:.2f} ms)" for p, _ in ladder)
-    return Choice(chosen, fallback, front, budget_ms, why, ladder)
+    return Choice(chosen, fallback, front, budget_ms, why, ladder, contested)
 
 
 #: a rung must be at least this much faster (its budget tail latency) than the rung above it

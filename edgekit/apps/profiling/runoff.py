@@ -1,0 +1,71 @@
+"""An interleaved run-off between the choice and a runner-up it cannot be told apart from.
+
+A sweep measures each point once, one after another, so a burst of noise during one point can decide the choice.
+When the choice beats its runner-up only by a latency difference inside the two confidence intervals, the two
+are measured again in alternation (A B B A A B ...: each in a fresh worker, as in the sweep), so the machine's
+noise hits both alike, and the one with the lower median tail over the rounds is chosen. What the run-off
+measured and decided goes into the choice's ``why`` and the report.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from edgekit.apps.profiling.choose import Choice, choose
+from edgekit.apps.profiling.device import DeviceProfile
+from edgekit.apps.profiling.latency import FRAME_FIELDS
+from edgekit.apps.profiling.reach import reach_for
+from edgekit.apps.profiling.sweep import Point, _data
+from edgekit.core.artifact import Artifact
+
+#: rounds of a run-off (each round measures both points once)
+ROUNDS = 3
+
+
+def _remeasure(p: Point, reach, profile: DeviceProfile, data: Path) -> Point:
+    m = reach.measure(Artifact.load(p.artifact), p.delegate, p.threads, profile, data)
+    q = replace(p, p50_ms=m.p50_ms, p90_ms=m.p90_ms, p95_ms=getattr(m, "p95_ms", None))
+    for name in ("load_p50_ms", "load_p90_ms", "p90_ci", "load_p90_ci", *FRAME_FIELDS):
+        setattr(q, name, m.detail.get(name))
+    return q
+
+
+def runoff(choice: Choice, points: list[Point], profile: DeviceProfile, model: Path, out_dir: Path,
+           rounds: int = ROUNDS, camera: tuple[int, int] | None = None) -> Choice:
+    """Measure ``choice.chosen`` and ``choice.contested`` in alternation for ``rounds`` rounds and choose again
+    with each one's median round (by the latency the budget is checked against). Returns the new choice, with
+    ``runoff`` saying what was measured; the choice unchanged when there is nothing contested or the device is
+    not this machine.
+
+    Raises:
+        DeviceError: a measurement failed.
+    """
+    a, b = choice.chosen, choice.contested
+    reach = reach_for(profile)
+    if a is None or b is None or reach.name != "local":
+        return choice
+    sha = a.model_sha256
+    rounds_of: dict[tuple, list[Point]] = {a.key: [], b.key: []}
+    for r in range(rounds):
+        for p in ((a, b) if r % 2 == 0 else (b, a)):  # A B, B A, A B: neither always goes first
+            data = _data(model, sha, tuple(p.resolution), out_dir)
+            rounds_of[p.key].append(_remeasure(p, reach, profile, data))
+    medians = {}
+    for key, runs in rounds_of.items():
+        ordered = sorted(runs, key=lambda q: q.budget_tail_ms)
+        medians[key] = ordered[len(ordered) // 2]
+    new_points = [medians.get(p.key, p) for p in points]
+    again = choose(new_points, choice.budget_ms, camera or profile.camera)
+    tails = {key: [round(q.budget_tail_ms, 3) for q in runs] for key, runs in rounds_of.items()}
+    winner = again.chosen
+    summary = (f"run-off over {rounds} interleaved rounds: {a.label()} {statistics.median(tails[a.key]):.2f} ms "
+               f"(rounds {', '.join(f'{t:.2f}' for t in tails[a.key])}) vs {b.label()} "
+               f"{statistics.median(tails[b.key]):.2f} ms (rounds {', '.join(f'{t:.2f}' for t in tails[b.key])}), "
+               f"{a.budget_basis[0]}: {winner.label() if winner else 'nothing'} chosen")
+    again.why += "; " + summary
+    again.runoff = {"rounds": rounds, "candidates": [a.label(), b.label()],
+                    "tails_ms": {a.label(): tails[a.key], b.label(): tails[b.key]},
+                    "chosen": winner.label() if winner else None, "summary": summary}
+    return again
