@@ -163,3 +163,24 @@ def test_config_with_changed_model_is_refused(app_config, clip_file, workdir):
         process(clip_file, workdir / "x.avi", app_config, ["sparkles"])
     with pytest.raises(InputError, match="needs --background"):
         process(clip_file, workdir / "x.avi", app_config, ["replace"])
+
+
+def test_fast_blur_path_matches_the_full_resolution_one(clip):
+    """The blur as process runs it now (1/4 frame made once, smoothing and background weights at the mask's
+    resolution) against the earlier full-resolution path, on exact masks at the model's resolution."""
+    smoother_old, smoother_new = kernels.TemporalSmoother(), kernels.MaskSmoother()
+    diffs = []
+    for frame, truth in zip(clip[0][:6], clip[1][:6]):
+        mask = cv2.resize(truth, (256, 144), interpolation=cv2.INTER_AREA)
+        old_alpha = smoother_old(kernels.refine_mask(mask, frame))
+        old = kernels.composite(frame, kernels.blurred_background(frame, old_alpha), old_alpha)
+        small = smoother_new(mask[None, None])
+        assert small.shape == (144, 256)
+        alpha = kernels.refine_mask(small, frame)
+        new = kernels.composite(frame, kernels.blurred_background_small(kernels.quarter(frame), small, frame), alpha)
+        diffs.append(np.abs(new.astype(int) - old).mean())
+        person, bg = truth > 0.99, truth < 0.01
+        assert np.abs(new[person].astype(int) - frame[person]).mean() < 1.0
+        lap = lambda im: np.abs(cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_32F))  # noqa: E731
+        assert lap(new)[bg].mean() < 0.7 * lap(frame)[bg].mean()
+    assert np.mean(diffs) < 1.0, diffs

@@ -99,3 +99,38 @@ def composite(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     fg8 = fg if fg.dtype == np.uint8 else np.clip(fg + 0.5, 0, 255).astype(np.uint8)
     bg8 = bg if bg.dtype == np.uint8 else np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     return cv2.blendLinear(fg8, bg8, a, 1.0 - a)
+
+
+# -- the blur path of `edgekit process`: per-pixel work at low resolution, each full frame read once per stage
+
+
+def quarter(frame_bgr: np.ndarray) -> np.ndarray:
+    """The frame at 1/4 size (area average): what the model input and the background blur are made from, so the
+    full frame is read once for both."""
+    H, W = frame_bgr.shape[:2]
+    return cv2.resize(frame_bgr, (max(1, W // 4), max(1, H // 4)), interpolation=cv2.INTER_AREA)
+
+
+class MaskSmoother(TemporalSmoother):
+    """:class:`TemporalSmoother` on the model's mask (1x1xhxw or hxw), before refinement: the same blend of
+    uncertain pixels with the previous mask, at the model's resolution instead of the frame's."""
+
+    def __call__(self, mask: np.ndarray) -> np.ndarray:
+        m = np.asarray(mask, np.float32)
+        return super().__call__(m.reshape(m.shape[-2:]))
+
+
+def blurred_background_small(small_bgr: np.ndarray, mask: np.ndarray, frame_hw: tuple[int, int] | np.ndarray,
+                             strength: float = 1.0) -> np.ndarray:
+    """:func:`blurred_background` from the 1/4-size frame (:func:`quarter`) and the model-resolution mask: the
+    normalized blur at 1/4 size, one upsampling to the frame's size (``frame_hw``, or a frame to take it from)."""
+    H, W = frame_hw.shape[:2] if isinstance(frame_hw, np.ndarray) else frame_hw
+    h, w = small_bgr.shape[:2]
+    a_small = cv2.resize(np.asarray(mask, np.float32).reshape(np.shape(mask)[-2:]), (w, h),
+                         interpolation=cv2.INTER_LINEAR)
+    bg_w = cv2.max(cv2.min(cv2.subtract(1.0, a_small), 1.0), 0.0)
+    k = max(3, int(round(strength * min(H, W) / 4 / 12)) | 1)
+    num = cv2.GaussianBlur(small_bgr.astype(np.float32) * bg_w[..., None], (k, k), 0)
+    den = cv2.GaussianBlur(bg_w, (k, k), 0)
+    blurred = (num / np.maximum(den, 1e-3)[..., None]).astype(np.uint8)
+    return cv2.resize(blurred, (W, H), interpolation=cv2.INTER_LINEAR)

@@ -295,11 +295,16 @@ class ConfiguredCalls(StageCalls):
 
 
 def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float],
-                   background: str | Path | None = None, threads: int = 1, reuse: bool = False) -> PipelineSpec:
+                   background: str | Path | None = None, threads: int = 1, reuse: bool = False,
+                   fast: bool = True) -> PipelineSpec:
     """The stages for ``effects``; the segmentation stage's choices run the config's runtime (first) and its
     fallback (after), ``UNIT:TARGET``, on the units their delegates name (see :class:`ConfiguredCalls`).
     With ``reuse``, ``prepare`` also gives the frame's luma at the model's resolution (``seg_gray``), which the
-    segment stage needs to carry masks (:class:`~edgekit.apps.video.reuse.MaskReuse`).
+    segment stage needs to carry masks (:class:`~edgekit.apps.video.reuse.MaskReuse`). ``fast`` (the default)
+    reads each full frame once per stage: ``prepare`` makes the 1/4-size frame the model input and the background
+    blur are made from, the temporal smoothing runs on the model's mask before refinement, and the background's
+    weights come from that mask; ``fast=False`` is the earlier path (full-resolution smoothing, the frame
+    downscaled again for the background), kept for side-by-side benchmarks.
 
     Raises:
         InputError: an unknown effect, a missing background, or a config process cannot follow.
@@ -337,7 +342,10 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
         image = "beautified"
     if "blur" in effects or "replace" in effects:
         entries = model_entries(config)
-        if reuse:
+        if fast:
+            add("prepare", functools.partial(_prepare_quarter, entries[0], reuse), ["frame"],
+                ["seg_in", "quarter", "seg_gray"] if reuse else ["seg_in", "quarter"])
+        elif reuse:
             add("prepare", entries[0].prepare_with_luma, ["frame"], ["seg_in", "seg_gray"])
         else:
             add("prepare", entries[0].prepare, ["frame"], ["seg_in"])
@@ -345,19 +353,48 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
         stages.append(Stage("segment", ["seg_in", "frame", "seg_gray"] if reuse else ["seg_in", "frame"], ["mask"],
                             chain,
                             model={e.key: e.artifact_dir for e in entries}))
-        add("refine", kernels.refine_mask, ["mask", "frame"], ["alpha_raw"])
-        add("smooth", kernels.TemporalSmoother(), ["alpha_raw"], ["alpha"])
+        if fast:  # smoothing and the background's weights at the model's resolution, the 1/4 frame made once
+            add("smooth", kernels.MaskSmoother(), ["mask"], ["mask_s"])
+            add("refine", kernels.refine_mask, ["mask_s", "frame"], ["alpha"])
+        else:
+            add("refine", kernels.refine_mask, ["mask", "frame"], ["alpha_raw"])
+            add("smooth", kernels.TemporalSmoother(), ["alpha_raw"], ["alpha"])
         if "replace" in effects:
             add("composite", BackgroundReplacer(background), [image, "alpha"], ["output"])
         else:
-            add("background", functools.partial(kernels.blurred_background, strength=strengths.get("blur", 1.0)),
-                [image, "alpha"], ["blurred"])
+            strength = strengths.get("blur", 1.0)
+            if fast and image == "frame":
+                add("background", functools.partial(kernels.blurred_background_small, strength=strength),
+                    ["quarter", "mask_s", "frame"], ["blurred"])
+            elif fast:
+                add("background", functools.partial(_background_of, strength=strength), [image, "mask_s"],
+                    ["blurred"])
+            else:
+                add("background", functools.partial(kernels.blurred_background, strength=strength),
+                    [image, "alpha"], ["blurred"])
             add("composite", kernels.composite, [image, "blurred", "alpha"], ["output"])
     else:
         add("output", lambda x: x, [image], ["output"])
     spec = PipelineSpec("process:" + "+".join(effects), stages)
     spec.check()
     return spec
+
+
+def _prepare_quarter(entry: ModelEntry, with_luma: bool, frame_bgr: np.ndarray):
+    """(model input, the 1/4-size frame[, luma at the model's resolution]) from one read of the frame."""
+    import cv2
+
+    from edgekit.apps.video.reuse import luma
+
+    q = kernels.quarter(frame_bgr)
+    small = cv2.resize(q, (entry.hw[1], entry.hw[0]), interpolation=cv2.INTER_AREA)
+    x = entry.prepare(small)
+    return (x, q, luma(small)) if with_luma else (x, q)
+
+
+def _background_of(image: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """The blurred background of an effect's output (not the camera frame the model saw)."""
+    return kernels.blurred_background_small(kernels.quarter(image), mask, image, strength)
 
 
 def _deviation(kind: str, message: str) -> dict:
