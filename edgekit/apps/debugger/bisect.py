@@ -41,6 +41,7 @@ class BisectReport:
     def to_dict(self) -> dict:
         return {"artifact": self.diff.artifact, "target": self.diff.target,
                 "first_diverging_node": self.first.node if self.first else None,
+                "first_diverging_fused": self.first.fused if self.first else [],
                 "first_diverging": asdict(self.first) if self.first else None,
                 "stage": self.stage, "stages": [r.to_dict() for r in self.stages.stages] if self.stages else None,
                 "runs": self.runs, "threshold_db": self.diff.threshold_db, "keep_float_node": self.keep_float_node,

@@ -215,6 +215,9 @@ class LayerDiff:
     #: reference nodes between this layer and the aligned layers feeding it that could not be aligned (an error
     #: that starts in one of them shows first here)
     unaligned_upstream: list[str] = field(default_factory=list)
+    #: reference nodes this runtime tensor also computes (a convolution fused with the activation after it): an
+    #: error of this layer may be theirs, and no runtime tensor tells them apart
+    fused: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -373,6 +376,8 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
                 ly.isolated_note = iso_notes.get(tap_name, "")
             layers.append(ly)
         layers.sort(key=lambda ly: ly.index)
+        for ly in layers:
+            ly.fused = _fused_into(graph, ly.tensor, unmatched)
         _mark_divergence(graph, layers, thr)
         unmatched_rows = [{"node": order[t].name, "op": order[t].op, "tensor": t, "reason": why}
                           for t, why in unmatched.items() if t in order]
@@ -387,6 +392,26 @@ def _diff(art, ref_path: Path, io, data, n: int, seed: int, threads: int, isolat
     finally:
         sess.close()
         ref.close()
+
+
+#: reasons :func:`align` gives a reference tensor that a runtime computes inside another op's tensor
+FUSED_REASONS = ("fused into ", "computed together with ")
+
+
+def _fused_into(graph: RefGraph, tensor: str, unmatched: dict[str, str]) -> list[str]:
+    """The reference nodes upstream of ``tensor`` (through single-input nodes) whose outputs have no tensor of
+    their own because the runtime computes them inside ``tensor``'s op, nearest first."""
+    out = []
+    node = graph.by_output.get(tensor)
+    while node is not None:
+        live = list(graph.live_inputs(node))
+        if len(live) != 1 or not unmatched.get(live[0], "").startswith(FUSED_REASONS):
+            break
+        node = graph.by_output.get(live[0])
+        if node is None:
+            break
+        out.append(node.name)
+    return out
 
 
 def _tap(taps, name):
@@ -529,6 +554,7 @@ def align(graph: RefGraph, taps, tap_vals: dict, ref_vals: dict, sess, io) -> tu
             if not feeds:
                 continue
             cands = [n for n in graph.nodes if n.op in tap.onnx_ops and n.outputs[0] not in used
+                     and not why.get(n.outputs[0], "").startswith(FUSED_REASONS[0])  # inside another runtime op
                      and graph.live_inputs(n) == feeds and fits(tap, n.outputs[0])]
             if len(cands) == 1:
                 how = "structure"

@@ -90,7 +90,8 @@ def bisect_lines(report: BisectReport) -> list[str]:
         iso = _db(first.isolated["sqnr_db"]) if first.isolated else f"n/a ({first.isolated_note or 'not measured'})"
         lines += [f"[red]first diverging layer:[/] {escape(first.node)} ({first.op}), reference tensor "
                   f"{escape(first.tensor)}, runtime tensor {escape(first.runtime_tensor)} ({first.runtime_op}, "
-                  f"matched by {first.matched_by})",
+                  f"matched by {first.matched_by})" + (f"; the runtime computes it together with "
+                                                        f"{escape(', '.join(first.fused))}" if first.fused else ""),
                   f"  SQNR of its inputs {before} dB -> {_db(first.sqnr_db)} dB cumulative; isolated {escape(iso)}; "
                   f"max abs {first.max_abs:.3g}, cosine {first.cosine:.6f}",
                   *_upstream(first), f"  remedy: {escape(report.remedy)}"]
