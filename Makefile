@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench ship-config clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ lint: setup
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+# re-make the shipped profiles/configs/local-cpu.json on this machine (a sweep under load, then sustained runs)
+ship-config: setup
+	$(VENV)/bin/edgekit profile --device profiles/sweeps/local-cpu-mediapipe.yaml --thorough --out out/ship \
+		--model $${EDGEKIT_CACHE:-$$HOME/.cache/edgekit}/mediapipe/0.10.14/selfie_segmentation_landscape.tflite
 
 clean:
 	rm -rf out .pytest_cache
