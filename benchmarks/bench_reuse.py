@@ -1,14 +1,14 @@
 """Segmentation reuse between frames, side by side in one run: the model on every frame (today's default), a fixed
 k of 2, 3 and 4 (carried by the affine estimate), and the adaptive policy (IoU budget 0.95, max_k 4 and 8).
 
-Clip: a real portrait (obama.jpg) over a generated texture, swaying slowly, then three times faster, with a
-sudden sideways jump; the model and its pre-processing are the shipped app config's, as ``edgekit process`` runs
-them. Quality is at the model's resolution against every-frame inference: mask IoU (mean, min) and flow-warped
-flicker (mean |m_t - warp(m_t-1)| by DIS flow on the frames: the change motion does not explain; every-frame's own
-is the first row). Speed: the blur pipeline (prepare, segment, refine, smooth, background, composite) placed on
-this machine's cores and run pipelined; each policy runs ``--rounds`` times interleaved with the others and the
-median is reported. CPU saved = (carried frames x the model's mean ms, less the motion estimation and carrying)
-per frame, as the controller measured it.
+Clip: a generated person swaying and leaning over a textured background, slowly, then three times faster, with
+a sudden sideways jump (:func:`clip`); the model and its pre-processing are the shipped app config's, as
+``edgekit process`` runs them. Quality is at the model's resolution against every-frame inference: mask IoU
+(mean, min) and flow-warped flicker (mean |m_t - warp(m_t-1)| by DIS flow on the frames: the change motion does
+not explain; every-frame's own is the first row). Speed: the blur pipeline placed on this machine's cores and
+run pipelined; each policy runs ``--rounds`` times interleaved with the others and the median is reported. CPU
+saved = (carried frames x the model's mean ms, less the motion estimation and carrying) per frame, as the
+controller measured it.
 
     .venv/bin/python benchmarks/bench_reuse.py [--frames 150] [--rounds 3]
 """
@@ -36,33 +36,15 @@ POLICIES = [("every frame (no reuse)", None), ("fixed k=2", (2, True)), ("fixed 
             ("adaptive, max_k 8, IoU >= 0.95", (8, False))]
 
 
-def portrait_clip(n: int, hw: tuple[int, int], seed: int = 7) -> list[np.ndarray]:
-    """A real portrait swaying over a texture: slow for the first third, three times faster after, and a
-    sudden jump of 6% of the width at 80% of the clip."""
-    from edgekit.core.samples.natural import texture
-    from edgekit.core.samples.photos import evaluation_photos
+def clip(n: int, hw: tuple[int, int]) -> list[np.ndarray]:
+    """The synthetic person of :func:`~edgekit.apps.video.synthetic_video.paced_clip` (leaning as it sways, so no
+    similarity explains the motion exactly), slow for the first third (2 px per frame at 1280 wide), three times
+    faster after, with a sudden jump of 5% of the width at 80% of the clip."""
+    from edgekit.apps.video.synthetic_video import paced_clip
 
-    H, W = hw
-    _, img = evaluation_photos()[0]
-    ph = int(H * 0.85)
-    photo = cv2.resize((img[..., ::-1] * 255).astype(np.uint8), (int(img.shape[1] * ph / img.shape[0]), ph),
-                       interpolation=cv2.INTER_AREA)
-    bg = (texture(np.random.default_rng(seed), H, W)[..., ::-1] * 255 + 0.5).astype(np.uint8)
-    rng = np.random.default_rng(seed)
-    frames, x, direction = [], 0.0, 1.0
-    travel = (W - photo.shape[1]) / 2 - 2
-    for t in range(n):
-        x += direction * (W / 1280) * (1.0 if t < n // 3 else 3.0)
-        if abs(x) > travel * 0.6:
-            direction = -direction
-        if t == int(n * 0.8):
-            x += -direction * 0.06 * W
-        x = float(np.clip(x, -travel, travel))
-        f = bg.copy()
-        x0, y0 = int((W - photo.shape[1]) / 2 + x), H - ph
-        f[y0:, x0:x0 + photo.shape[1]] = photo
-        frames.append(np.clip(f + rng.normal(0, 2, f.shape), 0, 255).astype(np.uint8))
-    return frames
+    scale = hw[1] / 1280
+    speeds = [2.0 * scale] * (n // 3) + [6.0 * scale] * (n - n // 3)
+    return paced_clip(speeds, hw, seed=5, jumps={int(n * 0.8): 0.05 * hw[1]})[0]
 
 
 def controller(policy):
@@ -163,12 +145,12 @@ def main() -> None:
     entry = model_entries(cfg)[0]
     session = load(entry.artifact_dir, threads=1)
     t0 = time.perf_counter()
-    clip720 = portrait_clip(args.frames, (720, 1280))
+    clip720 = clip(args.frames, (720, 1280))
     q = quality(clip720, entry, session)
     m = methods(clip720, entry, session)
-    s720 = speed(portrait_clip(args.frames, (720, 1280)), cfg, args.rounds)
-    s1080 = speed(portrait_clip(args.frames, (1080, 1920)), cfg, args.rounds)
-    lines = [f"### Segmentation reuse: blur, {args.frames} frames (portrait swaying, then 3x faster, one jump); model "
+    s720 = speed(clip(args.frames, (720, 1280)), cfg, args.rounds)
+    s1080 = speed(clip(args.frames, (1080, 1920)), cfg, args.rounds)
+    lines = [f"### Segmentation reuse: blur, {args.frames} frames (a person swaying, then 3x faster, one jump); model "
              f"{entry.target} at {entry.hw[1]}x{entry.hw[0]} as the shipped config runs it; median of {args.rounds} "
              "interleaved runs", "",
              "| k policy | model runs (share of frames) | IoU vs every-frame mean (min) | flow-warped flicker "
