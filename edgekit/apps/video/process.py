@@ -323,14 +323,14 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
     if "denoise" in effects:
         from edgekit.apps.video.effects.denoise import TemporalDenoiser
 
-        add("denoise", TemporalDenoiser(strengths.get("denoise", 1.0)), [image], ["denoised"])
+        add("denoise", TemporalDenoiser(strengths.get("denoise", 1.0), fast=fast), [image], ["denoised"])
         image = "denoised"
     if "lowlight" in effects:
         from edgekit.apps.video.effects.lowlight import open_lowlight
 
         lowlight = open_lowlight(strengths.get("lowlight", 1.0), threads)
         add("lowlight", lowlight.estimate, [image], ["curves"], ["cpu1", "cpu0"])
-        add("brighten", lowlight.apply, [image, "curves"], ["bright"])
+        add("brighten", lowlight.apply if fast else lowlight.apply_full, [image, "curves"], ["bright"])
         image = "bright"
     if "beauty" in effects:
         from edgekit.apps.video.effects.beauty import BeautySettings, FaceTracker, apply_beauty

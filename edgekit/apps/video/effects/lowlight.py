@@ -12,7 +12,8 @@ import numpy as np
 from edgekit.zoo.curve_net_numpy import ITERATIONS
 
 MODEL = Path(__file__).resolve().parents[4] / "models" / "lowlight" / "curve.onnx"  # the repo root
-LEVELS = 64  # curve parameter quantization for the lookup table
+LEVELS = 64  # curve parameter quantization for the lookup table (the earlier full-resolution apply)
+FINE_LEVELS = 254  # :meth:`LowLight.apply`: levels 0-254 in uint8, table index level * 256 + pixel in uint16
 
 
 def curve_lut(levels: int = LEVELS, iterations: int = ITERATIONS) -> np.ndarray:
@@ -33,6 +34,7 @@ class LowLight:
     def __init__(self, session, strength: float = 1.0, smoothing: float = 0.7):
         self.session, self.strength, self.smoothing = session, strength, smoothing
         self.lut = curve_lut().ravel()
+        self.fine_lut = curve_lut(FINE_LEVELS).ravel()  # 255 x 256 entries (64 KiB): finer than the earlier 65
         self.curves: np.ndarray | None = None  # the smoothed curve maps of the previous frame
         self.hw = tuple(session.io.inputs[0].shape[-2:])
 
@@ -51,7 +53,20 @@ class LowLight:
         return a
 
     def apply(self, frame_bgr: np.ndarray, curves: np.ndarray) -> np.ndarray:
-        """The curves applied at full resolution through the (curve level, pixel) lookup table."""
+        """The curves applied at full resolution through the (curve level, pixel) lookup table. The curve
+        levels are quantized at the curves' own resolution (uint8) and upsampled as uint8, so the only
+        full-resolution work is that upsampling, the index and the lookup."""
+        H, W = frame_bgr.shape[:2]
+        small = np.ascontiguousarray(curves[::-1].transpose(1, 2, 0), dtype=np.float32)
+        level = cv2.convertScaleAbs(np.clip(small, -1, 1), alpha=FINE_LEVELS / 2, beta=FINE_LEVELS / 2)  # rounded
+        index = cv2.resize(level, (W, H), interpolation=cv2.INTER_LINEAR).astype(np.uint16)
+        index <<= 8  # the table index level * 256 + pixel, in place
+        index |= frame_bgr
+        return np.take(self.fine_lut, index)
+
+    def apply_full(self, frame_bgr: np.ndarray, curves: np.ndarray) -> np.ndarray:
+        """The earlier :meth:`apply`: curves upsampled as float to full resolution, quantized there (kept for
+        side-by-side benchmarks)."""
         H, W = frame_bgr.shape[:2]
         a_bgr = cv2.resize(np.ascontiguousarray(curves[::-1].transpose(1, 2, 0)), (W, H),
                            interpolation=cv2.INTER_LINEAR)
