@@ -9,7 +9,7 @@ import numpy as np
 
 from edgekit.apps.pipeline.costs import measure_costs
 from edgekit.apps.pipeline.definition import reset_stages
-from edgekit.apps.pipeline.executor import PipelineRunner, StageCalls, run_sequential
+from edgekit.apps.pipeline.executor import PipelineRunner, run_sequential
 from edgekit.apps.pipeline.placement import plan
 from edgekit.apps.pipeline.units import local_units
 from edgekit.apps.profiling.appconfig import load_config
@@ -24,19 +24,31 @@ CONFIG = Path("profiles/configs/local-cpu.json")
 
 
 def segmentation_quality(cfg) -> list[str]:
+    """The config's model as process runs it; the alpha refined and smoothed the earlier way (smoothing the
+    full-resolution alpha) and today's (smoothing the model's mask, then refining)."""
     from edgekit.api import load
+    from edgekit.apps.video.process import model_entries
 
     frames, truths = synthetic_clip(90, (720, 1280), seed=11)
-    sess = load(Path(cfg["model"]["artifact_dir"]), threads=2)
-    pre, inp = cfg["preprocessing"], cfg["input"]
+    entry = model_entries(cfg)[0]
+    sess = load(entry.artifact_dir, threads=2)
+    spec = sess.io.inputs[0]
+
+    def mask_of(f):
+        x = entry.prepare(f)
+        if spec.layout == "NHWC":
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        return np.asarray(next(iter(sess.run({spec.name: x}).values())), np.float32).reshape(entry.hw)
+
+    masks = [mask_of(f) for f in frames]
+    full, small = kernels.TemporalSmoother(), kernels.MaskSmoother()
+    ways = {"refined, no temporal smoothing": [kernels.refine_mask(m, f) for m, f in zip(masks, frames)]}
+    ways["refined + temporal smoothing at full resolution (before)"] = [full(a) for a in ways[
+        "refined, no temporal smoothing"]]
+    ways["temporal smoothing of the model's mask + refined (today)"] = [kernels.refine_mask(small(m), f)
+                                                                       for m, f in zip(masks, frames)]
     rows = []
-    for label, smooth in (("refined, no temporal smoothing", False), ("refined + temporal smoothing", True)):
-        smoother, alphas = kernels.TemporalSmoother(), []
-        for f in frames:
-            x = kernels.model_input(f, (inp["height"], inp["width"]), pre["mean"], pre["std"])
-            mask = next(iter(sess.run({sess.io.inputs[0].name: x}).values()))[0, 0]
-            a = kernels.refine_mask(mask, f)
-            alphas.append(smoother(a) if smooth else a)
+    for label, alphas in ways.items():
         s = quality.mask_scores(alphas, truths)
         rows.append(f"| {label} | {s['iou']:.4f} | {s['boundary_f']:.4f} | {s['dtssd']:.2f} |")
     return rows
@@ -82,12 +94,16 @@ def lowlight_rows() -> list[str]:
                                   for _, im in evaluation_photos()]}
     rows = []
     for label, brights in sets.items():
-        res = {"dark input": [], "CLAHE": [], "edgekit curve net": []}
+        res = {"dark input": [], "CLAHE": [], "edgekit curve net, before (65 levels at full resolution)": [],
+               "edgekit curve net": []}
         for b in brights:
             gamma, exposure = rng.uniform(1.8, 2.6), rng.uniform(0.3, 0.5)
             dark = np.clip(exposure * (b / 255.0) ** gamma * 255 + rng.normal(0, 2, b.shape), 0, 255).astype(np.uint8)
             ll.curves = None
-            for name, out in (("dark input", dark), ("CLAHE", clahe(dark)), ("edgekit curve net", ll(dark))):
+            curves = ll.estimate(dark)
+            for name, out in (("dark input", dark), ("CLAHE", clahe(dark)),
+                              ("edgekit curve net, before (65 levels at full resolution)", ll.apply_full(dark, curves)),
+                              ("edgekit curve net", ll.apply(dark, curves))):
                 res[name].append((quality.psnr(out, b), quality.ssim(out, b)))
         for name, v in res.items():
             v = np.asarray(v)
@@ -95,31 +111,85 @@ def lowlight_rows() -> list[str]:
     return rows
 
 
-def speed_rows(cfg) -> list[str]:
-    rows = []
-    for effects, hw in ((["blur"], (720, 1280)), (["blur"], (1080, 1920)),
-                        (["blur", "beauty", "denoise", "lowlight"], (720, 1280))):
-        frames = _with_face(hw, 90)
-        spec = build_pipeline(cfg, effects, {})
-        units = {u: v for u, v in local_units().items() if u.startswith("cpu")}
-        calls = StageCalls(units)
-        costs, _ = measure_costs(spec, units, frames[0], repeats=10, calls=calls)
-        p = plan(spec, costs)
-        reset_stages(spec)
+ALL4 = ["blur", "beauty", "denoise", "lowlight"]
+CASES = ((["blur"], (720, 1280)), (["blur"], (1080, 1920)), (ALL4, (720, 1280)), (ALL4, (1080, 1920)))
+
+
+def bandwidth_gbs() -> float:
+    """This machine's memory bandwidth as one core sees it: bytes read + written per second copying 256 MiB
+    (median of 5)."""
+    a = np.ones(32 * 2**20, np.float64)
+    b = np.empty_like(a)
+    times = []
+    for _ in range(5):
         t0 = time.perf_counter()
-        for _ in run_sequential(spec, p, units, frames, output="output", calls=calls):
-            pass
-        seq = len(frames) / (time.perf_counter() - t0)
-        reset_stages(spec)
-        runner = PipelineRunner(spec, p, units, max_in_flight=4, calls=calls)
-        for _ in runner.run(frames, output="output"):
-            pass
-        pipe = runner.stats.completed / runner.stats.wall_s
-        lat = np.percentile(runner.stats.latencies_ms, [50, 95])
-        per_stage = ", ".join(f"{s.name} {costs[(s.name, p.assignment[s.name])]:.1f}" for s in spec.stages)
-        rows.append(f"| {'+'.join(effects)} | {hw[1]}x{hw[0]} | {seq:.1f} | {pipe:.1f} | {lat[0]:.1f} / {lat[1]:.1f} "
-                    f"| {per_stage} |")
-    return rows
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t0)
+    return 2 * a.nbytes / float(np.median(times)) / 1e9
+
+
+def _stage_bytes(spec, calls, p, frame) -> dict[str, int]:
+    """Bytes each stage reads and writes on one frame (its inputs and outputs, as the arrays are)."""
+    values, out = {"frame": frame}, {}
+    for s in spec.stages:
+        values.update(calls(s, p.assignment[s.name], values, 0))
+        out[s.name] = sum(getattr(values[v], "nbytes", 0) for v in [*s.inputs, *s.outputs])
+    return out
+
+
+def speed_rows(cfg, rounds: int = 3, n: int = 90) -> tuple[list[str], list[str]]:
+    """Each case on the earlier path (``build_pipeline(fast=False)``) and on today's, interleaved ``rounds``
+    times, medians; and today's per-stage costs next to their memory-traffic floor."""
+    from edgekit.apps.video.process import ConfiguredCalls, model_entries
+
+    units = {u: v for u, v in local_units().items() if u.startswith("cpu")}
+    bw = bandwidth_gbs()
+    rows, stage_rows = [], []
+    for effects, hw in CASES:
+        frames = _with_face(hw, n)
+        runs = {}
+        for fast in (False, True):
+            spec = build_pipeline(cfg, effects, {}, fast=fast)
+            calls = ConfiguredCalls(units, model_entries(cfg))
+            costs, _ = measure_costs(spec, units, frames[0], repeats=5, calls=calls)
+            costs = {k: v for k, v in costs.items() if "fallback" not in k[1] and "tflite" not in k[1]}
+            runs[fast] = {"spec": spec, "calls": calls, "costs": costs, "plan": plan(spec, costs), "seq": [],
+                          "pipe": [], "p50": [], "p95": []}
+        for _ in range(rounds):
+            for fast in (False, True):
+                r = runs[fast]
+                reset_stages(r["spec"])
+                t0 = time.perf_counter()
+                for _ in run_sequential(r["spec"], r["plan"], units, frames, output="output", calls=r["calls"]):
+                    pass
+                r["seq"].append(len(frames) / (time.perf_counter() - t0))
+                reset_stages(r["spec"])
+                runner = PipelineRunner(r["spec"], r["plan"], units, max_in_flight=4, calls=r["calls"])
+                for _ in runner.run(frames, output="output"):
+                    pass
+                r["pipe"].append(runner.stats.completed / runner.stats.wall_s)
+                lat = np.percentile(runner.stats.latencies_ms, [50, 95])
+                r["p50"].append(lat[0])
+                r["p95"].append(lat[1])
+        for fast in (False, True):
+            r = runs[fast]
+            per_stage = ", ".join(f"{s.name} {r['costs'][(s.name, r['plan'].assignment[s.name])]:.1f}"
+                                  for s in r["spec"].stages)
+            rows.append(f"| {'+'.join(effects)} | {hw[1]}x{hw[0]} | {'today' if fast else 'before'} | "
+                        f"{np.median(r['seq']):.1f} | **{np.median(r['pipe']):.1f}** | {np.median(r['p50']):.1f} / "
+                        f"{np.median(r['p95']):.1f} | {per_stage} |")
+        if effects == ALL4:
+            r = runs[True]
+            reset_stages(r["spec"])
+            moved = _stage_bytes(r["spec"], r["calls"], r["plan"], frames[0])
+            total = sum(r["costs"][(s.name, r["plan"].assignment[s.name])] for s in r["spec"].stages)
+            for s in r["spec"].stages:
+                ms = r["costs"][(s.name, r["plan"].assignment[s.name])]
+                floor = moved[s.name] / (bw * 1e9) * 1000
+                stage_rows.append(f"| {hw[1]}x{hw[0]} | {s.name} | {ms:.2f} | {100 * ms / total:.0f}% | "
+                                  f"{moved[s.name] / 1e6:.1f} | {floor:.2f} | {ms / floor:.0f}x |")
+    stage_rows.append(f"\nmemory bandwidth (one core copying 256 MiB, read + write): {bw:.1f} GB/s")
+    return rows, stage_rows
 
 
 def _with_face(hw, n):
@@ -139,8 +209,17 @@ def _with_face(hw, n):
     return frames
 
 
+ROUNDS = 3
+
 if __name__ == "__main__":
+    import sys
+
     cfg = load_config(CONFIG)
+    if "--speed-only" in sys.argv:
+        speed = speed_rows(cfg, ROUNDS)
+        print("\n".join([*speed[0], "", *speed[1]]))
+        raise SystemExit(0)
+    speed = speed_rows(cfg, ROUNDS)
     text = "\n".join([
         "### Virtual background quality (synthetic 720p video with exact masks, 90 frames; "
         f"model {cfg['runtime']['target']} at {cfg['input']['width']}x{cfg['input']['height']})", "",
@@ -152,9 +231,13 @@ if __name__ == "__main__":
         *denoise_rows(), "",
         "### Low-light (synthetically darkened, 512x288)", "", "| set | method | PSNR dB | SSIM |", "|---|---|---|---|",
         *lowlight_rows(), "",
-        "### Speed on this machine (2 cores; per-stage ms as placed)", "",
-        "| effects | frame | sequential fps | pipelined fps | p50 / p95 latency ms | stage ms |",
-        "|---|---|---|---|---|---|", *speed_rows(cfg)])
+        "### Speed on this machine (2 cores; before = the earlier kernels, today = as process runs now; median of "
+        f"{ROUNDS} interleaved runs, per-stage ms as placed)", "",
+        "| effects | frame | code | sequential fps | pipelined fps | p50 / p95 latency ms | stage ms |",
+        "|---|---|---|---|---|---|---|", *speed[0], "",
+        "### Where the time goes (all four effects, today's code): each stage's cost, its share of the frame's CPU "
+        "time, and the floor its memory traffic sets (bytes its inputs and outputs hold / measured bandwidth)", "",
+        "| frame | stage | ms | share | MB moved | floor ms | x floor |", "|---|---|---|---|---|---|---|", *speed[1]])
     print(text)
     Path("benchmarks/results").mkdir(exist_ok=True)
     Path("benchmarks/results/video.md").write_text(text + "\n")
