@@ -560,7 +560,16 @@ def align(graph: RefGraph, taps, tap_vals: dict, ref_vals: dict, sess, io) -> tu
                 how = "structure"
                 if tap.weight is not None and cands[0].weight is not None:
                     how += f" (weights differ: {_rel_best(cands[0].weight, tap.weight):.2g} relative)"
-                take(tap, cands[0].outputs[0], how)
+                tensor, fused = _through_fused(graph, cands[0].outputs[0], tap.fused or [])
+                if tensor is None or tensor in used or not fits(tap, tensor):
+                    continue
+                for t in fused[:-1] if fused else []:
+                    why.setdefault(t, f"fused into {tap.op} {tap.name} by the runtime (no tensor of its own)")
+                if fused:
+                    why.setdefault(cands[0].outputs[0], f"fused into {tap.op} {tap.name} by the runtime (no tensor "
+                                                        "of its own)")
+                    how += f" (+{'+'.join(tap.fused)} fused)"
+                take(tap, tensor, how)
                 changed = True
             elif len(cands) > 1:
                 for n in cands:
@@ -577,6 +586,19 @@ def align(graph: RefGraph, taps, tap_vals: dict, ref_vals: dict, sess, io) -> tu
                       f"{used[cons[0].outputs[0]]} holds both)")
         unmatched[t] = why.get(t, "no runtime tensor found (fused, renamed or computed differently)")
     return matches, unmatched
+
+
+def _through_fused(graph: RefGraph, tensor: str, ops: list[str]) -> tuple[str | None, list[str]]:
+    """``tensor`` followed through the single-consumer activations ``ops`` a runtime op fused after it: (the last
+    tensor, the tensors passed on the way), or (None, []) when the reference does not have that chain."""
+    passed = []
+    for op in ops:
+        cons = graph.consumers.get(tensor, [])
+        if op == "?" or len(cons) != 1 or cons[0].op != op:
+            return None, []
+        passed.append(tensor)
+        tensor = cons[0].outputs[0]
+    return tensor, passed
 
 
 #: ONNX ops that only move data; a runtime op that can only be one of these and has no reference node (TFLite's
