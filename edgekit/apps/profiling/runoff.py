@@ -3,13 +3,14 @@
 A sweep measures each point once, one after another, so a burst of noise during one point can decide the choice.
 When the choice beats its runner-up only by a latency difference inside the two confidence intervals, the two
 are measured again in alternation (A B B A A B ...: each in a fresh worker, as in the sweep), so the machine's
-noise hits both alike, and the one with the lower median tail over the rounds is chosen. What the run-off
+noise hits both alike, and the choice is made again with each one's median measurement (the sweep's and the
+rounds'; the upper median of an even count). If neither fits the budget on that evidence, another point (or none)
+is chosen: a choice that held only on a lucky measurement is not shipped. What the run-off
 measured and decided goes into the choice's ``why`` and the report.
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,9 +36,9 @@ def _remeasure(p: Point, reach, profile: DeviceProfile, data: Path) -> Point:
 def runoff(choice: Choice, points: list[Point], profile: DeviceProfile, model: Path, out_dir: Path,
            rounds: int = ROUNDS, camera: tuple[int, int] | None = None) -> Choice:
     """Measure ``choice.chosen`` and ``choice.contested`` in alternation for ``rounds`` rounds and choose again
-    with each one's median round (by the latency the budget is checked against). Returns the new choice, with
-    ``runoff`` saying what was measured; the choice unchanged when there is nothing contested or the device is
-    not this machine.
+    with each one's median measurement, the sweep's included (by the latency the budget is checked against).
+    Returns the new choice, with ``runoff`` saying what was measured; the choice unchanged when there is nothing
+    contested or the device is not this machine.
 
     Raises:
         DeviceError: a measurement failed.
@@ -47,7 +48,7 @@ def runoff(choice: Choice, points: list[Point], profile: DeviceProfile, model: P
     if a is None or b is None or reach.name != "local":
         return choice
     sha = a.model_sha256
-    rounds_of: dict[tuple, list[Point]] = {a.key: [], b.key: []}
+    rounds_of: dict[tuple, list[Point]] = {a.key: [a], b.key: [b]}  # the sweep's own measurement counts too
     for r in range(rounds):
         for p in ((a, b) if r % 2 == 0 else (b, a)):  # A B, B A, A B: neither always goes first
             data = _data(model, sha, tuple(p.resolution), out_dir)
@@ -60,9 +61,10 @@ def runoff(choice: Choice, points: list[Point], profile: DeviceProfile, model: P
     again = choose(new_points, choice.budget_ms, camera or profile.camera)
     tails = {key: [round(q.budget_tail_ms, 3) for q in runs] for key, runs in rounds_of.items()}
     winner = again.chosen
-    summary = (f"run-off over {rounds} interleaved rounds: {a.label()} {statistics.median(tails[a.key]):.2f} ms "
-               f"(rounds {', '.join(f'{t:.2f}' for t in tails[a.key])}) vs {b.label()} "
-               f"{statistics.median(tails[b.key]):.2f} ms (rounds {', '.join(f'{t:.2f}' for t in tails[b.key])}), "
+    listed = {key: ", ".join(f"{t:.2f}" for t in ts) for key, ts in tails.items()}
+    summary = (f"run-off over {rounds} interleaved rounds: {a.label()} {medians[a.key].budget_tail_ms:.2f} ms "
+               f"(sweep, rounds: {listed[a.key]}) vs {b.label()} {medians[b.key].budget_tail_ms:.2f} ms "
+               f"(sweep, rounds: {listed[b.key]}), "
                f"{a.budget_basis[0]}: {winner.label() if winner else 'nothing'} chosen")
     again.why += "; " + summary
     again.runoff = {"rounds": rounds, "candidates": [a.label(), b.label()],
