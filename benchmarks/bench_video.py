@@ -82,11 +82,14 @@ def denoise_rows() -> list[str]:
             f"{spatial - before:+.2f} |", f"| edgekit temporal denoiser | {after:.2f} | {after - before:+.2f} |"]
 
 
+BEFORE = "edgekit curve net before (net at 144x256, 65 levels applied at full resolution)"
+
+
 def lowlight_rows() -> list[str]:
     from edgekit.core.samples.photos import evaluation_photos
     from edgekit.core.samples.synthetic import dataset
 
-    ll = open_lowlight()
+    ll, before = open_lowlight(), open_lowlight(hw=(144, 256))
     rng = np.random.default_rng(9)
     imgs, _ = dataset(40, 288, 512, seed=77777)
     sets = {"synthetic scenes (n=40)": [(im[..., ::-1] * 255).astype(np.uint8) for im in imgs],
@@ -94,16 +97,15 @@ def lowlight_rows() -> list[str]:
                                   for _, im in evaluation_photos()]}
     rows = []
     for label, brights in sets.items():
-        res = {"dark input": [], "CLAHE": [], "edgekit curve net, before (65 levels at full resolution)": [],
-               "edgekit curve net": []}
+        res = {"dark input": [], "CLAHE": [], BEFORE: [], "edgekit curve net": []}
         for b in brights:
             gamma, exposure = rng.uniform(1.8, 2.6), rng.uniform(0.3, 0.5)
             dark = np.clip(exposure * (b / 255.0) ** gamma * 255 + rng.normal(0, 2, b.shape), 0, 255).astype(np.uint8)
-            ll.curves = None
-            curves = ll.estimate(dark)
+            ll.curves = before.curves = None
+            curves = before.estimate(dark)
             for name, out in (("dark input", dark), ("CLAHE", clahe(dark)),
-                              ("edgekit curve net, before (65 levels at full resolution)", ll.apply_full(dark, curves)),
-                              ("edgekit curve net", ll.apply(dark, curves))):
+                              (BEFORE, before.apply_full(dark, curves)),
+                              ("edgekit curve net", ll(dark))):
                 res[name].append((quality.psnr(out, b), quality.ssim(out, b)))
         for name, v in res.items():
             v = np.asarray(v)

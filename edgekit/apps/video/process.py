@@ -328,7 +328,7 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
     if "lowlight" in effects:
         from edgekit.apps.video.effects.lowlight import open_lowlight
 
-        lowlight = open_lowlight(strengths.get("lowlight", 1.0), threads)
+        lowlight = open_lowlight(strengths.get("lowlight", 1.0), threads, **({} if fast else {"hw": (144, 256)}))
         add("lowlight", lowlight.estimate, [image], ["curves"], ["cpu1", "cpu0"])
         add("brighten", lowlight.apply if fast else lowlight.apply_full, [image, "curves"], ["bright"])
         image = "bright"
