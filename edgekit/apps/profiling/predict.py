@@ -8,12 +8,15 @@ and weights, fp32). A configuration's features (:data:`FEATURES`) sum them by ki
 of depthwise convolutions and of matrix products, MB moved by convolutions and by the other kernels, the number
 of kernels (per-kernel launch overhead) and a constant (per-inference overhead).
 
-**Predictor.** Latency on the device is modelled as ``y = s[target, delegate] * t[threads] * r[group] * (x . w)``:
-``w`` (non-negative, per feature) is the device's cost of each kind of work, ``s`` how fast each runtime and
-precision does it, ``t`` what more threads buy, and ``r`` a per-(target, delegate, threads) correction shrunk
-towards 1 (it matters only where a group has several points). It is fitted by alternating non-negative least
-squares on relative error, from the device's ``points.jsonl`` (and, where a benchmark wrote them, per-kernel
-timings in ``ops.jsonl``: rows of one kernel each, which pin down ``w`` beyond what whole models can).
+**Predictor.** Three layers, each fitted by non-negative least squares on relative error. (1) A shared model
+``y = s[target, delegate] * t[threads] * r[group] * (x . w)``: ``w`` (non-negative, per feature) is the device's
+cost of each kind of work, ``s`` how fast each runtime and precision does it, ``t`` what more threads buy, ``r`` a
+per-(target, delegate, threads) correction shrunk towards 1. (2) Per-(target, delegate, threads) feature costs
+fitted on that group's points, shrunk towards the shared model's (a runtime's costs need not be proportional to
+another's: one may be better at thin layers). (3) For a model already measured in that group, a calibration on
+its own points (a line through predicted vs measured, ridge towards their mean ratio). Training rows are the
+device's ``points.jsonl`` (any model whose artifacts are still there), plus per-kernel timings in ``ops.jsonl``
+where a benchmark wrote them (rows of one kernel each, which pin down ``w`` beyond what whole models can).
 
 **Expected error.** Leave-one-out over the device's own points (each predicted from all the others): the share
 within +-10% and the median error are printed with every prediction; with several models measured, the same
@@ -235,12 +238,14 @@ def vector(f: dict[str, float]) -> tuple[float, ...]:
 class Predictor:
     """``y = s[target, delegate] * t[threads] * r[group] * (x . w)``, fitted on relative error (see the module)."""
 
-    def __init__(self, samples: list[Sample], iterations: int = 30, shrink: float = 2.0):
+    def __init__(self, samples: list[Sample], iterations: int = 30, shrink: float = 2.0,
+                 shrink_weights: float = 0.3, calibration_ridge: float = 0.1):
         from scipy.optimize import nnls
 
         if not samples:
             raise InputError("no measurements to predict from")
         self.samples = samples
+        self.calibration_ridge = calibration_ridge
         X = np.array([s.x for s in samples], dtype=float)
         y = np.array([s.y for s in samples], dtype=float)
         scale = np.maximum(np.abs(X).max(axis=0), 1e-12)  # features of very different sizes: fit on unit columns
@@ -275,17 +280,76 @@ class Predictor:
             T = {k: v / g for k, v in T.items()}
             S = {k: v * g for k, v in S.items()}
         self.w, self.scale, self.S, self.T, self.R = w, scale, S, T, R
+        self._group_weights(shrink_weights)
+
+    def _group_weights(self, lam: float) -> None:
+        """Per-(target, delegate, threads) feature costs, fitted on that group's points and shrunk towards the
+        shared model's (ridge rows in the non-negative fit: a group with few points stays near the shared costs)."""
+        from scipy.optimize import nnls
+
+        self.W: dict[tuple, np.ndarray] = {}
+        groups: dict[tuple, list[Sample]] = {}
+        for s in self.samples:
+            if not s.kernel:
+                groups.setdefault(s.group, []).append(s)
+        for key, rows in groups.items():
+            prior = self._shared(*key)
+            if prior is None:
+                continue
+            X = np.array([r.x for r in rows], dtype=float) / self.scale
+            y = np.array([r.y for r in rows], dtype=float)
+            A = X / y[:, None]
+            c = A.mean(axis=0)
+            A2 = np.vstack([A, math.sqrt(lam) * np.diag(c)])
+            b2 = np.concatenate([np.ones(len(y)), math.sqrt(lam) * c * prior])
+            self.W[key] = nnls(A2, b2)[0]
+
+    def _shared(self, target: str, delegate: str, threads: int) -> np.ndarray | None:
+        if not self.known(target, delegate, threads):
+            return None
+        return self.w * self.S[(target, delegate, False)] * self.T[threads] * self.R.get(
+            (target, delegate, threads, False), 1.0)
 
     def known(self, target: str, delegate: str, threads: int) -> bool:
         return (target, delegate, False) in self.S and threads in self.T
 
-    def predict(self, target: str, delegate: str, threads: int, x: tuple[float, ...]) -> float | None:
-        """Predicted ms, or None where this target/delegate or thread count was never measured on the device."""
-        if not self.known(target, delegate, threads):
+    def base(self, target: str, delegate: str, threads: int, x: tuple[float, ...]) -> float | None:
+        """The kernel-level prediction (group costs, else the shared model's), before the per-model calibration."""
+        w = self.W.get((target, delegate, threads))
+        if w is None:
+            w = self._shared(target, delegate, threads)
+        if w is None:
             return None
-        base = float((np.array(x) / self.scale) @ self.w)
-        return base * self.S[(target, delegate, False)] * self.T[threads] * self.R.get(
-            (target, delegate, threads, False), 1.0)
+        return float((np.array(x, dtype=float) / self.scale) @ w)
+
+    def predict(self, target: str, delegate: str, threads: int, x: tuple[float, ...],
+                model: str | None = None) -> float | None:
+        """Predicted ms, or None where this target/delegate or thread count was never measured on the device.
+
+        With ``model`` (its sha256), the kernel-level prediction is calibrated on that model's own points in this
+        group where there are some: a line through (predicted, measured) with two or more (ridge towards their
+        mean ratio), their mean ratio (shrunk towards 1) with one.
+        """
+        base = self.base(target, delegate, threads, x)
+        if base is None or model is None:
+            return base
+        pairs = [(self.base(s.target, s.delegate, s.threads, s.x), s.y) for s in self.samples
+                 if not s.kernel and s.model == model and s.group == (target, delegate, threads)]
+        pairs = [(p, y) for p, y in pairs if p and p > 0]
+        if not pairs:
+            return base
+        P = np.array(pairs)
+        ratio = math.exp(float(np.mean(np.log(P[:, 1] / P[:, 0]))))
+        if len(P) < 2 or np.ptp(P[:, 0]) <= 1e-9 * P[:, 0].max():
+            return base * math.exp(math.log(ratio) * len(P) / (len(P) + 0.25))
+        wt = 1 / P[:, 1]
+        mp, my = float(P[:, 0].mean()), float(P[:, 1].mean())
+        A = np.vstack([np.stack([np.ones(len(P)), P[:, 0]], 1) * wt[:, None],
+                       math.sqrt(self.calibration_ridge) * np.array([[1 / my, 0.0], [0.0, mp / my]])])
+        b = np.concatenate([P[:, 1] * wt, math.sqrt(self.calibration_ridge) * np.array([0.0, ratio * mp / my])])
+        a0, a1 = np.linalg.lstsq(A, b, rcond=None)[0]
+        out = float(a0 + a1 * base)
+        return out if out > 0 else base * ratio
 
 
 def leave_one_out(samples: list[Sample], by_model: bool = False) -> list[tuple[Sample, float | None]]:
@@ -299,7 +363,7 @@ def leave_one_out(samples: list[Sample], by_model: bool = False) -> list[tuple[S
         if not any(not o.kernel for o in rest):
             out.append((s, None))
             continue
-        out.append((s, Predictor(rest).predict(s.target, s.delegate, s.threads, s.x)))
+        out.append((s, Predictor(rest).predict(s.target, s.delegate, s.threads, s.x, s.model)))
     return out
 
 
@@ -427,8 +491,8 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
         for t in prof.targets:
             for d in prof.delegates_for(t.split("-")[0]):
                 for n in prof.threads:
-                    a = p50.predict(t, d, n, x)
-                    b = tail.predict(t, d, n, x) if tail else None
+                    a = p50.predict(t, d, n, x, sha)
+                    b = tail.predict(t, d, n, x, sha) if tail else None
                     note = "" if a is not None else "never measured on this device: no prediction"
                     preds.append(Prediction(tuple(hw), t, d, n, a, b, measured.get((tuple(hw), t, d, n)), note))
     loo = error_summary(leave_one_out(samples["p50_ms"] + ops))
@@ -532,7 +596,7 @@ def pruned_order(plan: list[tuple], measure: Callable[[tuple], object], quality_
         for key in plan:
             if key in done:
                 continue
-            y = pred.predict(key[1], key[2], key[3], features_of(key)) if pred else None
+            y = pred.predict(key[1], key[2], key[3], features_of(key), "") if pred else None
             if y is None:
                 candidates.append(((9, 0, 0, 0), key))  # nothing to predict it from: measure it
                 continue
