@@ -98,7 +98,7 @@ def composite(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a = alpha.astype(np.float32, copy=False)
     fg8 = fg if fg.dtype == np.uint8 else np.clip(fg + 0.5, 0, 255).astype(np.uint8)
     bg8 = bg if bg.dtype == np.uint8 else np.clip(bg + 0.5, 0, 255).astype(np.uint8)
-    return cv2.blendLinear(fg8, bg8, a, 1.0 - a)
+    return cv2.blendLinear(fg8, bg8, a, cv2.subtract(1.0, a))  # OpenCV's subtract: no GIL held, unlike NumPy
 
 
 # -- the blur path of `edgekit process`: per-pixel work at low resolution, each full frame read once per stage
