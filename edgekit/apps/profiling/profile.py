@@ -37,15 +37,17 @@ class ProfileResult:
 def profile_device(device: str | Path, model: str | Path | None = None, out_dir: str | Path = "out/profile",
                    config_dir: str | Path | None = None,
                    progress: Callable[[str, int, int], None] | None = None,
-                   delegate_libs: dict[str, str] | list[str] | None = None, prune: bool = False) -> ProfileResult:
+                   delegate_libs: dict[str, str] | list[str] | None = None, prune: bool = False,
+                   thorough: bool = False, sustained_s: float = 30.0) -> ProfileResult:
     """Sweep ``model`` (default: the bundled student) on ``device`` and write config + report.
 
     Points already in ``OUT/DEVICE/points.jsonl`` are resumed only when they were measured for this model
     (sha256), this device profile (content hash) and this edgekit version; others are ignored with a note.
     With ``prune``, only the points that could be the choice (or its fallback) by their predicted latency are
     measured (:func:`~edgekit.apps.profiling.predict.pruned_order`); a note says how many measurements it saved.
-    The app config ships only artifacts converted from ``model``. When no point fits the budget the report
-    is still written and ``config_path`` is None.
+    With ``thorough``, the chosen point and each ladder rung also run ``sustained_s`` seconds under load
+    (:mod:`~edgekit.apps.profiling.sustain`). The app config ships only artifacts converted from ``model``.
+    When no point fits the budget the report is still written and ``config_path`` is None.
 
     Raises:
         DeviceError: before measuring anything, when the device or a runtime it needs is missing.
@@ -64,6 +66,14 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
     points = sweep(model, prof, out, cache=Path(out_dir) / "artifacts", progress=progress, notes=notes, prune=prune)
     wall = time.perf_counter() - t0
     choice = choose(points, prof.budget_ms, prof.camera)
+    if choice.contested is not None:  # within the noise of its runner-up: measure both again, interleaved
+        from edgekit.apps.profiling.runoff import runoff
+
+        choice = runoff(choice, points, prof, model, out)
+    if thorough:
+        from edgekit.apps.profiling.sustain import sustain_choice
+
+        notes += sustain_choice(choice, prof, sustained_s, progress)
     png = pareto_png(points, choice, out / "pareto.png", f"{prof.id}: {model.name}")
     report = html_report(prof, points, choice, png, out / "report.html", wall, notes)
     written = None

@@ -59,6 +59,7 @@ class Point:
     e2e_p90_ci: list[float] | None = None
     load_e2e_p90_ci: list[float] | None = None
     stages_ms: dict | None = None  # p50 per stage of the frame (quiet)
+    sustained: dict | None = None  # a sustained run under load (profile --thorough; see sustain.py)
 
     @property
     def key(self) -> tuple:
