@@ -28,7 +28,7 @@ reach: local
 targets: [onnx-fp32, tflite-fp32, openvino-fp32, ncnn-fp16]
 threads: [1, 2]
 resolutions: [[144, 256]]
-budget: {{fps: 30, model_share: 0.5}}
+budget: {{fps: 30, model_share: 1.0}}
 runs: {runs}
 warmup: 5
 """

@@ -222,6 +222,9 @@ def _print_parity(parity: dict) -> None:
               "left free, plus one), interleaved with the quiet runs.")
 @click.option("--frame", help="Also time a camera frame of this size end to end, per stage (resize, colour, "
               "normalize, model, upsample): 480p, 720p, 1080p or HEIGHTxWIDTH.")
+@click.option("--sustained", type=click.FloatRange(min=1.0, max=3600.0), metavar="SECONDS",
+              help="Also run back to back this long (the whole frame with --frame) and report p50/p90 per 5 s "
+              "window and their drift (throttling, noisy neighbours).")
 @click.option("--save", type=click.Path(path_type=Path),
               help="Save outputs to this .npz file (its folder must exist; an existing file is replaced whole).")
 @click.option("--audit", "audit", is_flag=True, help="Show what each op really ran as, against the target's intent.")
@@ -229,8 +232,8 @@ def _print_parity(parity: dict) -> None:
               help="With --audit: any op off the fast path / off the delegate / in another precision is an error "
                    "(exit 8; repeatable, for CI).")
 @json_option
-def run(artifact, input_file, threads, delegate, runs, placement, spin, under_load, frame, save, audit, require,
-        as_json):
+def run(artifact, input_file, threads, delegate, runs, placement, spin, under_load, frame, sustained, save, audit,
+        require, as_json):
     """Run ARTIFACT on an input (or a generated one) and report latency and outputs.
 
     \b
@@ -244,7 +247,7 @@ def run(artifact, input_file, threads, delegate, runs, placement, spin, under_lo
 
     result = benchmark(artifact, input_file, threads=threads, delegate=delegate, runs=runs, placement=placement,
                        save=save, audit=audit or bool(require), spin=spin, under_load=under_load,
-                       frame=parse_frame(frame) if frame else None)
+                       frame=parse_frame(frame) if frame else None, sustained=sustained)
     if as_json:
         _emit_json(result)
         if require:
@@ -266,6 +269,12 @@ def run(artifact, input_file, threads, delegate, runs, placement, spin, under_lo
                   + ", ".join(f"{k} {v:.2f}" for k, v in f["stages_p50_ms"].items())
                   + f" (sum {f['stage_sum_ms']:.2f} ms, {100 * f['stage_sum_ms'] / whole:.0f}% of the whole)",
                   highlight=False, soft_wrap=True)
+    if "sustained" in result:
+        s = result["sustained"]
+        out.print(f"sustained {s['seconds']:.0f} s ({s['what']}, {s['runs']} runs): p50/p90 per {s['window_s']:g} s "
+                  "window " + ", ".join(f"{w['p50_ms']:.2f}/{w['p90_ms']:.2f}" for w in s["windows"])
+                  + (f"; drift (last/first window) p50 {s['drift_p50']:.2f}x, p90 {s['drift_p90']:.2f}x"
+                     if s["drift_p50"] is not None else ""), highlight=False, soft_wrap=True)
     ro = result["run_options"]
     out.print(f"threads: {ro['threads']}, spin: {ro['spin']}"
               + "".join(f", {k}={v}" for k, v in ro["settings"].items()), highlight=False, soft_wrap=True)
@@ -452,7 +461,12 @@ def demo(model, targets, output, runs, as_json):
               "path; repeat it to sweep several devices at once (a farm: one worker per device).")
 @click.option("--farm", type=click.Path(path_type=Path), help="A farm file (edgekit schema farm) listing the devices "
               "to sweep at once.")
-@click.option("--model", type=click.Path(path_type=Path), help="Default: the bundled portrait-seg student.")
+@click.option("--model", "models", multiple=True, help="A model file or a name from `edgekit models list`; repeat "
+              "it to compare candidates by task quality (default: the profile's models, else the bundled student).")
+@click.option("--eval-data", type=click.Path(path_type=Path), help="Task quality on this folder: images with masks "
+              "(images/ + masks/, or NAME.jpg + NAME_mask.png); with --eval-reference, images without masks.")
+@click.option("--eval-reference", type=click.Path(path_type=Path), help="Task quality as agreement with this model "
+              "on unlabeled images (--eval-data, or the reserved real portraits).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/profile"), show_default=True)
 @click.option("--config-dir", type=click.Path(path_type=Path), help="Where the app config goes "
               "(default profiles/configs/).")
@@ -461,8 +475,13 @@ def demo(model, targets, output, runs, as_json):
                    "never names a library itself.")
 @click.option("--prune", is_flag=True, help="Measure only the points whose predicted latency could make them the "
               "choice or its fallback (edgekit predict's model, refitted as points come); says how many it saved.")
+@click.option("--thorough", is_flag=True, help="Also run the choice and each rung of its ladder back to back under "
+              "load (the whole frame) and report drift per window; a worst window over the budget is noted.")
+@click.option("--sustained", "sustained_s", type=click.FloatRange(min=1.0, max=3600.0), default=30.0,
+              show_default=True, metavar="SECONDS", help="How long each --thorough run lasts.")
 @json_option
-def profile(devices, farm, model, out_dir, config_dir, delegate_libs, prune, as_json):
+def profile(devices, farm, models, eval_data, eval_reference, out_dir, config_dir, delegate_libs, prune, thorough,
+            sustained_s, as_json):
     """Sweep a device profile, pick the best configuration under its frame budget, write the app config.
 
     \b
@@ -472,8 +491,12 @@ def profile(devices, farm, model, out_dir, config_dir, delegate_libs, prune, as_
       edgekit profile --device local-cpu --device pi.yaml --device jetson.yaml    # a farm, swept at once
     Interrupted sweeps resume: finished points are kept in OUT/DEVICE/points.jsonl.
     """
+    model = models[0] if len(models) == 1 else None
     if farm or len(devices) > 1:
         from edgekit.apps.profiling.farm import run_farm_cli
+
+        if len(models) > 1 or eval_data or eval_reference:
+            raise click.UsageError("a farm sweeps one --model; compare models on one device at a time")
 
         return run_farm_cli(devices, farm, model, out_dir, config_dir, delegate_libs, as_json, out, err, prune)
     if not devices:
@@ -490,26 +513,44 @@ def profile(devices, farm, model, out_dir, config_dir, delegate_libs, prune, as_
         result = profile_device(device, model, out_dir, config_dir,
                                 progress=lambda label, i, n: bar.update(task, completed=i, total=n,
                                                                         description=label),
-                                delegate_libs=list(delegate_libs), prune=prune)
+                                delegate_libs=list(delegate_libs), prune=prune, thorough=thorough,
+                                sustained_s=sustained_s, models=models, eval_data=eval_data,
+                                eval_reference=eval_reference)
     if as_json:
         return _emit_json(result.to_dict())
-    t = Table("point", "p50 ms", "p90 ms", "p50 loaded", "p90 loaded", "peak MB", "quality", "",
+    t = Table("point", "p50 ms", "p90 ms", "p50 loaded", "p90 loaded", "frame p90", "frame p90 loaded", "peak MB",
+              "quality", "task IoU", "",
               title=f"{result.profile.id}: budget "
               f"{result.choice.budget_ms:.1f} ms, sweep {result.wall_s:.0f} s")
-    front = {p.key for p in result.choice.front}
+    front = {(p.model_sha256, p.key) for p in result.choice.front}
+    several = len({p.model_sha256 for p in result.points}) > 1
+    from edgekit.apps.profiling.choose import same_point
+
+    def name(p) -> str:
+        return f"{p.model} {p.label()}" if several else p.label()
+
     for p in result.points:
-        mark = "[red]chosen[/]" if result.choice.chosen and p.key == result.choice.chosen.key else (
-            "fallback" if result.choice.fallback and p.key == result.choice.fallback.key else
-            ("front" if p.key in front else ""))
+        mark = "[red]chosen[/]" if same_point(p, result.choice.chosen) else (
+            "fallback" if same_point(p, result.choice.fallback) else
+            ("front" if (p.model_sha256, p.key) in front else ""))
         if p.ok:
-            t.add_row(p.label(), f"{p.p50_ms:.2f}", f"{p.tail_ms:.2f}" + ("" if p.p90_ms is not None else " (p95)"),
+            t.add_row(name(p), f"{p.p50_ms:.2f}", f"{p.tail_ms:.2f}" + ("" if p.p90_ms is not None else " (p95)"),
                       *((f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}") if p.loaded else ("-", "-")),
+                      *(f"{v:.2f}" if v is not None else "-" for v in (p.e2e_p90_ms, p.load_e2e_p90_ms)),
                       f"{p.peak_memory_mb or 0:.0f}",
-                      f"{p.quality:.4f}", mark)
+                      f"{p.quality:.4f}", "-" if p.task_iou is None else f"{p.task_iou:.4f}", mark)
         else:
-            t.add_row(p.label(), "-", "-", "-", "-", "-", "-", f"[red]{p.error[:60]}[/]")
+            t.add_row(name(p), "-", "-", "-", "-", "-", "-", "-", "-", "-", f"[red]{p.error[:60]}[/]")
     out.print(t)
     out.print(result.choice.why)
+    ran = [result.choice.chosen, *(q for q, _ in result.choice.ladder)] if result.choice.chosen else []
+    for i, p in enumerate(ran):
+        if p.sustained:
+            s = p.sustained
+            out.print(f"sustained {s['seconds']:.0f} s under load ({'choice' if i == 0 else f'rung {i}'} {p.label()}): "
+                      f"{s['what']} p90 per window " + ", ".join(f"{w['p90_ms']:.2f}" for w in s["windows"])
+                      + (f"; drift p90 {s['drift_p90']:.2f}x" if s.get("drift_p90") is not None else ""),
+                      highlight=False, soft_wrap=True)
     for note in result.notes:
         out.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     out.print(f"config: {result.config_path or '(none: nothing fits)'}   report: {result.report_path}")

@@ -207,3 +207,22 @@ def catalogue() -> list[dict]:
                      "resolutions": [list(r) for r in info.resolutions], "path": str(p) if p.is_file() else None,
                      "description": info.description})
     return rows
+
+
+def resolve(name_or_path: str | Path, allow_path: bool = True) -> Path:
+    """A model given by a name from :func:`catalogue` (``portrait-seg``, ``mediapipe:selfie_segmentation``), or,
+    with ``allow_path`` (the command line, never a file the user was handed), by its path.
+
+    Raises:
+        InputError: an unknown name, a model not fetched yet, or (``allow_path``) a path that is not a file.
+    """
+    text = str(name_or_path)
+    for row in catalogue():
+        if row["name"] == text:
+            if row["path"] is None:
+                raise InputError(f"model {text} is not fetched yet; run: edgekit models fetch mediapipe")
+            return Path(row["path"])
+    if allow_path and Path(text).is_file():
+        return Path(text)
+    names = ", ".join(r["name"] for r in catalogue())
+    raise InputError(f"model '{text}' is not " + ("a file or " if allow_path else "") + f"a known model ({names})")

@@ -23,12 +23,17 @@ class Choice:
     runoff: dict | None = None
 
 
+def same_point(a: Point | None, b: Point | None) -> bool:
+    """Whether two points are the same measurement: model and (resolution, target, delegate, threads)."""
+    return a is not None and b is not None and (a.model_sha256, a.key) == (b.model_sha256, b.key)
+
+
 def pareto_front(points: list[Point]) -> list[Point]:
     """Points no other point beats on both p50 latency (lower) and quality (higher)."""
-    ok = sorted((p for p in points if p.ok), key=lambda p: (p.p50_ms, -(p.quality or 0)))
+    ok = sorted((p for p in points if p.ok), key=lambda p: (p.p50_ms, -(p.rank_quality or 0)))
     front, best = [], -1.0
     for p in ok:
-        q = p.quality or 0.0
+        q = p.rank_quality or 0.0
         if q > best:
             front.append(p)
             best = q
@@ -38,7 +43,7 @@ def pareto_front(points: list[Point]) -> list[Point]:
 def _rank(p: Point, camera: tuple[int, int]) -> tuple:
     h, w = p.resolution
     aspect_error = abs(math.log((w / h) / (camera[1] / camera[0])))  # squashing a frame distorts people
-    return (round(p.quality or 0.0, 3), -round(aspect_error, 2), h * w, -p.budget_tail_ms)
+    return (round(p.rank_quality or 0.0, 3), -round(aspect_error, 2), h * w, -p.budget_tail_ms)
 
 
 def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720, 1280)) -> Choice:
@@ -55,10 +60,11 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
                f"{_tail(fastest)}") if fastest else "no point was measured successfully"
         return Choice(None, None, front, budget_ms, why)
     chosen = fitting[0]
-    others = [p for p in fitting[1:] if p.format != chosen.format] or fitting[1:]
+    same = [p for p in fitting[1:] if p.model_sha256 == chosen.model_sha256]  # a config ships one model
+    others = [p for p in same if p.format != chosen.format] or same
     fallback = others[0] if others else None
     why = (f"{chosen.label()}: {_tail(chosen)} fits {budget_ms:.1f} ms with "
-           f"{chosen.quality_metric} {chosen.quality:.4f}, the best of {len(fitting)} fitting points"
+           f"{chosen.rank_metric} {chosen.rank_quality:.4f}, the best of {len(fitting)} fitting points"
            + (f"; fallback {fallback.label()} ({_tail(fallback)})" if fallback else "; no fallback fits"))
     contested = None
     if len(fitting) > 1:
@@ -86,8 +92,9 @@ def build_ladder(chosen: Point, points: list[Point], rungs: int = 3) -> list[tup
     (by the latency the budget is checked against), of quality at least ``LADDER_QUALITY`` of the chosen point's;
     among those, the best quality, then the smallest change (threads only, then resolution, then another
     runtime), then the smallest step down. Each rung says what changed."""
-    floor = (chosen.quality or 0.0) * LADDER_QUALITY if (chosen.quality or 0.0) > 0 else -math.inf
-    pool = [p for p in points if p.ok and p.key != chosen.key and (p.quality or 0.0) >= floor]
+    floor = (chosen.rank_quality or 0.0) * LADDER_QUALITY if (chosen.rank_quality or 0.0) > 0 else -math.inf
+    pool = [p for p in points if p.ok and p.key != chosen.key and (p.rank_quality or 0.0) >= floor
+            and p.model_sha256 == chosen.model_sha256]
     ladder, last = [], chosen
     while len(ladder) < rungs:
         faster = [p for p in pool if p.budget_tail_ms <= LADDER_STEP * last.budget_tail_ms]
@@ -97,7 +104,7 @@ def build_ladder(chosen: Point, points: list[Point], rungs: int = 3) -> list[tup
         def rank(p: Point, last: Point = last) -> tuple:
             change = 0 if (p.target, p.resolution) == (last.target, last.resolution) else (
                 1 if p.target == last.target else 2)
-            return (-round(p.quality or 0.0, 3), change, -p.budget_tail_ms)
+            return (-round(p.rank_quality or 0.0, 3), change, -p.budget_tail_ms)
 
         nxt = min(faster, key=rank)
         ladder.append((nxt, _change(last, nxt)))
@@ -118,7 +125,7 @@ def _change(a: Point, b: Point) -> str:
     if a.threads != b.threads:
         parts.append(f"{a.threads} -> {b.threads} thread(s)")
     return (", ".join(parts) + f": {b.budget_basis[0]} {a.budget_tail_ms:.2f} -> {b.budget_tail_ms:.2f} ms, "
-            f"{b.quality_metric} {_q(a.quality)} -> {_q(b.quality)}")
+            f"{b.rank_metric} {_q(a.rank_quality)} -> {_q(b.rank_quality)}")
 
 
 def _q(value: float | None) -> str:

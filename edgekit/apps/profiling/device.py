@@ -44,6 +44,7 @@ class DeviceProfile:
     adb: dict = field(default_factory=dict)
     ssh: dict = field(default_factory=dict)
     camera: tuple[int, int] = (720, 1280)
+    models: tuple[str, ...] = ()  # candidate models by catalogue name (edgekit models list)
     #: background load each point is also measured under: {"busy": "auto" | int, "memory": int, "cores": int}
     load: dict = field(default_factory=lambda: {"busy": "auto", "memory": 1})
     path: str = ""
@@ -132,5 +133,6 @@ def load_profile(name_or_path: str | Path, delegate_libs: dict[str, str] | list[
         delegates=delegates, description=raw.get("description", ""),
         runs=int(raw.get("runs", 50)), warmup=int(raw.get("warmup", 10)), adb=raw.get("adb", {}),
         ssh=raw.get("ssh", {}),
-        camera=tuple(raw.get("camera", (720, 1280))), load={"busy": "auto", "memory": 1, **raw.get("load", {})},
+        camera=tuple(raw.get("camera", (720, 1280))), models=tuple(raw.get("models", ())),
+        load={"busy": "auto", "memory": 1, **raw.get("load", {})},
         path=str(p))

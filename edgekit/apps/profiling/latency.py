@@ -93,9 +93,10 @@ def _latency(seconds: list[float]) -> Latency:
                    quantile_ci(ms, 0.5), quantile_ci(ms, 0.9))
 
 
-#: the end-to-end fields a measurement (a profile point) may carry; see :class:`CameraFrame`
+#: the end-to-end fields a measurement (a profile point) may carry: the whole frame (:class:`CameraFrame`) and the
+#: task quality of its masks (:mod:`edgekit.apps.profiling.taskeval`)
 FRAME_FIELDS = ("frame", "e2e_p50_ms", "e2e_p90_ms", "load_e2e_p50_ms", "load_e2e_p90_ms", "e2e_p90_ci",
-                "load_e2e_p90_ci", "stages_ms")
+                "load_e2e_p90_ci", "stages_ms", "task_iou", "task_boundary_f", "task_on")
 
 #: camera frame sizes by name (height, width)
 FRAMES = {"480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920)}
@@ -176,11 +177,15 @@ class CameraFrame:
 
     def run(self) -> np.ndarray:
         """One frame, no timers inside: the mask at the frame's size."""
+        return self.mask_of(self.frame)
+
+    def mask_of(self, frame: np.ndarray) -> np.ndarray:
+        """The model's first output channel for a uint8 BGR ``frame``, at the frame's size."""
         import cv2
 
         h, w = self.spec.hw
-        fh, fw = self.frame_hw
-        small = cv2.resize(self.frame, (w, h), interpolation=cv2.INTER_AREA)
+        fh, fw = frame.shape[:2]
+        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         rgb = small if self.spec.color == "BGR" else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         y = self.session.run({self.spec.name: self._input(rgb)})[self.out.name]
         return cv2.resize(self._plane(y), (fw, fh), interpolation=cv2.INTER_LINEAR)

@@ -38,7 +38,8 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
                    config_dir: str | Path | None = None,
                    progress: Callable[[str, int, int], None] | None = None,
                    delegate_libs: dict[str, str] | list[str] | None = None, prune: bool = False,
-                   thorough: bool = False, sustained_s: float = 30.0) -> ProfileResult:
+                   thorough: bool = False, sustained_s: float = 30.0, models: list | tuple = (),
+                   eval_data: str | Path | None = None, eval_reference: str | Path | None = None) -> ProfileResult:
     """Sweep ``model`` (default: the bundled student) on ``device`` and write config + report.
 
     Points already in ``OUT/DEVICE/points.jsonl`` are resumed only when they were measured for this model
@@ -49,27 +50,46 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
     (:mod:`~edgekit.apps.profiling.sustain`). The app config ships only artifacts converted from ``model``.
     When no point fits the budget the report is still written and ``config_path`` is None.
 
+    ``models`` (names from ``edgekit models list`` or paths; else the profile's ``models``, else ``model``) are
+    candidates: each is swept, and when there are several (or ``eval_data``/``eval_reference`` is given) every
+    point's masks are scored on an evaluation set (:mod:`~edgekit.apps.profiling.taskeval`) and the choice ranks
+    by that task quality; the config ships the chosen model, its fallback and ladder from the same model.
+
     Raises:
         DeviceError: before measuring anything, when the device or a runtime it needs is missing.
         InputError: the profile or the model cannot be used.
         OutputError: the config location holds something that is not edgekit's previous app config.
     """
     from edgekit.core.artifact import sha256_file
+    from edgekit.zoo.mediapipe import resolve
 
     prof = load_profile(device, delegate_libs)  # libraries only from the caller (--delegate-lib), never the file
-    model = Path(model or BUNDLED_MODEL)
+    if models:
+        paths = [resolve(m) for m in models]
+    elif prof.models:
+        paths = [resolve(m, allow_path=False) for m in prof.models]  # a profile names models, never files
+    else:
+        paths = [Path(model or BUNDLED_MODEL)]
     out = Path(out_dir) / prof.id
     notes: list[str] = []
     config_path = Path(config_dir or CONFIGS_DIR) / f"{prof.id}.json"
     check_config_location(config_path)  # refuse a foreign folder before sweeping, not after
+    evaluation = _evaluation(paths, eval_data, eval_reference, out, notes)
     t0 = time.perf_counter()
-    points = sweep(model, prof, out, cache=Path(out_dir) / "artifacts", progress=progress, notes=notes, prune=prune)
+    points = []
+    for path in paths:
+        points += sweep(path, prof, out if len(paths) == 1 else out / path.stem, cache=Path(out_dir) / "artifacts",
+                        progress=progress, notes=notes, prune=prune, evaluation=evaluation)
     wall = time.perf_counter() - t0
+    by_sha = {sha256_file(p): p for p in paths}
     choice = choose(points, prof.budget_ms, prof.camera)
+    if len(paths) > 1:
+        choice = _one_model(choice, points, prof, by_sha)
     if choice.contested is not None:  # within the noise of its runner-up: measure both again, interleaved
         from edgekit.apps.profiling.runoff import runoff
 
-        choice = runoff(choice, points, prof, model, out)
+        choice = runoff(choice, points, prof, by_sha[choice.chosen.model_sha256], out)
+    model = by_sha[choice.chosen.model_sha256] if choice.chosen else paths[0]
     if thorough:
         from edgekit.apps.profiling.sustain import sustain_choice
 
@@ -80,3 +100,32 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
     if choice.chosen is not None:
         written = export_config(prof, choice, config_path, model_sha256=sha256_file(model))
     return ProfileResult(prof, points, choice, written, report, wall, notes)
+
+
+def _evaluation(paths: list[Path], eval_data, eval_reference, out: Path, notes: list[str]) -> Path | None:
+    """The evaluation set's ``eval.npz`` when task quality is wanted (several models, or asked for)."""
+    if len(paths) < 2 and eval_data is None and eval_reference is None:
+        return None
+    from edgekit.apps.profiling import taskeval
+
+    ev = taskeval.build(eval_data, eval_reference)
+    out.mkdir(parents=True, exist_ok=True)
+    notes.append(f"quality is task quality: mask IoU (and boundary F) of the whole frame's mask on {ev.label}")
+    return ev.save(out / "eval.npz")
+
+
+def _one_model(choice: Choice, points: list[Point], prof: DeviceProfile, by_sha: dict[str, Path]) -> Choice:
+    """The choice among several models: the best model's own choice (a config ships one model: its fallback and
+    ladder come from it), its ``why`` opening with each model's best fitting point."""
+    if choice.chosen is None:
+        return choice
+    best = []
+    for sha, path in by_sha.items():
+        own = choose([p for p in points if p.model_sha256 == sha], prof.budget_ms, prof.camera).chosen
+        best.append(f"{path.stem}: " + (f"{own.label()} {own.rank_metric.split(' on ')[0]} {own.rank_quality:.4f}"
+                                        if own else "nothing fits"))
+    mine = choose([p for p in points if p.model_sha256 == choice.chosen.model_sha256], prof.budget_ms, prof.camera)
+    mine.front = choice.front
+    mine.why = (f"{len(by_sha)} models compared ({'; '.join(best)}); chose {by_sha[choice.chosen.model_sha256].stem}"
+                f": {mine.why}")
+    return mine

@@ -62,13 +62,14 @@ class LocalReach:
                     raise DeviceError(f"device profile {profile.id} needs {fmt} on '{delegate}', which this "
                                       f"machine cannot run: {e}") from e
 
-    def measure(self, artifact, delegate: str, threads: int, profile: DeviceProfile, data: Path) -> Measured:
+    def measure(self, artifact, delegate: str, threads: int, profile: DeviceProfile, data: Path,
+                evaluation: Path | None = None) -> Measured:
         from edgekit.apps.profiling.load import level_for
 
         level = level_for(profile.load, threads)  # quiet and under this load, interleaved (0 busy: quiet only)
         cmd = [sys.executable, "-m", "edgekit.apps.profiling.worker", str(artifact.path), delegate, str(threads),
                str(profile.runs), str(profile.warmup), str(data), str(level.cpu), str(level.memory),
-               "x".join(str(int(v)) for v in profile.camera)]
+               "x".join(str(int(v)) for v in profile.camera), *([str(evaluation)] if evaluation else [])]
         res = subprocesses.run(cmd, "measurement worker", timeout=MEASURE_TIMEOUT_S, error=DeviceError)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode != 0 or not lines:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from edgekit.apps.profiling.choose import Choice
+from edgekit.apps.profiling.choose import Choice, same_point
 from edgekit.apps.profiling.device import DeviceProfile
 from edgekit.apps.profiling.sweep import Point
 from edgekit.core.files import atomic_path, write_atomic
@@ -22,16 +22,16 @@ def pareto_png(points: list[Point], choice: Choice, path: Path, title: str) -> P
     formats = sorted({p.format for p in ok})
     for i, fmt in enumerate(formats):
         ps = [p for p in ok if p.format == fmt]
-        ax.scatter([p.p50_ms for p in ps], [p.quality for p in ps], label=fmt, s=28, color=f"C{i}", alpha=0.8)
+        ax.scatter([p.p50_ms for p in ps], [p.rank_quality for p in ps], label=fmt, s=28, color=f"C{i}", alpha=0.8)
     front = sorted(choice.front, key=lambda p: p.p50_ms)
-    ax.plot([p.p50_ms for p in front], [p.quality for p in front], "k--", lw=1, label="Pareto front")
+    ax.plot([p.p50_ms for p in front], [p.rank_quality for p in front], "k--", lw=1, label="Pareto front")
     ax.axvline(choice.budget_ms, color="red", lw=1, label=f"budget {choice.budget_ms:.1f} ms")
     if choice.chosen:
         c = choice.chosen
-        ax.scatter([c.p50_ms], [c.quality], s=160, facecolors="none", edgecolors="red", lw=2, label="chosen")
-        ax.annotate(c.label(), (c.p50_ms, c.quality), textcoords="offset points", xytext=(8, -14), fontsize=8)
+        ax.scatter([c.p50_ms], [c.rank_quality], s=160, facecolors="none", edgecolors="red", lw=2, label="chosen")
+        ax.annotate(c.label(), (c.p50_ms, c.rank_quality), textcoords="offset points", xytext=(8, -14), fontsize=8)
     ax.set_xlabel("p50 latency (ms)")
-    ax.set_ylabel(ok[0].quality_metric if ok else "quality")
+    ax.set_ylabel(ok[0].rank_metric.split(" on ")[0] if ok else "quality")
     ax.set_title(title.replace("$", r"\$"))  # a model named with '$' is not mathtext
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -48,10 +48,12 @@ def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png
                 wall_s: float, notes: list[str] | tuple[str, ...] = ()) -> Path:
     """The HTML page of a sweep (written atomically): the choice, notes, the plot and every point."""
     rows = []
-    front = {p.key for p in choice.front}
-    for p in sorted(points, key=lambda p: (p.resolution, p.target, p.delegate, p.threads)):
-        mark = "chosen" if choice.chosen and p.key == choice.chosen.key else (
-            "fallback" if choice.fallback and p.key == choice.fallback.key else ("front" if p.key in front else ""))
+    front = {(p.model_sha256, p.key) for p in choice.front}
+    several = len({p.model_sha256 for p in points}) > 1
+
+    for p in sorted(points, key=lambda p: (p.model, p.resolution, p.target, p.delegate, p.threads)):
+        mark = "chosen" if same_point(p, choice.chosen) else (
+            "fallback" if same_point(p, choice.fallback) else ("front" if (p.model_sha256, p.key) in front else ""))
         tail = f"{p.tail_ms:.2f}" + ("" if p.p90_ms is not None else " (p95)") if p.ok else "-"
         load = [f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}" + _ci(p.load_p90_ci), f"{p.slowdown:.1f}x"] \
             if p.ok and p.loaded else ["-", "-", "-"]
@@ -59,7 +61,9 @@ def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png
         frame = [f"{p.e2e_p90_ms:.2f}" if p.e2e_p90_ms is not None else "-",
                  f"{p.load_e2e_p90_ms:.2f}" + _ci(p.load_e2e_p90_ci) if p.load_e2e_p90_ms is not None else "-",
                  html.escape(", ".join(f"{k} {v:.2f}" for k, v in (p.stages_ms or {}).items())) or "-"]
-        cells = [html.escape(p.label()), f"{p.p50_ms:.2f}" if p.ok else "-", tail, *load, *frame,
+        task = f"{p.task_iou:.4f} / {p.task_boundary_f:.4f}" if p.task_iou is not None else "-"
+        label = f"{p.model} {p.label()}" if several else p.label()
+        cells = [html.escape(label), f"{p.p50_ms:.2f}" if p.ok else "-", tail, *load, *frame, task,
                  f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb else "-",
                  f"{p.quality:.4f}" if p.quality is not None else "-", mark, html.escape(p.error)]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -86,6 +90,7 @@ model, mask upsample) under load where it was timed; sweep wall time
 <p>{html.escape(_load_line(points))}</p>
 <table><tr><th>point</th><th>p50 ms</th><th>p90 ms</th><th>p50 ms under load</th><th>p90 ms under load</th>
 <th>slowdown (p50)</th><th>frame p90 ms</th><th>frame p90 ms under load</th><th>frame stages (p50 ms)</th>
+<th>task IoU / boundary F</th>
 <th>peak MB</th><th>quality</th><th></th><th>error</th></tr>
 {"".join(rows)}</table></body></html>"""
     return write_atomic(path, page)

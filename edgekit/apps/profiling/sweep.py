@@ -60,6 +60,11 @@ class Point:
     load_e2e_p90_ci: list[float] | None = None
     stages_ms: dict | None = None  # p50 per stage of the frame (quiet)
     sustained: dict | None = None  # a sustained run under load (profile --thorough; see sustain.py)
+    # task quality: the masks of the whole frame scored on an evaluation set (taskeval.py)
+    task_iou: float | None = None
+    task_boundary_f: float | None = None
+    task_on: str | None = None  # what the evaluation set is ("synthetic composites ...", "labelled folder ...")
+    model: str = ""  # the model's file name (stem), for reports comparing models
 
     @property
     def key(self) -> tuple:
@@ -83,6 +88,16 @@ class Point:
     def loaded(self) -> bool:
         """Whether the point was also measured under background load."""
         return self.load_p90_ms is not None
+
+    @property
+    def rank_quality(self) -> float | None:
+        """The quality the choice ranks by: task IoU where it was measured (it compares models), else fidelity
+        to the model's own fp32 output."""
+        return self.task_iou if self.task_iou is not None else self.quality
+
+    @property
+    def rank_metric(self) -> str:
+        return f"task IoU on {self.task_on}" if self.task_iou is not None else self.quality_metric
 
     @property
     def budget_basis(self) -> tuple[str, float | None, list[float] | None]:
@@ -215,8 +230,11 @@ def _folder_lock(folder: Path) -> threading.Lock:
 
 def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path | None = None,
           progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None,
-          prune: bool = False) -> list[Point]:
+          prune: bool = False, evaluation: Path | None = None) -> list[Point]:
     """Measure every point of ``profile`` for ``model``; returns all points (resumed ones included).
+
+    With ``evaluation`` (an ``eval.npz`` of :mod:`~edgekit.apps.profiling.taskeval`), each point's masks are also
+    scored on it (task quality); a resumed point scored on another set, or on none, is measured again.
 
     With ``prune``, only the points whose predicted latency could make them the choice (or its fallback) are
     measured (see :func:`~edgekit.apps.profiling.predict.pruned_order`); the others are returned unmeasured,
@@ -245,6 +263,23 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
     points_file = out_dir / "points.jsonl"
     ident = (sha256_file(model), profile_hash(profile), edgekit_version())
     done = load_points(points_file, ident, notes)
+    if evaluation is not None:
+        from edgekit.apps.profiling.taskeval import EvalSet
+
+        if reach.name != "local":
+            if notes is not None:
+                notes.append(f"{profile.id} is reached over {reach.name}: task quality is scored only on this "
+                             "machine's points")
+            evaluation = None
+        else:
+            label = EvalSet.load(evaluation).label
+            stale = [k for k, p in done.items() if p.task_on != label]
+            for k in stale:
+                del done[k]
+            if stale and notes is not None:
+                notes.append(f"{points_file}: {len(stale)} point(s) scored on another evaluation set (or none) are "
+                             "measured again")
+    extra = {"evaluation": evaluation} if evaluation is not None else {}
     own = (cache / ident[0][:16]).resolve()
     strays = [k for k, p in done.items() if p.artifact and own not in Path(p.artifact).resolve().parents]
     for k in strays:  # a resumed point names an artifact outside this model's cache: measure it again
@@ -263,7 +298,7 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
     def measure(key: tuple) -> Point:
         hw, target, delegate, threads = key
         point = Point(tuple(hw), target, delegate, threads, model_sha256=ident[0], profile_hash=ident[1],
-                      edgekit_version=ident[2])
+                      edgekit_version=ident[2], model=model.stem)
         if progress:
             progress(point.label(), counter["i"], len(plan))
         counter["i"] += 1
@@ -272,7 +307,7 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
         try:
             art = cached_artifact(model, target, hw, cache)
             point.artifact = str(art.path)
-            m = reach.measure(art, delegate, threads, profile, _data(model, ident[0], hw, out_dir))
+            m = reach.measure(art, delegate, threads, profile, _data(model, ident[0], hw, out_dir), **extra)
             point.p50_ms, point.p90_ms, point.peak_memory_mb = m.p50_ms, m.p90_ms, m.peak_memory_mb
             point.p95_ms = getattr(m, "p95_ms", None)
             point.load_p50_ms, point.load_p90_ms = m.detail.get("load_p50_ms"), m.detail.get("load_p90_ms")

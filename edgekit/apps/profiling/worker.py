@@ -1,13 +1,15 @@
 """One measurement point in a fresh process: latency, peak memory and quality of an artifact.
 
     python -m edgekit.apps.profiling.worker ARTIFACT DELEGATE THREADS RUNS WARMUP DATA.npz \
-        [LOAD_CPU LOAD_MEMORY [FRAME]]
+        [LOAD_CPU LOAD_MEMORY [FRAME [EVAL.npz]]]
 
 With ``LOAD_CPU``/``LOAD_MEMORY`` (hog processes, see :mod:`edgekit.apps.profiling.load`) the point is timed
 quiet and under that load, interleaved in blocks (``load_p50_ms``/``load_p90_ms``); the hogs are the
 worker's children and die with it. With ``FRAME`` (``HEIGHTxWIDTH``, the device's camera) the whole camera
 frame is timed too (:class:`~edgekit.apps.profiling.latency.CameraFrame`: resize, colour, normalize, model,
-mask upsample), quiet and under the same load (``e2e_*``), with each stage's p50 (``stages_ms``).
+mask upsample), quiet and under the same load (``e2e_*``), with each stage's p50 (``stages_ms``). With
+``EVAL.npz`` (:mod:`edgekit.apps.profiling.taskeval`) the masks are scored on it (``task_iou``,
+``task_boundary_f``, ``task_on``).
 
 ``DATA.npz`` holds the inputs (``in:NAME``, stacked samples) and the fp32 reference outputs
 (``ref:NAME``) at the artifact's resolution. The worker prints one JSON line. A separate process
@@ -63,7 +65,7 @@ def _frame_fields(session, frame: tuple[int, int], runs: int, warmup: int, backg
 
 
 def measure_point(artifact_path: str, delegate: str, threads: int, runs: int, warmup: int, data_path: str,
-                  load_level=None, frame: tuple[int, int] | None = None) -> dict:
+                  load_level=None, frame: tuple[int, int] | None = None, evaluation: str | None = None) -> dict:
     """Latency (quiet, and under ``load_level`` when given and busy), peak memory, quality and placement; with
     ``frame``, the whole camera frame's latency too.
 
@@ -95,6 +97,11 @@ def measure_point(artifact_path: str, delegate: str, threads: int, runs: int, wa
         lat = measure(session, samples[0], runs=runs, warmup=warmup)
         if frame is not None:
             frame_fields = _frame_fields(session, frame, runs, warmup, None)
+    task = {}
+    if evaluation:
+        from edgekit.apps.profiling.taskeval import task_scores
+
+        task = task_scores(session, evaluation)
     peak = _peak_rss_mb()
     o = report.outputs[0]
     quality = o.iou if o.iou is not None else (o.psnr if o.psnr is not None else o.cosine)
@@ -105,7 +112,7 @@ def measure_point(artifact_path: str, delegate: str, threads: int, runs: int, wa
             "load_p50_ms": loaded.p50_ms if loaded else None, "load_p90_ms": loaded.p90_ms if loaded else None,
             "p90_ci": list(lat.p90_ci) if lat.p90_ci else None,
             "load_p90_ci": list(loaded.p90_ci) if loaded and loaded.p90_ci else None,
-            "load": load_level.to_dict() if loaded else None, **frame_fields}
+            "load": load_level.to_dict() if loaded else None, **frame_fields, **task}
 
 
 def main(argv: list[str]) -> int:
@@ -115,8 +122,10 @@ def main(argv: list[str]) -> int:
     artifact, delegate, threads, runs, warmup, data, *rest = argv
     level = LoadLevel(cpu=int(rest[0]), memory=int(rest[1])) if len(rest) >= 2 else None
     frame = tuple(int(v) for v in rest[2].split("x")) if len(rest) >= 3 else None
+    evaluation = rest[3] if len(rest) >= 4 else None
     try:
-        result = measure_point(artifact, delegate, int(threads), int(runs), int(warmup), data, level, frame)
+        result = measure_point(artifact, delegate, int(threads), int(runs), int(warmup), data, level, frame,
+                               evaluation)
     except EdgekitError as e:
         result = {"error": str(e)}
     print(json.dumps(result))
