@@ -434,3 +434,44 @@ def test_overlay_is_model_explorer_node_data_with_the_diffs_own_numbers(tiny_art
         c = np.concatenate([c_sess.run([t], x)[0].ravel() for x in xs])
         assert data["results"][t]["value"] == pytest.approx(_sqnr(r, c), abs=0.01), t
     assert data["results"][node.output[0]]["value"] < values[0]  # the broken layer falls in the first colour
+
+
+@pytest.mark.slow
+def test_coreml_taps_come_from_the_mil_evaluator_off_macos(tiny_onnx, workdir):
+    """Off macOS, diff runs a Core ML package through edgekit's MIL evaluator (what its gate used): convolutions
+    align by weights, the tapped run's outputs equal the plain run's, and the first convolution's SQNR is that of
+    the evaluator's own output of that op against ONNX Runtime."""
+    import platform
+
+    import onnx
+    import onnxruntime as ort
+
+    from edgekit.apps.debugger import diff
+    from edgekit.backends.coreml.mil_reference import MILReferenceSession
+    from edgekit.core import calibration
+    from edgekit.core.conversion import convert
+
+    if platform.system() == "Darwin":
+        pytest.skip("on macOS the debugger uses Core ML itself")
+    from edgekit.backends.coreml.converter import import_coremltools
+    from edgekit.errors import MissingDependencyError
+
+    try:
+        import_coremltools()  # in the order edgekit needs (after torch, TensorFlow hidden)
+    except MissingDependencyError:
+        pytest.skip("coremltools is not installed")
+    art = convert(tiny_onnx, "coreml-fp16", workdir / "debugger" / "coreml-fp16", keep_stages=True)
+    report = diff(art.path, samples=1, isolated="none")
+    assert report.observer["max_abs"] == 0
+    assert any("MILReferenceSession" in n for n in report.notes)
+    stem = _conv_nodes(art.reference_file())[0]
+    row = next(ly for ly in report.layers if ly.node == stem.name)
+    assert row.matched_by == "weights"
+    x = calibration.samples(art.source_io, None, n=1, seed=4242)[0]
+    sess = MILReferenceSession.open(art)
+    _, tensors = sess.taps(x)
+    model = onnx.load(str(art.reference_file()))
+    model.graph.output.extend([onnx.helper.make_empty_tensor_value_info(stem.output[0])])
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    r = ref.run([stem.output[0]], x)[0]
+    assert row.sqnr_db == pytest.approx(_sqnr(r, tensors[row.runtime_tensor].reshape(r.shape)), abs=0.01)

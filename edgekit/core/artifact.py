@@ -85,15 +85,12 @@ class Artifact:
         stage = self.stages[k]
         out = {}
         for role, rel in stage["files"].items():
-            what = f"artifact {self.path}: stage {k}-{stage['name']} {role} file"
-            file = inside(self.path, rel, what)
-            if not file.is_file():
-                raise InputError(f"{what} {rel} is missing")
             expected = stage.get("sha256", {}).get(role)
             if expected is None:
-                raise InputError(f"{what} {rel} has no recorded sha256")
-            verify_sha256(file, expected, what)
-            out[role] = file
+                raise InputError(f"artifact {self.path}: stage {k}-{stage['name']} {role} file {rel} has no recorded "
+                                 "sha256")
+            _verify_entry(self.path, f"stage {k}-{stage['name']} {role} file", {"path": rel, "sha256": expected})
+            out[role] = inside(self.path, rel, f"artifact {self.path}")
         return out
 
     @property
@@ -187,7 +184,7 @@ class Artifact:
         for k, st in enumerate(art.stages or []):  # paths now; each file's sha256 when a stage is opened
             for role, rel in st["files"].items():
                 what = f"artifact {p}: stage {k}-{st['name']} {role} file"
-                if not inside(p, rel, what).is_file():
+                if not inside(p, rel, what).exists():
                     raise InputError(f"{what} {rel} is missing")
         return art
 

@@ -270,21 +270,116 @@ class MILReferenceSession(Session):
         return cls(artifact.file("model"), artifact.io, artifact.source_io)
 
     def _run_native(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        env = dict(self._consts)
-        for name, var in self._fn.inputs.items():
-            env[var.name] = _round(inputs[name], var)
-        for op in self._fn.operations:
-            if op.outputs[0].name in env:
-                continue
-            args = {k: _value(v, env) for k, v in op.inputs.items()}
-            result = KERNELS[op.op_type](args)
-            env[op.outputs[0].name] = _round(np.asarray(result), op.outputs[0])
+        env = self._evaluate(inputs)
         outputs = zip(self.native_io.outputs, self._fn.outputs)
         return {spec.name: env[var.name].astype(np.float32) for spec, var in outputs}
+
+    def _evaluate(self, inputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray] | None = None,
+                  only: set[str] | None = None) -> dict[str, np.ndarray]:
+        """Every value of the program (``feeds``: values given for op outputs; ``only``: evaluate just the ops
+        with these outputs)."""
+        env = dict(self._consts)
+        for name, var in self._fn.inputs.items():
+            if name in inputs:
+                env[var.name] = _round(inputs[name], var)
+        for op in self._fn.operations:
+            out = op.outputs[0]
+            if feeds and out.name in feeds:
+                env[out.name] = _round(np.asarray(feeds[out.name]), out)
+            if out.name in env or (only is not None and out.name not in only):
+                continue
+            args = {k: _value(v, env) for k, v in op.inputs.items()}
+            env[out.name] = _round(np.asarray(KERNELS[op.op_type](args)), out)
+        return env
+
+    # ------------------------------------------------------------------ taps (edgekit diff / bisect)
+
+    def tap_points(self) -> list:
+        """Every float op output of the program, in program order (MIL keeps the source's ops unfused)."""
+        from coremltools.converters.mil.mil import types
+
+        from edgekit.backends.session import Tap
+
+        taps = []
+        for op in self._fn.operations:
+            out = op.outputs[0]
+            if op.op_type == "const" or op.op_type.startswith("constexpr_") or out.dtype not in (types.fp16,
+                                                                                                  types.fp32):
+                continue
+            weight = None
+            if op.op_type in WEIGHTED and "weight" in op.inputs:
+                w = op.inputs["weight"]
+                value = self._consts.get(w.name, w.val)
+                weight = None if value is None else np.asarray(value, np.float32)
+            shape = tuple(int(d) for d in out.shape) if all(isinstance(d, int) for d in out.shape) else ()
+            taps.append(Tap(out.name, op.op_type, shape, "", (out.name,), MIL_TO_ONNX.get(op.op_type, ()), weight))
+        return taps
+
+    def _taps_native(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        env = self._evaluate(inputs)
+        outputs = {spec.name: env[var.name].astype(np.float32)
+                   for spec, var in zip(self.native_io.outputs, self._fn.outputs)}
+        return outputs, {t.name: env[t.name].astype(np.float32) for t in self.tap_points()}
+
+    def _producers(self) -> dict:
+        return {o.name: op for op in self._fn.operations for o in op.outputs}
+
+    def chunk_inputs(self, output: str, among: set[str] | None = None) -> list[str]:
+        taps = {t.name for t in self.tap_points()}
+        among = taps if among is None else among & taps
+        producers, inputs = self._producers(), {v.name for v in self._fn.inputs.values()}
+        found, seen = [], set()
+        stack = [v for v in _vars(producers[output].inputs.values())] if output in producers else []
+        while stack:
+            var = stack.pop()
+            if var.name in seen or var.name in self._consts:
+                continue
+            seen.add(var.name)
+            if var.name in among or var.name in inputs:
+                found.append(var.name)
+            elif var.name in producers and producers[var.name].op_type != "const":
+                stack.extend(_vars(producers[var.name].inputs.values()))
+        return sorted(found)
+
+    def run_chunk(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        producers = self._producers()
+        needed, stack = set(), [output]
+        while stack:
+            name = stack.pop()
+            if name in needed or name in feeds or name in self._consts or name not in producers:
+                continue
+            needed.add(name)
+            stack.extend(v.name for v in _vars(producers[name].inputs.values()))
+        names = {var.name: n for n, var in self._fn.inputs.items()}
+        inputs = {names[k]: v for k, v in feeds.items() if k in names}
+        return self._evaluate(inputs, feeds, only=needed)[output].astype(np.float32)
 
     def placement(self) -> Placement:
         return Placement(device="mil-reference", ops_per_unit={"edgekit-mil-reference": len(self._fn.operations)},
                          detail={"note": VERIFIED_BY})
+
+
+#: MIL ops whose ``weight`` input identifies a layer across formats
+WEIGHTED = ("conv", "conv_transpose", "linear")
+#: MIL op type -> the ONNX ops it can come from (the debugger's structural matching)
+MIL_TO_ONNX = {
+    "conv": ("Conv",), "conv_transpose": ("ConvTranspose",), "linear": ("Gemm", "MatMul"), "matmul": ("MatMul",),
+    "add": ("Add",), "sub": ("Sub",), "mul": ("Mul",), "real_div": ("Div",), "relu": ("Relu",),
+    "relu6": ("Clip",), "clip": ("Clip",), "sigmoid": ("Sigmoid",), "sigmoid_hard": ("HardSigmoid",),
+    "tanh": ("Tanh",), "gelu": ("Gelu",), "softmax": ("Softmax",), "layer_norm": ("LayerNormalization",),
+    "reduce_mean": ("GlobalAveragePool", "ReduceMean"), "avg_pool": ("AveragePool", "GlobalAveragePool"),
+    "max_pool": ("MaxPool",), "upsample_bilinear": ("Resize",), "upsample_nearest_neighbor": ("Resize",),
+    "concat": ("Concat",), "pixel_shuffle": ("DepthToSpace",), "reshape": ("Reshape", "Flatten"),
+    "transpose": ("Transpose",),
+}
+
+
+def _vars(values):
+    for v in values:
+        if isinstance(v, (list, tuple)):
+            yield from _vars(v)
+        elif hasattr(v, "name"):
+            yield v
 
 
 def _value(var, env):
