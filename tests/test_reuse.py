@@ -68,10 +68,11 @@ def test_carrying_follows_the_motion(method):
     assert min(carried) > 0.95
 
 
-def test_reuse_keeps_the_iou_budget_and_skips_the_model(student):
+@pytest.mark.parametrize("method", ["affine", "flow"])
+def test_reuse_keeps_the_iou_budget_and_skips_the_model(student, method):
     frames, _ = paced_clip([0.6] * 80, HW, seed=3)
     every = [student(f) for f in frames]  # every-frame inference, by the test
-    budget = ReuseBudget(max_k=4, min_iou=0.95)
+    budget = ReuseBudget(max_k=4, min_iou=0.95, method=method)
     reuse, outs, ran = _reuse_run(frames, student, budget)
     # the frames the model ran on: the controller's output there is the model's, elsewhere it is carried
     assert ran == sorted(set(ran)) and ran[0] == 0
@@ -87,12 +88,13 @@ def test_reuse_keeps_the_iou_budget_and_skips_the_model(student):
     assert s["k_series"].count(".") == len(frames) - len(ran) and s["cpu_saved_ms"] > 0
 
 
-def test_k_drops_when_motion_rises_and_a_jump_runs_the_model(student):
+@pytest.mark.parametrize("method", ["affine", "flow"])
+def test_k_drops_when_motion_rises_and_a_jump_runs_the_model(student, method):
     """Slow sway for 50 frames, then four times faster with a sudden 40 px jump at frame 80."""
     speeds = [0.6] * 50 + [4.0] * 50
     frames, _ = paced_clip(speeds, HW, seed=3, jumps={80: 40.0})
     every = [student(f) for f in frames]
-    reuse, outs, ran = _reuse_run(frames, student, ReuseBudget(max_k=6, min_iou=0.95))
+    reuse, outs, ran = _reuse_run(frames, student, ReuseBudget(max_k=6, min_iou=0.95, method=method))
     gaps = np.diff(ran)
     slow = gaps[(np.array(ran[1:]) > 15) & (np.array(ran[1:]) <= 50)]
     fast = gaps[np.array(ran[1:]) > 60]
@@ -104,7 +106,8 @@ def test_k_drops_when_motion_rises_and_a_jump_runs_the_model(student):
 
 
 def test_budget_is_checked_like_the_config():
-    assert budget_from({"max_k": 3, "min_iou": 0.9, "method": "flow"}) == ReuseBudget(3, 0.9, "flow")
+    assert budget_from({"max_k": 3, "min_iou": 0.9, "method": "affine"}) == ReuseBudget(3, 0.9, "affine")
+    assert budget_from({}).method == "flow"
     for bad, field in (({"max_k": 0}, "max_k"), ({"max_k": 64}, "max_k"), ({"min_iou": float("nan")}, "min_iou"),
                        ({"min_iou": 2}, "min_iou"), ({"method": "os.system"}, "method"), ({"max_k": "4"}, "max_k")):
         with pytest.raises(InputError, match=field):
