@@ -16,7 +16,7 @@ def model_input(frame_bgr: np.ndarray, hw: tuple[int, int], mean=(0.5, 0.5, 0.5)
 
 
 def refine_mask(mask: np.ndarray, frame_bgr: np.ndarray, radius: int = 4, eps: float = 1e-3,
-                work_scale: int = 1) -> np.ndarray:
+                work_scale: int = 1, before: bool = False) -> np.ndarray:
     """Upsample a low-resolution probability mask to the frame with a fast guided filter (He & Sun):
     the linear coefficients are fitted at ``mask resolution x work_scale`` against the frame's luma, then
     upsampled, so the edges follow the frame's own edges (hair, shoulders) instead of blocky pixels."""
@@ -32,11 +32,19 @@ def refine_mask(mask: np.ndarray, frame_bgr: np.ndarray, radius: int = 4, eps: f
     var_i = cv2.boxFilter(guide * guide, -1, k) - mean_i * mean_i
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
-    mean_a = cv2.resize(cv2.boxFilter(a, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
+    if before:  # the earlier full-resolution arithmetic (side-by-side benchmarks); the same output
+        mean_a = cv2.resize(cv2.boxFilter(a, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
+        mean_b = cv2.resize(cv2.boxFilter(b, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
+        q = cv2.scaleAdd(cv2.multiply(mean_a, full_guide, dtype=cv2.CV_32F), 1 / 255.0, mean_b)
+        return cv2.min(cv2.max(q, 0.0), 1.0)
+    # the 1/255 folded into the small map; full-resolution work in OpenCV, in place (no GIL, no temporaries)
+    mean_a = cv2.resize(cv2.boxFilter(a, -1, k) * (1 / 255.0), (W, H), interpolation=cv2.INTER_LINEAR)
     mean_b = cv2.resize(cv2.boxFilter(b, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
-    # full-resolution work in OpenCV (no GIL held, no temporaries): q = mean_a * I + mean_b
-    q = cv2.scaleAdd(cv2.multiply(mean_a, full_guide, dtype=cv2.CV_32F), 1 / 255.0, mean_b)
-    return cv2.min(cv2.max(q, 0.0), 1.0)
+    q = cv2.multiply(mean_a, full_guide, dtype=cv2.CV_32F)
+    cv2.add(q, mean_b, dst=q)
+    cv2.max(q, 0.0, dst=q)
+    cv2.min(q, 1.0, dst=q)
+    return q
 
 
 class TemporalSmoother:

@@ -357,7 +357,7 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
             add("smooth", kernels.MaskSmoother(), ["mask"], ["mask_s"])
             add("refine", kernels.refine_mask, ["mask_s", "frame"], ["alpha"])
         else:
-            add("refine", kernels.refine_mask, ["mask", "frame"], ["alpha_raw"])
+            add("refine", functools.partial(kernels.refine_mask, before=True), ["mask", "frame"], ["alpha_raw"])
             add("smooth", kernels.TemporalSmoother(), ["alpha_raw"], ["alpha"])
         if "replace" in effects:
             add("composite", BackgroundReplacer(background), [image, "alpha"], ["output"])
