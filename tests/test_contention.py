@@ -292,17 +292,22 @@ def test_quantile_intervals_cover_the_true_quantile():
     assert 460 < lo < 500 < hi < 540  # narrow with many runs
 
 
-def test_a_choice_within_the_noise_says_so():
-    a = _point("onnx-fp32", 3.0, 3.5, load_p90=6.0)
-    b = _point("ncnn-fp32", 3.1, 3.6, load_p90=6.2)
+def test_a_choice_within_the_noise_is_made_by_a_rule_that_repeats():
+    a = _point("onnx-fp32", 3.0, 3.5, load_p90=6.0, threads=2)
+    b = _point("ncnn-fp32", 3.1, 3.6, load_p90=6.2, threads=1)
     a.load_p90_ci, b.load_p90_ci = [5.0, 7.0], [5.5, 7.5]
+    # a is faster, but not beyond the noise: the one leaving more CPU to the app (fewer threads) is chosen
     c = choose([a, b], budget_ms=8.3)
-    assert c.chosen is a and "not separable from the runner-up" in c.why and b.label() in c.why
-    b.load_p90_ci = [7.1, 7.5]
-    assert "not separable" not in choose([a, b], budget_ms=8.3).why
+    assert c.chosen is b and c.contested is a and "within the noise of the fastest" in c.why and a.label() in c.why
+    c2 = choose([b, a], budget_ms=8.3)  # the order the points came in does not matter
+    assert c2.chosen is b
+    b.load_p90_ci = [7.1, 7.5]  # now separable: the faster one wins, and nothing is contested
+    c = choose([a, b], budget_ms=8.3)
+    assert c.chosen is a and c.contested is None and "within the noise" not in c.why
     b.quality = 0.99  # decided by quality, not by latency: nothing to say about the noise
     b.load_p90_ci = [5.5, 7.5]
-    assert "not separable" not in choose([a, b], budget_ms=8.3).why
+    c = choose([a, b], budget_ms=8.3)
+    assert c.chosen is a and c.contested is None
 
 
 def test_frame_timing_runs_every_stage_of_a_camera_frame():

@@ -49,8 +49,9 @@ def _rank(p: Point, camera: tuple[int, int]) -> tuple:
 def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720, 1280)) -> Choice:
     """Highest quality point whose p90 *of the whole camera frame under background load* fits the budget (what
     was measured where less was: see :attr:`Point.budget_basis`; ties: the camera's aspect ratio, then larger
-    input, then faster); the fallback is the best fitting point on another runtime, so an app has somewhere to
-    go if the first fails."""
+    input, then faster, where the noise can tell: among points within the noise of the fastest, the fewest
+    threads, then the least memory; see :func:`_within_noise`); the fallback is the best fitting point on another
+    runtime, so an app has somewhere to go if the first fails."""
     front = pareto_front(points)
     fitting = sorted((p for p in points if p.ok and p.budget_tail_ms <= budget_ms), key=lambda p: _rank(p, camera),
                      reverse=True)
@@ -59,18 +60,23 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
         why = (f"nothing fits the {budget_ms:.1f} ms budget; the fastest point is {fastest.label()} at "
                f"{_tail(fastest)}") if fastest else "no point was measured successfully"
         return Choice(None, None, front, budget_ms, why)
-    chosen = fitting[0]
+    top = [p for p in fitting if _rank(p, camera)[:3] == _rank(fitting[0], camera)[:3]]
+    tied = _within_noise(top)
+    chosen = tied[0]
+    fitting.remove(chosen)
+    fitting.insert(0, chosen)
     same = [p for p in fitting[1:] if p.model_sha256 == chosen.model_sha256]  # a config ships one model
     others = [p for p in same if p.format != chosen.format] or same
     fallback = others[0] if others else None
     why = (f"{chosen.label()}: {_tail(chosen)} fits {budget_ms:.1f} ms with "
            f"{chosen.rank_metric} {chosen.rank_quality:.4f}, the best of {len(fitting)} fitting points"
            + (f"; fallback {fallback.label()} ({_tail(fallback)})" if fallback else "; no fallback fits"))
-    contested = None
-    if len(fitting) > 1:
-        close = _separable(chosen, fitting[1], camera)
-        why += close
-        contested = fitting[1] if close else None
+    contested = tied[1] if len(tied) > 1 else None
+    if contested is not None:
+        fastest = min(tied, key=lambda p: p.budget_tail_ms)
+        why += (f"; {len(tied)} equally good points are within the noise of the fastest ({fastest.label()}, "
+                f"{fastest.budget_tail_ms:.2f} ms; 95% intervals of the tail overlap): the one with the fewest "
+                f"threads, then the least memory, was chosen (runner-up {contested.label()})")
     quiet_only = [p for p in points if p.ok and _quiet_tail(p) <= budget_ms and not p.budget_tail_ms <= budget_ms]
     if quiet_only:
         why += (f"; {len(quiet_only)} point(s) fit only on a quiet device and were not chosen (e.g. "
@@ -150,13 +156,25 @@ def _tail(p: Point) -> str:
     return f"model {p.tail_name} {p.tail_ms:.2f} ms (quiet; not measured under load, the whole frame not timed)"
 
 
-def _separable(chosen: Point, runner_up: Point, camera: tuple[int, int]) -> str:
-    """A note when the runner-up ranks below the choice only by latency and their tail latencies' 95% confidence
-    intervals overlap: within the noise of this sweep either could be the faster one."""
-    if _rank(chosen, camera)[:3] != _rank(runner_up, camera)[:3]:
-        return ""  # decided by quality, aspect ratio or input size, not by a latency difference
-    a, b = chosen.budget_tail_ci, runner_up.budget_tail_ci
-    if not a or not b or a[1] < b[0] or b[1] < a[0]:
-        return ""
-    return (f"; not separable from the runner-up {runner_up.label()} within the noise (95% intervals of the tail: "
-            f"{a[0]:.2f}-{a[1]:.2f} vs {b[0]:.2f}-{b[1]:.2f} ms)")
+#: without confidence intervals, latencies closer than this share of the fastest count as the same
+TIE_SHARE = 0.05
+
+
+def _within_noise(top: list[Point]) -> list[Point]:
+    """The points of ``top`` (equal in quality, aspect and input size) that the noise cannot tell from the fastest
+    one (their tail's 95% intervals overlap the fastest's, or within :data:`TIE_SHARE` where no interval was
+    computed), ordered by fewest threads (the most CPU left to the app), then least memory, then latency. A choice
+    made by that order repeats from sweep to sweep; one made by a latency difference inside the noise does not."""
+    fastest = min(top, key=lambda p: p.budget_tail_ms)
+    a = fastest.budget_tail_ci
+
+    def tied(p: Point) -> bool:
+        b = p.budget_tail_ci
+        if p is fastest:
+            return True
+        if a and b:
+            return not (a[1] < b[0] or b[1] < a[0])
+        return p.budget_tail_ms <= fastest.budget_tail_ms * (1 + TIE_SHARE)
+
+    return sorted((p for p in top if tied(p)),
+                  key=lambda p: (p.threads, p.peak_memory_mb or math.inf, p.budget_tail_ms))
