@@ -93,21 +93,45 @@ def apply_beauty(frame_bgr: np.ndarray, pts: np.ndarray | None, s: BeautySetting
 def smooth_skin(roi: np.ndarray, p: np.ndarray, strength: float, face_w: float) -> np.ndarray:
     """Edge-preserving (bilateral) smoothing, on skin only: the face oval minus eyes, brows and lips."""
     h, w = roi.shape[:2]
-    skin = _poly_mask((h, w), p[FACE_OVAL], face_w * 0.04)
-    for part in (LEFT_EYE, RIGHT_EYE, LEFT_BROW, RIGHT_BROW, LIPS_OUTER):
-        skin *= 1.0 - _poly_mask((h, w), p[part], face_w * 0.03)
     scale = min(1.0, 160.0 / max(h, w))  # filter a small copy: skin detail is low-frequency
     small = cv2.resize(roi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    # the skin mask (feathered polygons) at the small copy's size too, then interpolated to the ROI
+    sh, sw = small.shape[:2]
+    ps = p * np.float32([sw / w, sh / h])
+    skin = _poly_mask((sh, sw), ps[FACE_OVAL], face_w * scale * 0.04)
+    for part in (LEFT_EYE, RIGHT_EYE, LEFT_BROW, RIGHT_BROW, LIPS_OUTER):
+        skin *= 1.0 - _poly_mask((sh, sw), ps[part], face_w * scale * 0.03)
+    skin = cv2.resize(skin, (w, h), interpolation=cv2.INTER_LINEAR)
     smooth = cv2.bilateralFilter(small, 7, 30, 5)
     smooth = cv2.resize(smooth, (w, h), interpolation=cv2.INTER_LINEAR)
     a = (skin * strength).astype(np.float32)
     return cv2.blendLinear(smooth, roi, a, 1.0 - a)
 
 
-def warp_face(roi: np.ndarray, p: np.ndarray, slim: float, eyes: float, face_w: float) -> np.ndarray:
-    """Local warps: cheeks pulled toward the nose (slimming), eye regions magnified (enlarging)."""
+def warp_face(roi: np.ndarray, p: np.ndarray, slim: float, eyes: float, face_w: float, step: int = 4) -> np.ndarray:
+    """Local warps: cheeks pulled toward the nose (slimming), eye regions magnified (enlarging). The
+    displacement is smooth, so it is computed on a grid ``step`` pixels apart and interpolated (bilinear) to
+    every pixel; ``step=1`` computes it at every pixel (the earlier way)."""
     h, w = roi.shape[:2]
+    if step > 1 and h > 4 * step and w > 4 * step:
+        hs, ws = -(-h // step), -(-w // step)
+        # the small grid's pixel centres in the ROI's coordinates, as cv2.resize maps them
+        sx = (np.arange(ws, dtype=np.float32) + 0.5) * (w / ws) - 0.5
+        sy = (np.arange(hs, dtype=np.float32) + 0.5) * (h / hs) - 0.5
+        gxs, gys = np.meshgrid(sx, sy)
+        mxs, mys = _face_maps(gxs, gys, p, slim, eyes, face_w)
+        dx = cv2.resize(mxs - gxs, (w, h), interpolation=cv2.INTER_LINEAR)
+        dy = cv2.resize(mys - gys, (w, h), interpolation=cv2.INTER_LINEAR)
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        return cv2.remap(roi, cv2.add(gx, dx), cv2.add(gy, dy), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    map_x, map_y = _face_maps(gx, gy, p, slim, eyes, face_w)
+    return cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _face_maps(gx: np.ndarray, gy: np.ndarray, p: np.ndarray, slim: float, eyes: float,
+               face_w: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where each pixel (``gx``, ``gy``) samples from after slimming and eye enlarging."""
     map_x, map_y = gx.copy(), gy.copy()
     center = p[NOSE_TIP]
     radius = face_w * 0.22
@@ -125,7 +149,7 @@ def warp_face(roi: np.ndarray, p: np.ndarray, slim: float, eyes: float, face_w: 
         k = np.where(d < r, 1 - (0.35 * eyes) * (1 - (d / r) ** 2), 1.0)  # < 1: sample nearer the centre
         map_x = np.where(d < r, ex + (map_x - ex) * k, map_x)
         map_y = np.where(d < r, ey + (map_y - ey) * k, map_y)
-    return cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return map_x.astype(np.float32), map_y.astype(np.float32)
 
 
 def lipstick(roi: np.ndarray, p: np.ndarray, strength: float, color_bgr, face_w: float) -> np.ndarray:
