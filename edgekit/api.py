@@ -167,7 +167,8 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
     are in ``"run_options"``. With ``under_load`` the runs are also timed under the profiler's default background
     load, interleaved with the quiet ones (``"latency_under_load"``, ``"load"``). With ``frame`` (height, width) a
     camera frame of that size is also timed end to end, per stage (``"frame"``: resize, colour, normalize, model,
-    upsample; see :func:`edgekit.apps.profiling.latency.measure_frame`). With ``sustained`` (seconds) the model
+    upsample; see :func:`edgekit.apps.profiling.latency.measure_frame`), and with ``under_load`` the whole frame
+    quiet and loaded, interleaved (``"frame"["under_load"]``). With ``sustained`` (seconds) the model
     (or, with ``frame``, the whole frame) also runs back to back that long, p50/p90 per 5 s window and their
     drift (``"sustained"``).
 
@@ -199,6 +200,11 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
         level = default_level(usable_cpus(), threads)
         with BackgroundLoad(level) as background:
             lat, loaded = measure_contended(sess, inputs, background, runs=runs)
+            if frame is not None:  # the whole frame too, quiet and loaded interleaved
+                from edgekit.apps.profiling.latency import CameraFrame, measure_step_contended
+
+                whole_quiet, whole_loaded = measure_step_contended(CameraFrame(sess, tuple(frame)).run, background,
+                                                                   runs=runs)
     else:
         lat = measure(sess, inputs, runs=runs)
     if save:
@@ -217,6 +223,8 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
         from edgekit.apps.profiling.latency import measure_frame
 
         result["frame"] = measure_frame(sess, tuple(frame), runs=runs).to_dict()
+        if loaded:
+            result["frame"]["under_load"] = {"quiet": whole_quiet.to_dict(), "loaded": whole_loaded.to_dict()}
     if sustained is not None:
         from edgekit.apps.profiling.latency import CameraFrame, measure_sustained
 

@@ -269,6 +269,10 @@ def run(artifact, input_file, threads, delegate, runs, placement, spin, under_lo
                   + ", ".join(f"{k} {v:.2f}" for k, v in f["stages_p50_ms"].items())
                   + f" (sum {f['stage_sum_ms']:.2f} ms, {100 * f['stage_sum_ms'] / whole:.0f}% of the whole)",
                   highlight=False, soft_wrap=True)
+        if "under_load" in f:
+            q, b = f["under_load"]["quiet"], f["under_load"]["loaded"]
+            out.print(f"whole frame under load: p50 {b['p50_ms']:.2f} ms  p90 {b['p90_ms']:.2f} ms  (quiet, "
+                      f"interleaved: p50 {q['p50_ms']:.2f}  p90 {q['p90_ms']:.2f})", highlight=False, soft_wrap=True)
     if "sustained" in result:
         s = result["sustained"]
         out.print(f"sustained {s['seconds']:.0f} s ({s['what']}, {s['runs']} runs): p50/p90 per {s['window_s']:g} s "

@@ -439,3 +439,22 @@ def test_device_reboots_mid_sweep_then_resumes(tmp_path, tiny_onnx):
         assert len(points_file.read_text().splitlines()) == 4
     finally:
         server.stop()
+
+
+def test_the_device_runs_the_load_and_times_the_whole_frame(tmp_path, sshd, tiny_fp32):
+    """An ssh device is measured like this machine: the default background load runs there, beside the point, and
+    the whole camera frame is timed quiet and under it; the budget is then checked on the frame under load."""
+    from edgekit.apps.profiling.load import default_level, usable_cpus
+    from edgekit.apps.profiling.sweep import FRAME_FIELDS, Point
+
+    prof = load_profile(_profile(tmp_path, sshd))
+    assert prof.load["busy"] == "auto"
+    m = reach_for(prof).measure(tiny_fp32, "cpu", 1, prof, tmp_path)
+    d = m.detail
+    assert d["load"] == default_level(usable_cpus(), 1).to_dict()  # the device is this machine here
+    assert 0 < d["load_p50_ms"] <= d["load_p90_ms"] and 0 < d["load_e2e_p50_ms"] <= d["load_e2e_p90_ms"]
+    assert d["frame"] == [720, 1280] and set(d["stages_ms"]) == {"resize", "colour", "normalize", "model", "upsample"}
+    p = Point((64, 64), "onnx-fp32", "cpu", 1, m.p50_ms, m.p90_ms, quality=1.0,
+              **{k: d.get(k) for k in ("load_p50_ms", "load_p90_ms", *FRAME_FIELDS) if d.get(k) is not None})
+    assert p.budget_basis[0] == "frame p90 under load" and p.budget_tail_ms == d["load_e2e_p90_ms"]
+    assert list((tmp_path / "remote").iterdir()) == []

@@ -48,6 +48,8 @@ MEASURE_TIMEOUT_S = 600.0
 
 class LocalReach:
     name = "local"
+    #: whether the background load runs on the device beside each point (see load.py)
+    runs_load = True
 
     def check(self, profile: DeviceProfile) -> None:
         from edgekit.backends import registry
@@ -103,6 +105,8 @@ class AdbReach:
     """An Android device over adb, timed by LiteRT's ``benchmark_model`` (tflite targets only)."""
 
     name = "adb"
+    #: whether the background load runs on the device beside each point (see load.py)
+    runs_load = False
 
     def check(self, profile: DeviceProfile) -> None:
         if not shutil.which("adb"):

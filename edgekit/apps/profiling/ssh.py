@@ -404,10 +404,33 @@ def parse_run(stdout: str, stderr: str) -> dict:
     return result
 
 
+def remote_load_fields(result: dict) -> dict:
+    """The point fields of a remote ``edgekit run --json [--under-load] [--frame]`` report: latency under the
+    device's own default load, the whole frame quiet and loaded, and each stage's p50."""
+    out: dict = {"p90_ci": result["latency"].get("p90_ci")}
+    busy = result.get("latency_under_load")
+    if busy:
+        out.update(load_p50_ms=busy["p50_ms"], load_p90_ms=busy["p90_ms"], load_p90_ci=busy.get("p90_ci"),
+                   load=result.get("load"))
+    frame = result.get("frame")
+    if frame:
+        out.update(frame=list(frame["frame"]), stages_ms=frame["stages_p50_ms"],
+                   e2e_p50_ms=frame["end_to_end"]["p50_ms"], e2e_p90_ms=frame["end_to_end"]["p90_ms"],
+                   e2e_p90_ci=frame["end_to_end"].get("p90_ci"))
+        whole = frame.get("under_load")
+        if whole:
+            out.update(e2e_p50_ms=whole["quiet"]["p50_ms"], e2e_p90_ms=whole["quiet"]["p90_ms"],
+                       e2e_p90_ci=whole["quiet"].get("p90_ci"), load_e2e_p50_ms=whole["loaded"]["p50_ms"],
+                       load_e2e_p90_ms=whole["loaded"]["p90_ms"], load_e2e_p90_ci=whole["loaded"].get("p90_ci"))
+    return out
+
+
 class SshReach:
     """A Linux device over OpenSSH, timed by ``edgekit run`` with the device's own python."""
 
     name = "ssh"
+    #: whether the background load runs on the device beside each point (see load.py)
+    runs_load = True
 
     def check(self, profile: DeviceProfile) -> None:
         """See :func:`check`.
@@ -435,8 +458,11 @@ class SshReach:
         try:
             expected = push_artifact(dev, Path(artifact.path), rdir)
             verify_remote(dev, rdir, expected)
+            loaded = profile.load.get("busy", "auto") != 0  # the device runs the default load itself
+            frame = "x".join(str(int(v)) for v in profile.camera)
             args = (f"-c {shlex.quote(RUNNER)} run {shlex.quote(rdir)} --json --runs {int(profile.runs)} "
-                    f"--threads {int(threads)} --delegate {shlex.quote(delegate)}")
+                    f"--threads {int(threads)} --delegate {shlex.quote(delegate)} --frame {frame}"
+                    + (" --under-load" if loaded else ""))
             res = remote(dev, _python_call(dev, args), f"timing {artifact.target} on {delegate}", "measure")
             if res.returncode != 0:
                 raise DeviceError(f"ssh device {dev.profile_id}: edgekit run {artifact.target} on {delegate} failed "
@@ -452,6 +478,7 @@ class SshReach:
         outputs = (getattr(artifact, "parity", None) or {}).get("outputs") or [{}]
         return Measured(result["p50_ms"], result["p90_ms"], result["peak_memory_mb"], outputs[0].get("iou"),
                         "mask IoU (parity check on this machine)", f"ssh {dev.address}",
-                        {"remote_latency": result["latency"], "run_options": result.get("run_options"),
+                        {**remote_load_fields(result),
+                         "remote_latency": result["latency"], "run_options": result.get("run_options"),
                          "remote_outputs": result.get("outputs"),
                          "peak_memory": "peak RSS of the device's edgekit run process"})

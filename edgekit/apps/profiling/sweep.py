@@ -255,7 +255,7 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
         raise InputError(f"model not found: {model}")
     reach = reach_for(profile)
     reach.check(profile)  # fail before any work when something is missing
-    if reach.name != "local" and profile.load.get("busy", "auto") != 0 and notes is not None:
+    if not reach.runs_load and profile.load.get("busy", "auto") != 0 and notes is not None:
         notes.append(f"{profile.id} is reached over {reach.name}: edgekit does not run the background load there "
                      "yet, so its points are measured quiet only and the choice checks the quiet tail latency")
     out_dir.mkdir(parents=True, exist_ok=True)
