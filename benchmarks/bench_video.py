@@ -221,13 +221,13 @@ if __name__ == "__main__":
 
     cfg = load_config(CONFIG)
     if "--speed-only" in sys.argv:
-        speed = speed_rows(cfg, ROUNDS)
+        speed = speed_rows(cfg, ROUNDS, 60)
         print("\n".join([*speed[0], "", *speed[1]]))
         raise SystemExit(0)
     if "--quality-only" in sys.argv:
         print("\n".join([*segmentation_quality(cfg), "", *landmark_rows(), "", *denoise_rows(), "", *lowlight_rows()]))
         raise SystemExit(0)
-    speed = speed_rows(cfg, ROUNDS)
+    speed = speed_rows(cfg, ROUNDS, 60)
     text = "\n".join([
         "### Virtual background quality (synthetic 720p video with exact masks, 90 frames; "
         f"model {cfg['runtime']['target']} at {cfg['input']['width']}x{cfg['input']['height']})", "",
