@@ -397,7 +397,7 @@ def off_summary(why: str) -> dict:
 def describe(summary: dict) -> list[str]:
     """Terminal lines for a run's reuse summary."""
     if not summary.get("enabled"):
-        return [f"reuse: off ({summary.get('why', 'not requested')})"]
+        return [f"reuse: off, {summary.get('why', 'not requested')}"]
     s = summary
     lines = [f"reuse ({s['method']}, max_k {s['max_k']}, min IoU {s['min_iou']}): model ran on {s['inferred']} of "
              f"{s['frames']} frames (mean k {s['k_mean']:.2f}, max {s['k_max']}); CPU saved "
