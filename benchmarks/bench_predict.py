@@ -3,8 +3,9 @@
 Three models (the bundled portrait-seg student, and the same architecture at widths 0.5 and 1.5, random weights:
 latency does not depend on the weights' values) are converted (the profiler's artifact cache) to 3 targets at 4
 resolutions and timed at 1 and 2 threads: 72 configurations. This machine is shared (2 cores, other jobs running),
-so a configuration is not timed once in a row: every configuration is timed in each of ROUNDS rounds (RUNS runs
-each, after a warm-up), in a shuffled order per round, and its latency is that of its least disturbed round (the
+so a configuration is not timed once in a row: every configuration is timed in each round (RUNS runs, after a
+warm-up), in a shuffled order per round, for MIN_ROUNDS rounds and on until 90% of the configurations are
+repeatable (below) or MAX_ROUNDS, and its latency is that of its least disturbed round (the
 round with the lowest median: other jobs only ever add time; p90: that round's p90). How often the same statistic
 taken from two disjoint halves of the rounds agrees within +-10% is printed too: the repeatability of the
 measurement itself, a ceiling for any predictor on this machine. Then:
@@ -32,7 +33,9 @@ OUT = Path("out/bench/predict")
 TARGETS = ["onnx-fp32", "ncnn-fp32", "openvino-fp32"]
 THREADS = [1, 2]
 RESOLUTIONS = [(128, 128), (144, 256), (192, 192), (256, 256)]
-ROUNDS, RUNS, WARMUP = 20, 10, 3
+MIN_ROUNDS, MAX_ROUNDS, RUNS, WARMUP = 20, 60, 7, 3
+#: timing stops after MIN_ROUNDS once this share of configurations is repeatable (see measure_all)
+REPEATABLE = 0.9
 BUDGET_MS, CAMERA = 1000 / 30 * 0.25, (720, 1280)
 
 
@@ -85,7 +88,18 @@ def measure_all(models: dict[str, Path]) -> tuple[dict[str, list], dict]:
     medians = defaultdict(list)
     p90s = defaultdict(list)
     rng = random.Random(7)
-    for r in range(ROUNDS):
+
+    def repeatable() -> float:
+        """Share of configurations whose statistic (the lowest round median) taken from two disjoint halves of
+        the rounds agrees within +-10%."""
+        ok = 0
+        for i in range(len(configs)):
+            a, b = min(medians[i][0::2]), min(medians[i][1::2])
+            ok += abs(a - b) <= 0.1 * min(a, b)
+        return ok / len(configs)
+
+    r = 0
+    while r < MAX_ROUNDS and (r < MIN_ROUNDS or repeatable() < REPEATABLE):
         order = list(range(len(configs)))
         rng.shuffle(order)
         for i in order:
@@ -99,21 +113,18 @@ def measure_all(models: dict[str, Path]) -> tuple[dict[str, list], dict]:
                 times.append((time.perf_counter() - t) * 1000)
             medians[i].append(float(np.median(times)))
             p90s[i].append(float(np.quantile(times, 0.9)))
-        print(f"round {r + 1}/{ROUNDS}", file=sys.stderr)
+        r += 1
+        print(f"round {r}: {repeatable() if r > 1 else 0:.0%} repeatable", file=sys.stderr)
     runs: dict[str, list] = defaultdict(list)
-    agree = 0
     for i, (name, sha, hw, target, n, art, sess, _) in enumerate(configs):
         sess.close()
         # the least disturbed round: other jobs on this machine only ever add time
         best = int(np.argmin(medians[i]))
-        p50, p90 = medians[i][best], p90s[i][best]
-        halves = min(medians[i][0::2]), min(medians[i][1::2])  # the same statistic from two disjoint halves
-        agree += abs(halves[0] - halves[1]) <= 0.1 * min(halves)
         iou = ((art.parity or {}).get("outputs") or [{}])[0].get("iou")
-        runs[name].append(Point(hw, target, "cpu", n, p50_ms=p50, p90_ms=p90, quality=iou,
+        runs[name].append(Point(hw, target, "cpu", n, p50_ms=medians[i][best], p90_ms=p90s[i][best], quality=iou,
                                 quality_metric="mask IoU (parity)", measured_on="this machine",
                                 artifact=str(art.path), model_sha256=sha))
-    return dict(runs), {"halves_within_10": agree / len(configs)}
+    return dict(runs), {"halves_within_10": repeatable(), "rounds": r}
 
 
 def main() -> int:
@@ -134,8 +145,10 @@ def main() -> int:
     else:
         runs, noise = measure_all(paths)
         measure_s = time.perf_counter() - t0
-        saved.write_text(json.dumps({"runs": {k: [p.to_dict() for p in v] for k, v in runs.items()},
-                                     "noise": noise, "measure_s": measure_s}))
+        data = json.dumps({"runs": {k: [p.to_dict() for p in v] for k, v in runs.items()}, "noise": noise,
+                           "measure_s": measure_s})
+        saved.write_text(data)
+        (OUT / f"measured-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(data)  # every run kept
     names = {sha256_file(p): n for n, p in paths.items()}
     n_cfg = sum(len(v) for v in runs.values())
     lines = [f"### Latency prediction on this machine (x86_64, 2 cores, shared): {n_cfg} configurations "
@@ -193,7 +206,7 @@ def main() -> int:
         a, b = (c.chosen.label() if c.chosen else "-" for c in (full, pruned))
         lines.append(f"| {name} | {len(plan)} | {len(log.measured)} | {len(plan) - len(log.measured)} | {a} | {b} "
                      f"| {'yes' if same else 'NO'} | {'yes' if fb else 'no'} |")
-    lines += ["", f"Budget {BUDGET_MS:.1f} ms (quiet p90; camera {CAMERA[0]}x{CAMERA[1]}). Timing: {ROUNDS} "
+    lines += ["", f"Budget {BUDGET_MS:.1f} ms (quiet p90; camera {CAMERA[0]}x{CAMERA[1]}). Timing: {noise['rounds']} "
               f"interleaved rounds of {RUNS} runs per configuration, the least disturbed round kept ({measure_s:.0f} s "
               f"with conversions); the same statistic from two disjoint halves of the rounds agrees within +-10% for "
               f"{noise['halves_within_10']:.0%} of the configurations (the measurement's own repeatability). Fitting "
