@@ -125,7 +125,7 @@ def test_pruned_profile_then_full_then_predict(tmp_path, tiny_onnx):
                           "--out", str(out), "--json"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
-    assert got["trained_on"] == {"points": 6, "models": 1, "kernels": 0}
+    assert got["trained_on"] == {"points": 6, "models": 1}
     measured_p50 = {(tuple(p.resolution), p.target): p.p50_ms for p in full.points}
     assert len(got["predictions"]) == 6
     for p in got["predictions"]:

@@ -15,8 +15,8 @@ per-(target, delegate, threads) correction shrunk towards 1. (2) Per-(target, de
 fitted on that group's points, shrunk towards the shared model's (a runtime's costs need not be proportional to
 another's: one may be better at thin layers). (3) For a model already measured in that group, a calibration on
 its own points (a line through predicted vs measured, ridge towards their mean ratio). Training rows are the
-device's ``points.jsonl`` (any model whose artifacts are still there), plus per-kernel timings in ``ops.jsonl``
-where a benchmark wrote them (rows of one kernel each, which pin down ``w`` beyond what whole models can).
+device's ``points.jsonl`` (any model whose artifacts are still there). Per-kernel timings (nn-Meter's kernel
+predictors are trained on them) are not taken yet: whole-model points only.
 
 **Expected error.** Leave-one-out over the device's own points (each predicted from all the others): the share
 within +-10% and the median error are printed with every prediction; with several models measured, the same
@@ -31,7 +31,6 @@ measured, one at a time, refitting after each. Points surely over the budget or 
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from collections.abc import Callable, Iterable
@@ -158,13 +157,6 @@ def features(ks: Iterable[Kernel]) -> dict[str, float]:
     return f
 
 
-def kernel_row(k: Kernel) -> dict[str, float]:
-    """The features of one kernel alone (a row of a per-kernel profile): no per-inference constant."""
-    f = features([k])
-    f["one"] = 0.0
-    return f
-
-
 _FEATURE_CACHE: dict[tuple[str, int, int], dict] = {}
 
 
@@ -224,7 +216,6 @@ class Sample:
     y: float
     model: str = ""          # the model's sha256 (to leave a whole model out)
     resolution: tuple[int, int] = (0, 0)
-    kernel: bool = False     # a per-kernel timing (ops.jsonl), not a whole model
 
     @property
     def group(self) -> tuple[str, str, int]:
@@ -250,9 +241,9 @@ class Predictor:
         y = np.array([s.y for s in samples], dtype=float)
         scale = np.maximum(np.abs(X).max(axis=0), 1e-12)  # features of very different sizes: fit on unit columns
         Xn = X / scale
-        td = [(s.target, s.delegate, s.kernel) for s in samples]
+        td = [(s.target, s.delegate) for s in samples]
         th = [s.threads for s in samples]
-        gr = [(*s.group, s.kernel) for s in samples]
+        gr = [s.group for s in samples]
         S = dict.fromkeys(td, 1.0)
         T = dict.fromkeys(th, 1.0)
         R = dict.fromkeys(gr, 1.0)
@@ -290,8 +281,7 @@ class Predictor:
         self.W: dict[tuple, np.ndarray] = {}
         groups: dict[tuple, list[Sample]] = {}
         for s in self.samples:
-            if not s.kernel:
-                groups.setdefault(s.group, []).append(s)
+            groups.setdefault(s.group, []).append(s)
         for key, rows in groups.items():
             prior = self._shared(*key)
             if prior is None:
@@ -307,11 +297,10 @@ class Predictor:
     def _shared(self, target: str, delegate: str, threads: int) -> np.ndarray | None:
         if not self.known(target, delegate, threads):
             return None
-        return self.w * self.S[(target, delegate, False)] * self.T[threads] * self.R.get(
-            (target, delegate, threads, False), 1.0)
+        return self.w * self.S[(target, delegate)] * self.T[threads] * self.R.get((target, delegate, threads), 1.0)
 
     def known(self, target: str, delegate: str, threads: int) -> bool:
-        return (target, delegate, False) in self.S and threads in self.T
+        return (target, delegate) in self.S and threads in self.T
 
     def base(self, target: str, delegate: str, threads: int, x: tuple[float, ...]) -> float | None:
         """The kernel-level prediction (group costs, else the shared model's), before the per-model calibration."""
@@ -334,7 +323,7 @@ class Predictor:
         if base is None or model is None:
             return base
         pairs = [(self.base(s.target, s.delegate, s.threads, s.x), s.y) for s in self.samples
-                 if not s.kernel and s.model == model and s.group == (target, delegate, threads)]
+                 if s.model == model and s.group == (target, delegate, threads)]
         pairs = [(p, y) for p, y in pairs if p and p > 0]
         if not pairs:
             return base
@@ -353,17 +342,11 @@ class Predictor:
 
 
 def leave_one_out(samples: list[Sample], by_model: bool = False) -> list[tuple[Sample, float | None]]:
-    """Each whole-model sample predicted by a predictor fitted on all the others (``by_model``: on the other
-    models only). Per-kernel rows always stay in the training set."""
+    """Each sample predicted by a predictor fitted on all the others (``by_model``: on the other models only)."""
     out = []
     for s in samples:
-        if s.kernel:
-            continue
-        rest = [o for o in samples if o is not s and not (by_model and not o.kernel and o.model == s.model)]
-        if not any(not o.kernel for o in rest):
-            out.append((s, None))
-            continue
-        out.append((s, Predictor(rest).predict(s.target, s.delegate, s.threads, s.x, s.model)))
+        rest = [o for o in samples if o is not s and not (by_model and o.model == s.model)]
+        out.append((s, Predictor(rest).predict(s.target, s.delegate, s.threads, s.x, s.model) if rest else None))
     return out
 
 
@@ -398,26 +381,6 @@ def samples_from_points(points: Iterable, metric: str = "p50_ms", notes: list[st
                           tuple(p.resolution)))
     if gone and notes is not None:
         notes.append(f"{gone} measured point(s) were left out: their artifacts are gone, so their kernels are unknown")
-    return out
-
-
-def kernel_samples(ops_file: Path) -> list[Sample]:
-    """Per-kernel timings (``ops.jsonl``: one JSON object per kernel: target, delegate, threads, features, ms),
-    where a benchmark wrote them. Lines that do not read are skipped."""
-    if not ops_file.is_file():
-        return []
-    out = []
-    for ln in ops_file.read_text().splitlines():
-        try:
-            d = json.loads(ln)
-            f = {k: float(d["features"][k]) for k in FEATURES}
-            y = float(d["ms"])
-            if not (y > 0 and all(math.isfinite(v) and v >= 0 for v in f.values())):
-                continue
-            out.append(Sample(str(d["target"]), str(d["delegate"]), int(d["threads"]), vector(f), y,
-                              str(d.get("model", "")), kernel=True))
-        except (ValueError, KeyError, TypeError):
-            continue
     return out
 
 
@@ -474,11 +437,10 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
     notes: list[str] = []
     points = list(load_points(folder / "points.jsonl", None, notes).values())
     samples = {m: samples_from_points(points, m, notes if m == "p50_ms" else None) for m in ("p50_ms", "tail_ms")}
-    ops = kernel_samples(folder / "ops.jsonl")
     if not samples["p50_ms"]:
         raise InputError(f"no measurements of device {prof.id} under {folder} to predict from: run edgekit profile "
                          f"--device {device} --out {out_dir} first (on any model)")
-    p50 = Predictor(samples["p50_ms"] + ops)
+    p50 = Predictor(samples["p50_ms"])
     tail = Predictor(samples["tail_ms"]) if samples["tail_ms"] else None
     from edgekit.core.files import sha256_file
 
@@ -495,18 +457,18 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
                     b = tail.predict(t, d, n, x, sha) if tail else None
                     note = "" if a is not None else "never measured on this device: no prediction"
                     preds.append(Prediction(tuple(hw), t, d, n, a, b, measured.get((tuple(hw), t, d, n)), note))
-    loo = error_summary(leave_one_out(samples["p50_ms"] + ops))
+    loo = error_summary(leave_one_out(samples["p50_ms"]))
     models = {s.model for s in samples["p50_ms"]}
     expected = {"leave_one_out": loo, "within": WITHIN}
     if len(models) > 1:
-        expected["leave_one_model_out"] = error_summary(leave_one_out(samples["p50_ms"] + ops, by_model=True))
+        expected["leave_one_model_out"] = error_summary(leave_one_out(samples["p50_ms"], by_model=True))
     else:
         notes.append("only one model was measured on this device: the error for a model it never saw is unknown "
                      "(the leave-one-out error is for configurations of a measured model)")
     if sha not in models:
         notes.append("this model was never measured on this device: expect the leave-one-model-out error, not the "
                      "leave-one-out one")
-    trained = {"points": len(samples["p50_ms"]), "models": len(models), "kernels": len(ops)}
+    trained = {"points": len(samples["p50_ms"]), "models": len(models)}
     return PredictResult(prof.id, str(model), preds, expected, trained, notes)
 
 
