@@ -68,6 +68,7 @@ def test_farm_of_local_and_ssh_devices_one_failing(tmp_path, tiny_onnx):
         spans = [(by_id[d]["started_s"], by_id[d]["finished_s"]) for d in by_id]
         assert max(s for s, _ in spans) < min(f for _, f in spans)
         assert json.loads((out / "farm.json").read_text())["failed"] == ["ssh-dead"]
+        assert any("farm-local, ssh-box are all measured on this machine" in n for n in farm["notes"])
         assert "ssh-dead" in (out / "farm.html").read_text()
 
         # again, the two good devices only: every point is resumed, nothing is measured again

@@ -178,7 +178,9 @@ def profile_farm(devices: list[str | Path], model: str | Path | None = None, out
             f.result()  # a bug (not an EdgekitError) in one worker is raised here, after the others finished
     wall = time.perf_counter() - t0
     notes = []
-    hosts = [o.device for o in outcomes if o.result is not None and o.result.profile.reach == "local"]
+    here = ("127.0.0.1", "localhost", "::1")
+    hosts = [o.device for o in outcomes if o.result is not None and (o.result.profile.reach == "local" or (
+        o.result.profile.reach == "ssh" and str(o.result.profile.ssh.get("host")) in here))]
     if len(hosts) > 1:
         notes.append(f"{', '.join(hosts)} are all measured on this machine at the same time: their latencies "
                      "include each other's load")
