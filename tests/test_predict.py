@@ -144,3 +144,19 @@ def test_predict_without_measurements_is_one_line_exit_2(tmp_path, tiny_onnx):
                           "--out", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "no measurements of device small-cpu" in res.stderr and "edgekit profile" in res.stderr
+
+
+def test_points_naming_artifacts_elsewhere_are_not_read(tmp_path):
+    """points.jsonl is a file: a point naming an artifact outside the profiler's artifacts folder is left out
+    before anything there is opened; one whose artifact is gone is left out too. Both are noted."""
+    from edgekit.apps.profiling.sweep import Point
+
+    inside = tmp_path / "out" / "artifacts"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "artifact.json").write_text("{not json")  # would fail loudly if it were read
+    pts = [Point((64, 64), "onnx-fp32", "cpu", 1, 1.0, 1.2, artifact=str(tmp_path / "elsewhere")),
+           Point((64, 64), "onnx-fp32", "cpu", 1, 1.0, 1.2, artifact=str(inside / "gone"))]
+    notes: list[str] = []
+    assert pr.samples_from_points(pts, "p50_ms", notes, inside) == []
+    assert any("1 measured point(s) were left out: their artifacts are outside" in n for n in notes)
+    assert any("1 measured point(s) were left out: their artifacts are gone" in n for n in notes)

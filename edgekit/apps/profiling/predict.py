@@ -365,13 +365,22 @@ def error_summary(pairs: list[tuple[Sample, float | None]]) -> dict:
 METRICS = {"p50_ms": lambda p: p.p50_ms, "tail_ms": lambda p: p.tail_ms, "budget_tail_ms": lambda p: p.budget_tail_ms}
 
 
-def samples_from_points(points: Iterable, metric: str = "p50_ms", notes: list[str] | None = None) -> list[Sample]:
-    """Training rows from measured points (their artifacts give the features); points whose artifact is gone
-    are left out, with a note."""
-    out, gone = [], 0
+def samples_from_points(points: Iterable, metric: str = "p50_ms", notes: list[str] | None = None,
+                        artifacts_in: Path | None = None) -> list[Sample]:
+    """Training rows from measured points (their artifacts give the features); points whose artifact is gone,
+    or (with ``artifacts_in``) lies outside that folder, are left out, with a note.
+
+    Raises:
+        InputError: a point's artifact fails its sha256 check.
+    """
+    out, gone, outside = [], 0, 0
+    base = Path(artifacts_in).resolve() if artifacts_in is not None else None
     for p in points:
         y = METRICS[metric](p) if p.ok else None
         if not y or y <= 0:
+            continue
+        if base is not None and p.artifact and base not in Path(p.artifact).resolve().parents:
+            outside += 1  # points.jsonl is a file: it does not get to point edgekit at folders elsewhere
             continue
         f = artifact_features(p.artifact) if p.artifact else None
         if f is None:
@@ -381,6 +390,8 @@ def samples_from_points(points: Iterable, metric: str = "p50_ms", notes: list[st
                           tuple(p.resolution)))
     if gone and notes is not None:
         notes.append(f"{gone} measured point(s) were left out: their artifacts are gone, so their kernels are unknown")
+    if outside and notes is not None:
+        notes.append(f"{outside} measured point(s) were left out: their artifacts are outside {base}")
     return out
 
 
@@ -436,7 +447,8 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
     folder = Path(out_dir) / prof.id
     notes: list[str] = []
     points = list(load_points(folder / "points.jsonl", None, notes).values())
-    samples = {m: samples_from_points(points, m, notes if m == "p50_ms" else None) for m in ("p50_ms", "tail_ms")}
+    samples = {m: samples_from_points(points, m, notes if m == "p50_ms" else None, Path(out_dir) / "artifacts")
+               for m in ("p50_ms", "tail_ms")}
     if not samples["p50_ms"]:
         raise InputError(f"no measurements of device {prof.id} under {folder} to predict from: run edgekit profile "
                          f"--device {device} --out {out_dir} first (on any model)")
