@@ -1,6 +1,7 @@
 """Distillation: losses, data layer, recipes, offline/online training, resume, 2-process gloo run."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -180,3 +181,98 @@ def test_checkpoint_holds_plain_data_only(tmp_path):
     _save_atomic(state, tmp_path / "c.pt")
     assert load_weights(tmp_path / "c.pt", "checkpoint") == {"step": 2, "history": [{"step": 1, "iou": 0.5}],
                                                              "recipe": {"size": [1, 2]}}
+
+
+# -- teacher-labelled distillation on the user's own (unlabeled) footage
+
+def _footage(folder: Path, n: int = 12, hw=(96, 128)) -> Path:
+    """Generated frames with people and no masks: what a user's own recordings look like to edgekit."""
+    import cv2
+
+    from edgekit.core.samples import synthetic
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for i in range(n):
+        img, _ = synthetic.composite(rng, *hw)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), (img[..., ::-1] * 255).round().astype(np.uint8))
+    return folder
+
+
+def test_unlabeled_footage_needs_a_teacher_that_labels_it(tmp_path):
+    base = {**TINY, "data": {"synthetic": 0, "unlabeled": [{"path": str(tmp_path)}]}}
+    with pytest.raises(InputError, match="labelled by the teacher"):
+        load_recipe(base)
+    with pytest.raises(InputError, match="teacher.model"):
+        load_recipe({**base, "teacher": {"kind": "model", "model": "../../teacher.tflite"}, "losses": {"gt": 1.0}})
+    from edgekit.core.samples.photos import cache_dir
+
+    reserved = {**base, "teacher": {"kind": "model", "model": "mediapipe:selfie_segmentation"}, "losses": {"gt": 1.0},
+                "data": {"unlabeled": [{"path": str(cache_dir())}]}}
+    with pytest.raises(InputError, match="reserved for evaluation"):
+        load_recipe(reserved)
+
+
+def test_teacher_labels_each_crop_of_unlabeled_footage(tmp_path, mediapipe_models):
+    import cv2
+
+    from edgekit.apps.train.datasets import UnlabeledSource
+    from edgekit.apps.train.distill import Teacher
+
+    recipe = load_recipe({**TINY, "teacher": {"kind": "model", "model": "mediapipe:selfie_segmentation"},
+                          "losses": {"gt": 1.0, "kl": 1.0}, "data": {"synthetic": 0, "unlabeled": [
+                              {"path": str(_footage(tmp_path / "footage", n=3))}]}})
+    teacher = Teacher(recipe, tmp_path, None, lambda *a: None)
+    source = UnlabeledSource(recipe.data.unlabeled[0]["path"], teacher.label)
+    assert len(source) == 3
+    img, soft = source.sample(np.random.default_rng(0), 64)
+    # the same crop through MediaPipe's own model, fed here by hand (RGB [0, 1], NCHW at 256x256)
+    seg = mediapipe_models.selfie_segmenter(landscape=False)
+    u8 = (img * 255).round().astype(np.uint8)
+    x = cv2.resize(u8, (256, 256), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    mine = cv2.resize(seg.run({"image": x.transpose(2, 0, 1)[None].copy()})["mask"][0, 0], (64, 64),
+                      interpolation=cv2.INTER_LINEAR)
+    assert soft.shape == (64, 64) and 0 <= soft.min() and soft.max() <= 1
+    assert np.abs(soft - mine).max() < 1e-3  # soft masks, not thresholded ones
+
+
+@pytest.mark.slow
+def test_distill_on_unlabeled_video_moves_the_student_to_the_teacher(tmp_path, mediapipe_models):
+    import cv2
+    import onnxruntime as ort
+
+    from edgekit.apps.train.distill import distill
+    from edgekit.apps.train.segmentation import to_tensor
+    from edgekit.core.parity import mask_iou
+    from edgekit.core.samples.clips import moving_clip
+    from edgekit.zoo.portrait_seg import build
+
+    rgb, _ = moving_clip(30, (96, 128), seed=3)  # RGB [0, 1]; its exact masks are not given to edgekit
+    video = tmp_path / "call.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 15, (128, 96))
+    for f in rgb:
+        writer.write((f[..., ::-1] * 255).round().astype(np.uint8))
+    writer.release()
+    recipe = load_recipe({**TINY, "steps": 120, "batch": 4, "lr": 5e-3, "output": str(tmp_path / "kd"),
+                          "teacher": {"kind": "model", "model": "mediapipe:selfie_segmentation"},
+                          "student": {"width": 0.5}, "losses": {"gt": 1.0, "kl": 0.5},
+                          "data": {"synthetic": 0, "size": 48, "unlabeled": [{"path": str(video), "every": 2}]}})
+    # held-out frames (odd ones; training sees every second frame from 0) and the teacher's masks of them, by hand
+    seg = mediapipe_models.selfie_segmenter(landscape=False)
+    held = [cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in rgb[1::4]]
+    teacher = [cv2.resize(seg.run({"image": cv2.resize(h, (256, 256), interpolation=cv2.INTER_AREA).transpose(
+        2, 0, 1)[None].copy()})["mask"][0, 0], (64, 48)) > 0.5 for h in held]
+
+    def agreement(predict) -> float:
+        return float(np.mean([mask_iou(predict(h) > 0.5, t) for h, t in zip(held, teacher)]))
+
+    torch.manual_seed(recipe.seed)  # the student distill starts from
+    start = build(width=0.5).eval()
+    with torch.no_grad():
+        before = agreement(lambda h: torch.sigmoid(start.forward_logits(to_tensor(h[None]))).numpy()[0, 0])
+    distill(recipe)
+    sess = ort.InferenceSession(str(tmp_path / "kd" / "student.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    after = agreement(lambda h: sess.run(None, {name: to_tensor(h[None]).numpy()})[0][0, 0])
+    print("agreement with the teacher (mask IoU) before/after", before, after)
+    assert after > before + 0.3, (before, after)  # a student trained on no signal stays near 0

@@ -85,6 +85,8 @@ class Backend:
         options: the converter options users may set.
         sources: file suffixes this backend can read as a *source* model (e.g. ``.tflite``).
         source_loader: ``"module:function"`` turning such a file into edgekit's ONNX source.
+        source_original: ``"module:function"`` running such a file as it is, in its own runtime (a Session),
+            without converting it: what a teacher or a reference needs.
         device_benchmark: the runtime's own benchmark binary that a remote reach (adb) pushes and runs on a
             device (LiteRT's ``benchmark_model``); empty when the backend has none.
         note: anything a reader would otherwise wonder about (e.g. why runtime and format names differ).
@@ -102,6 +104,7 @@ class Backend:
     options: tuple[Option, ...] = ()
     sources: tuple[str, ...] = ()
     source_loader: str = ""
+    source_original: str = ""
     device_benchmark: str = ""
     note: str = ""
 

@@ -146,6 +146,28 @@ def load_source(source: Any, workdir: Path, input_shapes: dict | None = None,
                        io=io_spec(model, card), card=card, input_shapes=shapes, torch_module=torch_module)
 
 
+def original_session(source: str | Path):
+    """``source`` run as it is, in its own framework: the backend that reads its suffix runs it without
+    converting (a ``.tflite`` in LiteRT); an ONNX model in ONNX Runtime.
+
+    Raises:
+        InputError: the model cannot be read.
+    """
+    import tempfile
+
+    from edgekit.backends.registry import source_backend
+
+    backend = source_backend(source)
+    if backend is not None and backend.source_original:
+        module, _, attr = backend.source_original.partition(":")
+        return getattr(importlib.import_module(module), attr)(source)
+    from edgekit.backends.onnx.session import OrtSession
+
+    with tempfile.TemporaryDirectory() as work:
+        src = load_source(source, Path(work), None)
+        return src.reference() if src.reference is not None else OrtSession.reference(src)
+
+
 def _source_loader(source):
     """The source loader of the backend that reads ``source``'s suffix (its declaration's ``sources``), or None."""
     from edgekit.backends.registry import source_backend

@@ -140,18 +140,12 @@ def reference_set(reference: Path, root: Path | None = None, hw: tuple[int, int]
     Raises:
         InputError: the reference or the images cannot be used.
     """
-    import tempfile
-
     from edgekit.apps.profiling.latency import CameraFrame
-    from edgekit.backends.onnx.session import OrtSession
-    from edgekit.core.ingest import load_source
+    from edgekit.core.ingest import original_session
 
     frames, what = _unlabeled(root, hw)
-    with tempfile.TemporaryDirectory() as work:
-        src = load_source(Path(reference), Path(work), None)
-        session = src.reference() if src.reference is not None else OrtSession.reference(src)
-        cam = CameraFrame(session, hw)
-        masks = [cam.mask_of(f) > threshold(cam) for f in frames]
+    cam = CameraFrame(original_session(Path(reference)), hw)
+    masks = [cam.mask_of(f) > threshold(cam) for f in frames]
     return EvalSet(np.stack(frames), np.stack(masks), f"agreement with {Path(reference).name} on {what}")
 
 

@@ -119,3 +119,65 @@ class Mixture:
             img, mask = src.sample(rng, size)
             imgs[k], masks[k] = synthetic.augment_photometric(rng, img), mask
         return imgs, masks
+
+
+#: a video source keeps at most this many frames (every n-th), each scaled to at most this long side
+MAX_FRAMES, MAX_SIDE = 2000, 512
+
+
+def unlabeled_frames(path: str | Path, every: int = 5) -> list[np.ndarray]:
+    """RGB float32 [0, 1] frames of a folder of images or of a video (every ``every``-th frame), long side at most
+    :data:`MAX_SIDE`.
+
+    Raises:
+        InputError: nothing readable there.
+    """
+    path = Path(path)
+
+    def small(bgr: np.ndarray) -> np.ndarray:
+        scale = MAX_SIDE / max(bgr.shape[:2])
+        if scale < 1:
+            bgr = cv2.resize(bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)),
+                             interpolation=cv2.INTER_AREA)
+        return bgr[..., ::-1].astype(np.float32) / 255.0
+
+    frames = []
+    if path.is_dir():
+        for p in sorted(path.iterdir()):
+            if p.suffix.lower() in IMAGE_EXT and p.is_file():
+                img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+                if img is None:
+                    raise InputError(f"data.unlabeled: cannot read {p}")
+                frames.append(small(img))
+    elif path.is_file():
+        cap = cv2.VideoCapture(str(path))
+        i = 0
+        while len(frames) < MAX_FRAMES:
+            ok, img = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                frames.append(small(img))
+            i += 1
+        cap.release()
+    if not frames:
+        raise InputError(f"data.unlabeled: no images or video frames in {path}")
+    return frames
+
+
+class UnlabeledSource:
+    """The user's own footage without masks: each crop is labelled by ``labeler`` (N x H x W x 3 RGB [0, 1] ->
+    N x H x W probabilities: the teacher's soft masks) after scale/crop/flip and before photometric augmentation,
+    so the student learns the teacher's answer on the clean crop from an augmented one."""
+
+    def __init__(self, path: str | Path, labeler, every: int = 5):
+        self.frames = unlabeled_frames(path, every)
+        self.labeler = labeler
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def sample(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        img = self.frames[int(rng.integers(len(self.frames)))]
+        img, _ = random_crop(rng, img, np.zeros(img.shape[:2], np.float32), size)
+        return img, self.labeler(img[None])[0].astype(np.float32)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.apps.train.recipe import Recipe, load_recipe
+from edgekit.apps.train.recipe import OUTPUT_ONLY, Recipe, load_recipe
 from edgekit.core.deps import require
 from edgekit.core.files import atomic_path
 from edgekit.errors import EdgekitError, InputError
@@ -39,8 +39,10 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def build_data(recipe: Recipe, rank: int):
-    from edgekit.apps.train.datasets import Mixture, PortraitFolder, SyntheticSource
+def build_data(recipe: Recipe, rank: int, labeler=None):
+    """The weighted training sources; ``labeler`` (the output-only teacher's soft masks) labels
+    ``data.unlabeled``."""
+    from edgekit.apps.train.datasets import Mixture, PortraitFolder, SyntheticSource, UnlabeledSource
 
     sources, weights = [], []
     if recipe.data.synthetic > 0:
@@ -49,6 +51,11 @@ def build_data(recipe: Recipe, rank: int):
     for f in recipe.data.folders:
         sources.append(PortraitFolder(f["path"], float(f.get("recompose", 0.0))))
         weights.append(float(f.get("weight", 1.0)))
+    for u in recipe.data.unlabeled:
+        if labeler is None:
+            raise InputError("recipe: data.unlabeled needs a teacher that labels it (teacher.kind model|artifact)")
+        sources.append(UnlabeledSource(u["path"], labeler, int(u.get("every", 5))))
+        weights.append(float(u.get("weight", 1.0)))
     if not sources:
         raise InputError("recipe: no training data (synthetic weight is 0 and no folders)")
     return Mixture(sources, weights)
@@ -65,6 +72,9 @@ class Teacher:
             from edgekit.api import load
 
             self.session = load(cfg.artifact)
+            return
+        if cfg.kind == "model":
+            self.session = _reference_session(cfg.model)
             return
         if cfg.kind == "module":
             from edgekit.core.ingest import _load_torch_reference
@@ -116,14 +126,39 @@ class Teacher:
         if rank == 0:
             _save_atomic(self.net.state_dict(), ckpt)
 
-    def __call__(self, x):
+    def label(self, imgs: np.ndarray) -> np.ndarray:
+        """An output-only teacher's soft masks of N x H x W x 3 RGB [0, 1] images: each image goes in the way the
+        teacher's own input spec says (its size, layout, colour order and normalization) and its mask comes back
+        at the image's size, as probabilities."""
+        from edgekit.apps.profiling.latency import CameraFrame
+
+        cam = CameraFrame(self.session, imgs.shape[1:3])
+        out = []
+        for img in imgs:
+            bgr = np.ascontiguousarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)[..., ::-1])
+            y = cam.mask_of(bgr)
+            out.append(1 / (1 + np.exp(-y)) if cam.out.kind == "logits" else y)
+        return np.stack(out).astype(np.float32)
+
+    def __call__(self, x, imgs: np.ndarray | None = None):
         torch = require("torch")
-        if self.session is not None:  # output-only teacher: probabilities -> logits
-            probs = np.concatenate([self.session.run({self.session.io.inputs[0].name: x[i : i + 1].numpy()})[
-                self.session.io.outputs[0].name] for i in range(len(x))])
-            p = torch.from_numpy(np.clip(probs, 1e-4, 1 - 1e-4))
+        if self.session is not None:  # output-only teacher: its soft masks of the raw images -> logits
+            p = torch.from_numpy(np.clip(self.label(imgs), 1e-4, 1 - 1e-4))[:, None]
             return torch.log(p / (1 - p)), None
         return self.module(x)
+
+
+def _reference_session(name: str):
+    """A catalogue model (``edgekit models list``) run as it is, in its own framework (LiteRT for a ``.tflite``,
+    ONNX Runtime for ONNX). A recipe names models, never files.
+
+    Raises:
+        InputError: an unknown or unfetched model.
+    """
+    from edgekit.core.ingest import original_session
+    from edgekit.zoo.mediapipe import resolve
+
+    return original_session(resolve(name, allow_path=False))
 
 
 def _maybe_ddp(module):
@@ -208,8 +243,12 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
     out = Path(recipe.output)
     ckpt_path = out / "checkpoint.pt"
     ckpt = _read_checkpoint(ckpt_path, recipe) if resume and ckpt_path.is_file() else None  # before any work
-    data = build_data(recipe, rank)
-    teacher = Teacher(recipe, out, data, say)
+    if recipe.teacher.kind in OUTPUT_ONLY:  # a frozen model: it needs no data, and it labels data.unlabeled
+        teacher = Teacher(recipe, out, None, say)
+        data = build_data(recipe, rank, teacher.label)
+    else:
+        data = build_data(recipe, rank)
+        teacher = Teacher(recipe, out, data, say)
     student = build(width=recipe.student.width)
     if recipe.student.init:
         _load_state(student, load_weights(recipe.student.init, "student.init"), f"student.init {recipe.student.init}")
@@ -242,7 +281,7 @@ def distill(recipe: Recipe | str | Path, resume: bool = False,
         loss = w.gt * ground_truth(s_logits, m)
         if w.kl or w.affinity or w.attention or recipe.mode == "online":
             with torch.set_grad_enabled(recipe.mode == "online"):
-                t_logits, t_feats = teacher(x)
+                t_logits, t_feats = teacher(x, imgs)
             if recipe.mode == "online":
                 loss = loss + ground_truth(t_logits, m)
                 t_logits, t_feats = t_logits.detach(), [f.detach() for f in t_feats]

@@ -21,13 +21,15 @@ from edgekit.errors import InputError
 class DataConfig:
     synthetic: float = 1.0                 # weight of the synthetic compositor (0: off)
     folders: list[dict] = field(default_factory=list)  # [{path, weight, recompose}]
+    unlabeled: list[dict] = field(default_factory=list)  # [{path (folder or video), weight, every}]: teacher-labelled
     size: int = 128                        # training crop
     pool: int = 2000                       # synthetic composites pre-generated per process
 
 
 @dataclass
 class TeacherConfig:
-    kind: str = "builtin"                  # builtin | module | artifact
+    kind: str = "builtin"                  # builtin | module | artifact | model
+    model: str = ""                        # kind=model: a name from `edgekit models list`, run in its framework
     width: float = 2.0                     # builtin teacher: the student architecture, wider
     module: str = ""                       # kind=module: "pkg.mod:factory" returning a torch.nn.Module
     checkpoint: str = ""                   # teacher weights; a builtin teacher is trained first when missing
@@ -148,13 +150,37 @@ def load_recipe(source: str | Path | dict, teacher_module: str | None = None) ->
                          f"{recipe.teacher.module or 'PKG.MOD:FACTORY'})")
     if recipe.teacher.kind == "module" and not recipe.teacher.module:
         raise InputError(f"{what}: teacher.kind 'module' needs teacher.module (--teacher-module PKG.MOD:FACTORY)")
-    if recipe.teacher.kind == "artifact" and not recipe.teacher.artifact:
+    kind = recipe.teacher.kind
+    if kind == "artifact" and not recipe.teacher.artifact:
         raise InputError(f"{what}: teacher.kind 'artifact' needs teacher.artifact (an artifact folder)")
-    if recipe.teacher.kind == "artifact" and (recipe.losses.affinity or recipe.losses.attention):
-        raise InputError("recipe: an artifact teacher gives outputs only; affinity and attention losses need "
+    if kind == "model" and not recipe.teacher.model:
+        raise InputError(f"{what}: teacher.kind 'model' needs teacher.model (a name from `edgekit models list`)")
+    if kind in OUTPUT_ONLY and (recipe.losses.affinity or recipe.losses.attention):
+        raise InputError(f"recipe: an {kind} teacher gives outputs only; affinity and attention losses need "
                          "a PyTorch teacher")
-    if recipe.teacher.kind == "artifact" and recipe.mode == "online":
-        raise InputError("recipe: an artifact teacher cannot be trained (online mode)")
-    if recipe.data.synthetic == 0 and not recipe.data.folders:
-        raise InputError(f"{what}: no training data (data.synthetic is 0 and data.folders is empty)")
+    if kind in OUTPUT_ONLY and recipe.mode == "online":
+        raise InputError(f"recipe: an {kind} teacher cannot be trained (online mode)")
+    if recipe.data.unlabeled and kind not in OUTPUT_ONLY:
+        raise InputError(f"{what}: data.unlabeled is labelled by the teacher, which must then be a model or an "
+                         f"artifact (teacher.kind model|artifact), not '{kind}'")
+    if recipe.data.synthetic == 0 and not recipe.data.folders and not recipe.data.unlabeled:
+        raise InputError(f"{what}: no training data (data.synthetic is 0, data.folders and data.unlabeled empty)")
+    _not_reserved(recipe, what)
     return recipe
+
+
+#: teachers run by a Session: outputs only, frozen
+OUTPUT_ONLY = ("artifact", "model")
+
+
+def _not_reserved(recipe: Recipe, what: str) -> None:
+    """The photos packages ship are reserved for evaluation: no training source may be (or hold) them."""
+    from edgekit.core.samples.photos import cache_dir
+
+    reserved = cache_dir().resolve()
+    for section in ("folders", "unlabeled"):
+        for i, entry in enumerate(getattr(recipe.data, section)):
+            path = Path(entry["path"]).expanduser().resolve()
+            if path == reserved or reserved in path.parents:
+                raise InputError(f"{what}: data.{section}[{i}] ({entry['path']}) holds the photos reserved for "
+                                 "evaluation; they are never training data")

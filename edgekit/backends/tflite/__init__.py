@@ -21,6 +21,7 @@ BACKEND = Backend(
                choices=("keep", "decompose"), default="keep", precisions=("int8",)),
     ),
     sources=(".tflite",), source_loader="edgekit.backends.tflite.source:load",
+    source_original="edgekit.backends.tflite.source:original",
     device_benchmark="benchmark_model",
     note="the format is tflite, the runtime that runs it is LiteRT (ai_edge_litert)",
 )

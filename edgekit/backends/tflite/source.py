@@ -413,6 +413,18 @@ def reference_session(tflite: Path, io, threads: int = 1):
     return LiteRTSession(tflite, io, io, threads=threads, delegate="cpu")
 
 
+def original(path: str | Path, threads: int = 1):
+    """The TFLite model as it is, in LiteRT, with its IO spec (names, NHWC, the card's pre-processing): no
+    conversion.
+
+    Raises:
+        InputError: the file is not a TFLite model, or its card is invalid.
+        MissingDependencyError: ai-edge-litert is not installed.
+    """
+    path = Path(path)
+    return reference_session(path, io_spec(read(path), card_for(path)), threads)
+
+
 def _check_step(onnx_path: Path, tflite: Path, io, samples: int = 2) -> float:
     """Max abs difference of the ONNX model against the original in LiteRT on generated inputs in each input's
     value range.
