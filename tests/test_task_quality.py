@@ -66,7 +66,9 @@ def test_the_profiler_compares_models_by_task_quality(tmp_path, student_onnx, ti
     assert student.task_iou > tiny.task_iou + 0.2  # a random-init network does not segment people
     assert result.choice.chosen.model == "student" and "2 models compared" in result.choice.why
     config = json.loads(result.config_path.read_text())
-    assert config["model"]["name"] == "student"
+    assert config["model"]["name"] == "student" and config["model"]["licence"] == "Apache-2.0"  # the bundled one
+    assert config["model"]["task_quality"]["iou"] == pytest.approx(student.task_iou, abs=1e-4)
+    assert config["model"]["task_quality"]["on"] == ev.label
 
 
 def test_eval_folder_is_read_as_hostile_data(tmp_path):

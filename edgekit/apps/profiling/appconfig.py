@@ -199,7 +199,10 @@ def build_config(profile: DeviceProfile, choice: Choice, runtime: dict, fallback
         "schema_version": SCHEMA_VERSION,
         "device": profile.id,
         "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "model": {"name": Path(str(art.source.get("path", "model"))).stem, "source_sha256": art.source["sha256"]},
+        "model": {"name": Path(str(art.source.get("path", "model"))).stem, "source_sha256": art.source["sha256"],
+                  "licence": _licence(art.source["sha256"]),
+                  **({"task_quality": {"iou": round(p.task_iou, 5), "boundary_f": round(p.task_boundary_f, 5),
+                                       "on": p.task_on}} if p.task_iou is not None else {})},
         "input": {"name": native_in.name, "shape": [int(d) for d in native_in.shape], "layout": native_in.layout,
                   "dtype": native_in.dtype, "height": h, "width": w},
         "runtime": runtime,
@@ -215,6 +218,16 @@ def build_config(profile: DeviceProfile, choice: Choice, runtime: dict, fallback
     }
     validate_against(config, "app-config", f"app config for {profile.id}")
     return config
+
+
+def _licence(source_sha256: str) -> str:
+    """The licence of a model edgekit bundles or fetches (``edgekit models list``), found by its sha256."""
+    from edgekit.zoo.mediapipe import catalogue
+
+    for row in catalogue():
+        if row["path"] and sha256_file(row["path"]) == source_sha256:
+            return row["licence"]
+    return "unknown (not a model edgekit bundles or fetches)"
 
 
 def write_config(config: dict, path: Path) -> Path:
