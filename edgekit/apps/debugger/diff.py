@@ -548,7 +548,7 @@ def align(graph: RefGraph, taps, tap_vals: dict, ref_vals: dict, sess, io) -> tu
                 continue
             feeds = set()
             for u in ups[tap.name]:
-                u = _through_layout_ops(u, by_name, ups, matches, native_inputs)
+                u = _through_layout_ops(u, by_name, ups, matches, native_inputs, constant_taps)
                 if u in native_inputs:
                     feeds.add(native_inputs[u])
                 elif u in matches:
@@ -613,14 +613,16 @@ def _through_fused(graph: RefGraph, tensor: str, ops: list[str]) -> tuple[str | 
 LAYOUT_OPS = {"Pad", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 
 
-def _through_layout_ops(name: str, by_name: dict, ups: dict, matches: dict, native_inputs: dict) -> str:
-    """``name``, or the tensor an unaligned single-input data-movement op named ``name`` reads (recursively)."""
+def _through_layout_ops(name: str, by_name: dict, ups: dict, matches: dict, native_inputs: dict,
+                        constant_taps: set[str] = frozenset()) -> str:
+    """``name``, or the tensor an unaligned single-input data-movement op named ``name`` reads (recursively; inputs
+    computed from constants only, such as a pad value, do not count)."""
     seen = set()
     while (name not in matches and name not in native_inputs and name in by_name and name not in seen
-           and by_name[name].onnx_ops and set(by_name[name].onnx_ops) <= LAYOUT_OPS
-           and ups.get(name) is not None and len(ups[name]) == 1):
+           and by_name[name].onnx_ops and set(by_name[name].onnx_ops) <= LAYOUT_OPS and ups.get(name) is not None
+           and len([u for u in ups[name] if u not in constant_taps]) == 1):
         seen.add(name)
-        name = ups[name][0]
+        name = next(u for u in ups[name] if u not in constant_taps)
     return name
 
 

@@ -198,7 +198,7 @@ LITERT_ONNX_OPS = {
     "LEAKY_RELU": ("LeakyRelu",), "HARD_SWISH": ("HardSwish",), "TANH": ("Tanh",), "SOFTMAX": ("Softmax",),
     "RESIZE_BILINEAR": ("Resize", "Upsample"), "RESIZE_NEAREST_NEIGHBOR": ("Resize", "Upsample"),
     "AVERAGE_POOL_2D": ("AveragePool", "GlobalAveragePool"), "MAX_POOL_2D": ("MaxPool", "GlobalMaxPool"),
-    "MEAN": ("GlobalAveragePool", "ReduceMean"), "RESHAPE": ("Reshape", "Flatten"), "PAD": ("Pad",),
+    "MEAN": ("GlobalAveragePool", "ReduceMean"), "RESHAPE": ("Reshape", "Flatten"), "PAD": ("Pad",), "PADV2": ("Pad",),
     "TRANSPOSE": ("Transpose",), "PRELU": ("PRelu",), "GELU": ("Gelu",), "EXP": ("Exp",), "SQRT": ("Sqrt",),
 }
 #: LiteRT fused activation (ActivationFunctionType) -> the ONNX op types it stands for
@@ -218,13 +218,17 @@ def _litert_taps(it, model_path: Path) -> list[Tap]:
     except (ValueError, TypeError, AttributeError, IndexError):
         fused_of = {}  # unknown: the debugger then says which activation it compared after the layer
     details = {t["index"]: t for t in it.get_tensor_details()}
+    # an fp16 model's weights reach the op through a DEQUANTIZE of an fp16 constant: read that constant
+    dequantize = {int(o): int(op["inputs"][0]) for op in it._get_ops_details() if op["op_name"] == "DEQUANTIZE"
+                  for o in op["outputs"]}
     taps = []
     for op in it._get_ops_details():
         if op["op_name"] == "DELEGATE":
             continue
         weight = None
         if op["op_name"] in _WEIGHTED and len(op["inputs"]) > (2 if op["op_name"] == "TRANSPOSE_CONV" else 1):
-            w = details.get(int(op["inputs"][2 if op["op_name"] == "TRANSPOSE_CONV" else 1]))
+            index = int(op["inputs"][2 if op["op_name"] == "TRANSPOSE_CONV" else 1])
+            w = details.get(dequantize.get(index, index))
             weight = _dequantized(it, w) if w is not None else None
         for i in op["outputs"]:
             d = details.get(int(i))
@@ -233,7 +237,7 @@ def _litert_taps(it, model_path: Path) -> list[Tap]:
             shape = tuple(int(s) for s in d["shape"])
             taps.append(Tap(d["name"], op["op_name"], shape, layout="NHWC" if len(shape) == 4 else "",
                             onnx_ops=LITERT_ONNX_OPS.get(op["op_name"], ()), weight=weight,
-                            fused=fused_of.get(op["index"], None) if weight is not None else ()))
+                            fused=fused_of.get(op["index"], None if weight is not None else ())))
     return taps
 
 
