@@ -475,3 +475,22 @@ def test_coreml_taps_come_from_the_mil_evaluator_off_macos(tiny_onnx, workdir):
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     r = ref.run([stem.output[0]], x)[0]
     assert row.sqnr_db == pytest.approx(_sqnr(r, tensors[row.runtime_tensor].reshape(r.shape)), abs=0.01)
+
+
+def test_a_stage_path_leaving_the_artifact_or_an_unknown_format_is_refused(staged_int8, workdir):
+    from edgekit.apps.debugger import bisect
+    from edgekit.core.artifact import Artifact
+    from edgekit.errors import InputError
+
+    bad = copy_tree(staged_int8.path, workdir / "debugger" / "stage-escape")
+    d = json.loads((bad / "artifact.json").read_text())
+    d["stages"][0]["files"]["model"]["path"] = "../../../etc/passwd"
+    (bad / "artifact.json").write_text(json.dumps(d))
+    with pytest.raises(InputError, match="stage 0-source"):
+        Artifact.load(bad)
+    odd = copy_tree(staged_int8.path, workdir / "debugger" / "stage-format")
+    d = json.loads((odd / "artifact.json").read_text())
+    d["stages"][2]["format"] = "evil"
+    (odd / "artifact.json").write_text(json.dumps(d))
+    with pytest.raises(InputError, match="evil"):
+        bisect(odd, samples=1, confirm=False)
