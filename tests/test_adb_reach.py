@@ -32,6 +32,9 @@ case "$cmd" in
 esac
 """
 FAKE_BENCHMARK_MODEL = """#!/bin/sh
+g="${{1#--graph=}}"; d="${{g%/*}}"; alive=""
+if [ -f "$d/hogs.pid" ]; then for p in $(cat "$d/hogs.pid"); do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done; fi
+echo "hogs:$alive" >> "{log}.hogs"
 echo "$*" >> "{log}"
 echo 'INFO: count=50 first=5190 curr=5088 min=4950 max=6100 avg=5121.4 std=180 p5=4970 median=5080 p95=5600'
 echo 'INFO: Overall peak memory footprint (MB) via periodic monitoring: 48.3'
@@ -52,7 +55,7 @@ def adb(tmp_path, monkeypatch):
     return tmp_path / "adb.log"
 
 
-def _profile(tmp_path, delegate="gpu", timeouts=None) -> Path:
+def _profile(tmp_path, delegate="gpu", timeouts=None, load="{busy: 0}") -> Path:
     tool = tmp_path / "benchmark_model"
     tool.write_text(FAKE_BENCHMARK_MODEL.format(log=tmp_path / "bench.log"))
     tool.chmod(0o755)
@@ -61,7 +64,8 @@ def _profile(tmp_path, delegate="gpu", timeouts=None) -> Path:
     block = f"{{benchmark_model: {tool}, remote_dir: {device}{', timeouts: ' + timeouts if timeouts else ''}}}"
     f = tmp_path / "a.yaml"
     f.write_text(f"id: a\nhardware: gpu\nreach: adb\nadb: {block}\ntargets: [tflite-fp32]\n"
-                 f"delegates: {{tflite: [{delegate}]}}\nthreads: [1]\nresolutions: [[256, 256]]\nbudget: {{fps: 30}}\n")
+                 f"delegates: {{tflite: [{delegate}]}}\nthreads: [1]\nresolutions: [[256, 256]]\nbudget: {{fps: 30}}\n"
+                 f"load: {load}\n")
     return f
 
 
@@ -149,3 +153,22 @@ def test_adb_timeouts_are_validated(tmp_path):
         load_profile(_profile(tmp_path, timeouts="{push: -1}"))
     with pytest.raises(InputError, match="unknown key"):
         load_profile(_profile(tmp_path, timeouts="{pull: 3}"))
+
+
+def test_the_device_runs_the_load_beside_the_second_run(tmp_path, adb):
+    """With the default load the device times the model quiet, then beside as many busy processes as the cores
+    the point leaves free plus one (its own cores: nproc there), started detached and killed afterwards."""
+    from edgekit.apps.profiling.load import default_level
+
+    prof = load_profile(_profile(tmp_path, "cpu", load="{busy: auto, memory: 1}"))
+    m = AdbReach().measure(_Art(tmp_path), "cpu", 1, prof, tmp_path)
+    hogs = [ln.split(":", 1)[1].split() for ln in (tmp_path / "bench.log.hogs").read_text().splitlines()]
+    device_cores = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)  # the fake's device
+    level = default_level(device_cores, 1)
+    assert [len(h) for h in hogs] == [0, level.busy]  # quiet first, then beside the load
+    assert m.detail["load"] == level.to_dict() and "not interleaved" in m.detail["load_note"]
+    assert m.detail["load_p50_ms"] == pytest.approx(5.08) and m.detail["load_p95_ms"] == pytest.approx(5.6)
+    time.sleep(0.2)
+    for pid in hogs[1]:  # every hog is gone
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert list((tmp_path / "device").iterdir()) == []

@@ -53,6 +53,8 @@ def _entry(p: Point, rel: str, folder: Path) -> dict:
             "quality": None if p.quality is None else round(p.quality, 5),
             **({"load_p50_ms": round(p.load_p50_ms, 3), "load_p90_ms": round(p.load_p90_ms, 3), "load": p.load}
                if p.loaded else {}),
+            **({"load_p50_ms": round(p.load_p50_ms, 3), "load_p95_ms": round(p.load_p95_ms, 3), "load": p.load}
+               if p.load_p95_ms is not None and not p.loaded else {}),
             **({"run_options": p.run_options} if p.run_options else {}),
             **_frame_entry(p)}
 

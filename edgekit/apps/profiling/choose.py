@@ -153,6 +153,9 @@ def _tail(p: Point) -> str:
         return f"frame p90 {p.e2e_p90_ms:.2f} ms (quiet, not measured under load; model alone {p.tail_ms:.2f})"
     if p.loaded:
         return f"model p90 {p.load_p90_ms:.2f} ms under load (quiet {p.tail_ms:.2f}; the whole frame was not timed)"
+    if p.load_p95_ms is not None:
+        return (f"model p95 {p.load_p95_ms:.2f} ms under load (quiet {p.tail_ms:.2f}, timed before it, not "
+                "interleaved; the whole frame was not timed)")
     return f"model {p.tail_name} {p.tail_ms:.2f} ms (quiet; not measured under load, the whole frame not timed)"
 
 

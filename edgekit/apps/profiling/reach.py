@@ -106,7 +106,7 @@ class AdbReach:
 
     name = "adb"
     #: whether the background load runs on the device beside each point (see load.py)
-    runs_load = False
+    runs_load = True
 
     def check(self, profile: DeviceProfile) -> None:
         if not shutil.which("adb"):
@@ -143,6 +143,7 @@ class AdbReach:
             DeviceLostError: an adb call ran past its timeout, or adb lost the device (a sweep stops there).
             DeviceError: anything else fails on the device (one line); a pushed file did not arrive intact.
         """
+        from edgekit.apps.profiling.load import level_for
         from edgekit.core.files import sha256_file
 
         base = profile.adb.get("remote_dir", "/data/local/tmp/edgekit").rstrip("/") or "/"
@@ -171,9 +172,19 @@ class AdbReach:
             args = [f"{remote}/benchmark_model", f"--graph={remote}/model.tflite", f"--num_threads={threads}",
                     f"--num_runs={profile.runs}", f"--warmup_runs={profile.warmup}",
                     "--report_peak_memory_footprint=true", *flags]
-            out = _adb(serial + ["shell", "chmod 755 " + shlex.quote(f"{remote}/benchmark_model") + " && "
-                                 + " ".join(shlex.quote(a) for a in args)], "benchmark", limits)
-            timing = parse_benchmark_model(out)
+            run = ["shell", "chmod 755 " + shlex.quote(f"{remote}/benchmark_model") + " && "
+                   + " ".join(shlex.quote(a) for a in args)]
+            timing = parse_benchmark_model(_adb(serial + run, "benchmark", limits))
+            loaded, level = None, None
+            if profile.load.get("busy", "auto") != 0:  # the same run beside the device's own background load
+                cores = _device_cores(serial, limits)
+                level = level_for(profile.load, threads, cores)
+                if level.busy:
+                    _start_device_load(serial, remote, level, limits)
+                    try:
+                        loaded = parse_benchmark_model(_adb(serial + run, "benchmark", limits))
+                    finally:
+                        _stop_device_load(serial, remote, limits)
             failed = False
         finally:
             try:
@@ -187,8 +198,38 @@ class AdbReach:
         # benchmark_model reports p5/median/p95, never p90: the tail is recorded as the p95 it is
         return Measured(timing["median_ms"], None, timing.get("peak_memory_mb"), local_quality,
                         "mask IoU (parity check on this machine)", f"android {serial[-1] if serial else 'device'}",
-                        {"benchmark_model": timing, "delegate_flags": flags, "sha256_checked": sorted(sent)},
+                        {"benchmark_model": timing, "delegate_flags": flags, "sha256_checked": sorted(sent),
+                         **({"load_p50_ms": loaded["median_ms"], "load_p95_ms": loaded["p95_ms"],
+                             "load": level.to_dict(), "benchmark_model_under_load": loaded,
+                             "load_note": "benchmark_model ran quiet, then beside the load (it cannot be paused "
+                                          "between runs, so the two are not interleaved)"} if loaded else {})},
                         p95_ms=timing["p95_ms"])
+
+
+def _device_cores(serial: list[str], limits: dict) -> int:
+    """The Android device's online CPUs (``nproc``; 1 where it prints nothing sensible)."""
+    out = _adb(serial + ["shell", "nproc"], "shell", limits).strip().splitlines()
+    return int(out[-1]) if out and out[-1].strip().isdigit() else 1
+
+
+#: a CPU hog and a memory-bandwidth hog in the device's shell (toybox sh, dd): detached, their pids recorded
+_DEVICE_HOGS = {"cpu": "while :; do :; done",
+                "memory": "while :; do dd if=/dev/zero of=/dev/null bs=16777216 count=64 2>/dev/null; done"}
+
+
+def _start_device_load(serial: list[str], remote: str, level, limits: dict) -> None:
+    """Start ``level``'s hog processes on the device (pids in ``REMOTE/hogs.pid``)."""
+    pids = shlex.quote(f"{remote}/hogs.pid")
+    starts = [f"nohup sh -c {shlex.quote(_DEVICE_HOGS[kind])} >/dev/null 2>&1 & echo $! >> {pids}"
+              for kind, n in (("cpu", level.cpu), ("memory", level.memory)) for _ in range(n)]
+    _adb(serial + ["shell", f": > {pids}; " + "; ".join(starts)], "shell", limits)
+
+
+def _stop_device_load(serial: list[str], remote: str, limits: dict) -> None:
+    """Kill the hogs :func:`_start_device_load` started (their shells and the dd they run)."""
+    pids = shlex.quote(f"{remote}/hogs.pid")
+    _adb(serial + ["shell", f"for p in $(cat {pids}); do pkill -P $p 2>/dev/null; kill $p 2>/dev/null; done; "
+                   f"rm -f {pids}; true"], "shell", limits)
 
 
 def benchmark_flags(delegate: str) -> list[str]:

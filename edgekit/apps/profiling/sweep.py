@@ -46,6 +46,7 @@ class Point:
     p95_ms: float | None = None  # where the tool reports p95 and no p90 (LiteRT benchmark_model over adb)
     load_p50_ms: float | None = None  # under the profile's background load (interleaved with the quiet runs)
     load_p90_ms: float | None = None
+    load_p95_ms: float | None = None  # under load, where only p95 was measured (benchmark_model over adb)
     load: dict | None = None  # the load measured under: {"cpu": hogs, "memory": bandwidth hogs}
     run_options: dict | None = None  # the session's thread settings (threads, spin, runtime options)
     p90_ci: list[float] | None = None  # 95% confidence intervals of p90 (quiet, under load), ms
@@ -106,6 +107,7 @@ class Point:
         for name, ms, ci in (("frame p90 under load", self.load_e2e_p90_ms, self.load_e2e_p90_ci),
                              ("frame p90 (quiet)", self.e2e_p90_ms, self.e2e_p90_ci),
                              ("model p90 under load", self.load_p90_ms, self.load_p90_ci),
+                             ("model p95 under load", self.load_p95_ms, None),
                              (f"model {self.tail_name} (quiet)", self.tail_ms,
                               self.p90_ci if self.p90_ms is not None else None)):
             if ms is not None:
@@ -311,6 +313,7 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
             point.p50_ms, point.p90_ms, point.peak_memory_mb = m.p50_ms, m.p90_ms, m.peak_memory_mb
             point.p95_ms = getattr(m, "p95_ms", None)
             point.load_p50_ms, point.load_p90_ms = m.detail.get("load_p50_ms"), m.detail.get("load_p90_ms")
+            point.load_p95_ms = m.detail.get("load_p95_ms")
             point.load, point.run_options = m.detail.get("load"), m.detail.get("run_options")
             point.p90_ci, point.load_p90_ci = m.detail.get("p90_ci"), m.detail.get("load_p90_ci")
             for name in FRAME_FIELDS:
