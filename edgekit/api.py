@@ -193,6 +193,14 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
     inputs = read_input(input, sess.io)
     outputs = sess.run(inputs)
     loaded = level = None
+    camera = frame_note = None
+    if frame is not None:  # a model without an image in and a mask out has no camera frame to time: said so
+        from edgekit.apps.profiling.latency import CameraFrame
+
+        try:
+            camera = CameraFrame(sess, tuple(frame))
+        except InputError as e:
+            frame_note = str(e)
     if under_load:  # quiet and under the profiler's default load, interleaved (edgekit.apps.profiling.load)
         from edgekit.apps.profiling.latency import measure_contended
         from edgekit.apps.profiling.load import BackgroundLoad, default_level, usable_cpus
@@ -200,11 +208,10 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
         level = default_level(usable_cpus(), threads)
         with BackgroundLoad(level) as background:
             lat, loaded = measure_contended(sess, inputs, background, runs=runs)
-            if frame is not None:  # the whole frame too, quiet and loaded interleaved
-                from edgekit.apps.profiling.latency import CameraFrame, measure_step_contended
+            if frame is not None and frame_note is None:  # the whole frame too, quiet and loaded interleaved
+                from edgekit.apps.profiling.latency import measure_step_contended
 
-                whole_quiet, whole_loaded = measure_step_contended(CameraFrame(sess, tuple(frame)).run, background,
-                                                                   runs=runs)
+                whole_quiet, whole_loaded = measure_step_contended(camera.run, background, runs=runs)
     else:
         lat = measure(sess, inputs, runs=runs)
     if save:
@@ -219,17 +226,19 @@ def benchmark(artifact: str | Path | Artifact, input: Path | None = None, thread
               **({"latency_under_load": loaded.to_dict(), "load": level.to_dict()} if loaded else {}),
               "outputs": {k: {"shape": list(v.shape), "min": float(v.min()), "max": float(v.max()),
                               "mean": float(v.mean())} for k, v in outputs.items()}}
-    if frame is not None:
+    if frame is not None and frame_note is not None:
+        result["frame"], result["frame_note"] = None, frame_note
+    elif frame is not None:
         from edgekit.apps.profiling.latency import measure_frame
 
         result["frame"] = measure_frame(sess, tuple(frame), runs=runs).to_dict()
         if loaded:
             result["frame"]["under_load"] = {"quiet": whole_quiet.to_dict(), "loaded": whole_loaded.to_dict()}
     if sustained is not None:
-        from edgekit.apps.profiling.latency import CameraFrame, measure_sustained
+        from edgekit.apps.profiling.latency import measure_sustained
 
-        step = CameraFrame(sess, tuple(frame)).run if frame is not None else (lambda: sess.run(inputs))
-        result["sustained"] = {"what": "frame" if frame is not None else "model",
+        step = camera.run if camera is not None else (lambda: sess.run(inputs))
+        result["sustained"] = {"what": "frame" if camera is not None else "model",
                                **measure_sustained(step, float(sustained), min(5.0, float(sustained))).to_dict()}
     if placement:
         result["placement"] = sess.placement().to_dict()

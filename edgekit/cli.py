@@ -260,7 +260,12 @@ def run(artifact, input_file, threads, delegate, runs, placement, spin, under_lo
         busy = result["latency_under_load"]
         out.print(f"under load ({result['load']['cpu']} CPU + {result['load']['memory']} memory hog processes): "
                   f"p50 {busy['p50_ms']:.2f} ms  p90 {busy['p90_ms']:.2f} ms  (interleaved with the quiet runs)")
-    if "frame" in result:
+    if result.get("frame_note"):
+        from rich.markup import escape
+
+        out.print(f"[yellow]note:[/] no camera frame timed: {escape(result['frame_note'])}", highlight=False,
+                  soft_wrap=True)
+    if result.get("frame"):
         f = result["frame"]
         whole = f["end_to_end"]["p50_ms"]
         out.print(f"{f['frame'][0]}x{f['frame'][1]} frame end to end: p50 {whole:.2f} ms  p90 "
@@ -542,7 +547,8 @@ def profile(devices, farm, models, eval_data, eval_reference, out_dir, config_di
                       *((f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}") if p.loaded else ("-", "-")),
                       *(f"{v:.2f}" if v is not None else "-" for v in (p.e2e_p90_ms, p.load_e2e_p90_ms)),
                       f"{p.peak_memory_mb or 0:.0f}",
-                      f"{p.quality:.4f}", "-" if p.task_iou is None else f"{p.task_iou:.4f}", mark)
+                      "-" if p.quality is None else f"{p.quality:.4f}",
+                      "-" if p.task_iou is None else f"{p.task_iou:.4f}", mark)
         else:
             t.add_row(name(p), "-", "-", "-", "-", "-", "-", "-", "-", "-", f"[red]{p.error[:60]}[/]")
     out.print(t)

@@ -276,3 +276,16 @@ def test_distill_on_unlabeled_video_moves_the_student_to_the_teacher(tmp_path, m
     after = agreement(lambda h: sess.run(None, {name: to_tensor(h[None]).numpy()})[0][0, 0])
     print("agreement with the teacher (mask IoU) before/after", before, after)
     assert after > before + 0.3, (before, after)  # a student trained on no signal stays near 0
+
+
+def test_reserved_photos_are_refused_even_through_a_symlink(tmp_path, mediapipe_models):
+    import os
+
+    from edgekit.apps.train.datasets import unlabeled_frames
+    from edgekit.core.samples import photos
+
+    footage = _footage(tmp_path / "footage", n=2)
+    reserved = next(p for p in sorted(photos.cache_dir().iterdir()) if p.suffix.lower() in (".jpg", ".png"))
+    os.symlink(reserved, footage / f"zz{reserved.suffix}")
+    with pytest.raises(InputError, match="reserved for evaluation"):
+        unlabeled_frames(footage)

@@ -205,3 +205,45 @@ def test_a_contested_choice_goes_to_an_interleaved_runoff(ladder_config):
     assert again.chosen.label() in tails and "run-off over 1 interleaved rounds" in again.why
     upper = sorted(tails[again.chosen.label()])[1]  # the upper median of two is what the new choice stands on
     assert again.chosen.budget_tail_ms == pytest.approx(upper, abs=1e-3)
+
+
+def test_runoff_keeps_task_quality_and_other_models_points(ladder_config, monkeypatch):
+    from dataclasses import replace
+
+    from edgekit.apps.profiling import runoff as runoff_module
+    from edgekit.apps.profiling.reach import Measured
+
+    path, choice, profile = ladder_config
+    base = replace(choice.chosen, task_iou=0.91, task_boundary_f=0.8, task_on="set", model_sha256="a" * 64)
+
+    class Reach:  # a device whose re-measurements carry timing only (as a run-off's do)
+        name = "local"
+
+        def measure(self, artifact, delegate, threads, profile, data):
+            return Measured(4.0, 5.0, 100.0, 1.0, "mask IoU", "here", {"load_e2e_p90_ms": 7.0, "task_iou": None})
+
+    again = runoff_module._remeasure(base, Reach(), profile, path)
+    assert again.load_e2e_p90_ms == 7.0 and again.p50_ms == 4.0
+    assert (again.task_iou, again.task_on) == (0.91, "set")  # task quality is the artifact's: kept
+
+    # two models with a point of the same key: only the contested model's points are replaced
+    a = replace(base, load_e2e_p90_ci=[8.0, 12.0])
+    b = replace(a, threads=2, load_e2e_p90_ms=9.5, load_e2e_p90_ci=[8.5, 13.0])
+    other = replace(a, model_sha256="b" * 64, task_iou=0.99)  # another model, same key as a, better quality
+    monkeypatch.setattr(runoff_module, "_remeasure", lambda p, *args: replace(p, load_e2e_p90_ms=p.load_e2e_p90_ms))
+    monkeypatch.setattr(runoff_module, "_data", lambda *args: path)
+    first = choose([a, b], budget_ms=1000.0)
+    again = runoff_module.runoff(first, [a, b, other], profile, path, path.parent, rounds=1)
+    assert {(q.model_sha256, q.threads) for q in again.remeasured} == {("a" * 64, 1), ("a" * 64, 2)}
+    assert again.chosen.model_sha256 == "b" * 64  # the other model's point was not overwritten by a's median
+
+
+def test_choice_and_ladder_with_missing_numbers():
+    d = Point((144, 256), "onnx-fp32", "cpu", 1, p50_ms=3.0, p90_ms=4.0, quality=None, quality_metric="cosine")
+    c = choose([d], budget_ms=8.0)
+    assert c.chosen is d and "cosine -" in c.why  # no quality: said so, no crash
+    # a rung timed on the model alone is not compared with a choice timed on the whole frame
+    chosen = _pt("onnx-fp32", (144, 256), 2, 10.0, 1.0)
+    model_only = Point((96, 160), "onnx-fp32", "cpu", 1, p50_ms=1.0, p90_ms=2.0, quality=1.0,
+                       quality_metric="mask IoU", load_p50_ms=1.5, load_p90_ms=2.5)
+    assert build_ladder(chosen, [chosen, model_only]) == []

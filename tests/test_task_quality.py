@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -92,7 +91,7 @@ def test_eval_folder_is_read_as_hostile_data(tmp_path):
         taskeval.folder_set(folder)
     (folder / "images" / "b.png").unlink()
     (folder / "images" / "b.png").write_bytes(b"not an image")
-    with pytest.raises(InputError, match="b.png cannot be decoded"):
+    with pytest.raises(InputError, match="b.png cannot be read"):
         taskeval.folder_set(folder)
 
 
@@ -110,7 +109,29 @@ def test_a_profile_names_models_never_files(tmp_path, models, match):
 
 
 def test_synthetic_set_is_labelled_and_exact():
-    ev = taskeval.synthetic_set(n=3, hw=(72, 128))
+    from edgekit.core.samples import synthetic
+
+    ev = taskeval.synthetic_set(n=3, hw=(72, 128), seed=9)
     assert ev.frames.dtype == np.uint8 and ev.frames.shape == (3, 72, 128, 3) and ev.masks.dtype == bool
     assert "not real people" in ev.label
-    assert Path(taskeval.__file__).name == "taskeval.py"
+    rng = np.random.default_rng(9)  # the compositor's own frames and exact masks, regenerated here
+    for frame, mask in zip(ev.frames, ev.masks):
+        img, truth = synthetic.composite(rng, 72, 128)
+        assert np.array_equal(mask, truth > 0.5)
+        assert np.abs(frame[..., ::-1].astype(float) - img * 255).max() <= 0.5  # BGR uint8 of the same pixels
+
+
+def test_eval_images_are_checked_before_decoding(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "unlabeled"
+    folder.mkdir()
+    Image.new("RGB", (9000, 2)).save(folder / "wide.png")  # a tiny file whose header says 9000 px
+    with pytest.raises(InputError, match="9000x2; at most 8192"):
+        taskeval._unlabeled(folder, (36, 64))
+    (folder / "wide.png").unlink()
+    (folder / "dir.png").mkdir()  # not a file
+    os.mkfifo(folder / "pipe.png")  # would block a reader forever
+    cv2.imwrite(str(folder / "ok.png"), np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(InputError, match="not a regular file"):
+        taskeval._unlabeled(folder, (36, 64))

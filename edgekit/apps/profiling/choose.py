@@ -21,6 +21,8 @@ class Choice:
     contested: Point | None = None
     #: what an interleaved run-off between the two decided (see :mod:`~edgekit.apps.profiling.runoff`)
     runoff: dict | None = None
+    #: the run-off's median points (what the choice stands on), to show in place of the sweep's
+    remeasured: list[Point] = field(default_factory=list)
 
 
 def same_point(a: Point | None, b: Point | None) -> bool:
@@ -69,7 +71,7 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
     others = [p for p in same if p.format != chosen.format] or same
     fallback = others[0] if others else None
     why = (f"{chosen.label()}: {_tail(chosen)} fits {budget_ms:.1f} ms with "
-           f"{chosen.rank_metric} {chosen.rank_quality:.4f}, the best of {len(fitting)} fitting points"
+           f"{chosen.rank_metric} {_q(chosen.rank_quality)}, the best of {len(fitting)} fitting points"
            + (f"; fallback {fallback.label()} ({_tail(fallback)})" if fallback else "; no fallback fits"))
     contested = tied[1] if len(tied) > 1 else None
     if contested is not None:
@@ -100,7 +102,8 @@ def build_ladder(chosen: Point, points: list[Point], rungs: int = 3) -> list[tup
     runtime), then the smallest step down. Each rung says what changed."""
     floor = (chosen.rank_quality or 0.0) * LADDER_QUALITY if (chosen.rank_quality or 0.0) > 0 else -math.inf
     pool = [p for p in points if p.ok and p.key != chosen.key and (p.rank_quality or 0.0) >= floor
-            and p.model_sha256 == chosen.model_sha256]
+            and p.model_sha256 == chosen.model_sha256
+            and p.budget_basis[0] == chosen.budget_basis[0]]  # latencies compared only when measured alike
     ladder, last = [], chosen
     while len(ladder) < rungs:
         faster = [p for p in pool if p.budget_tail_ms <= LADDER_STEP * last.budget_tail_ms]
@@ -175,6 +178,8 @@ def _within_noise(top: list[Point]) -> list[Point]:
         b = p.budget_tail_ci
         if p is fastest:
             return True
+        if p.budget_basis[0] != fastest.budget_basis[0]:  # measured differently: not comparable as a tie
+            return False
         if a and b:
             return not (a[1] < b[0] or b[1] < a[0])
         return p.budget_tail_ms <= fastest.budget_tail_ms * (1 + TIE_SHARE)

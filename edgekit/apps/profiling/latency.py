@@ -144,7 +144,8 @@ class CameraFrame:
     model wants (NCHW or NHWC), run, and its first output's first channel upsampled (bilinear) back to the frame.
 
     Raises:
-        InputError: the model's first input is not a static image tensor (NCHW or NHWC).
+        InputError: the model's first input is not a static image tensor (NCHW or NHWC), or its first output is
+            not a mask or an image (a class vector has nothing to upsample to the frame).
     """
 
     STAGES = ("resize", "colour", "normalize", "model", "upsample")
@@ -158,6 +159,11 @@ class CameraFrame:
                              f"{[(s.name, s.shape, s.layout) for s in session.io.inputs]}")
         self.session, self.spec, self.frame_hw = session, spec, tuple(frame_hw)
         self.out = session.io.outputs[0]
+        dims = [d for d in self.out.shape if isinstance(d, int)]
+        spatial = self.out.layout in ("NCHW", "NHWC") or (len(dims) >= 2 and sorted(dims)[-2] > 1)
+        if not spatial or self.out.kind in ("labels", "logits") and len(self.out.shape) < 3:
+            raise InputError(f"end-to-end frame timing needs a mask or image output; {self.out.name} is "
+                             f"{list(self.out.shape)} ({self.out.kind})")
         fh, fw = frame_hw
         self.frame = np.random.default_rng(seed).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
 
@@ -279,8 +285,7 @@ def measure_sustained(step, seconds: float = 30.0, window_s: float = 5.0, warmup
 
     if not (seconds > 0 and window_s > 0) or window_s > seconds:
         raise InputError(f"a sustained run needs 0 < window ({window_s:g} s) <= duration ({seconds:g} s)")
-    count = max(1, round(seconds / window_s))
-    window_s = seconds / count  # equal windows that end with the run
+    window_s = seconds / max(1, round(seconds / window_s))  # equal windows that end with the run
     for _ in range(warmup):
         step()
     windows: list[Latency] = []
@@ -292,10 +297,11 @@ def measure_sustained(step, seconds: float = 30.0, window_s: float = 5.0, warmup
         step()
         end = time.perf_counter()
         current.append(end - t)
-        if end >= edge:
+        if end >= edge:  # a window closes with the run that crosses its edge (a run longer than a window: one)
             windows.append(_latency(current))
             current = []
-            edge += window_s
-            if len(windows) == count:
+            while edge <= end:
+                edge += window_s
+            if end - start >= seconds:
                 break
     return Sustained(time.perf_counter() - start, window_s, windows)

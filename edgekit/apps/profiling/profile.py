@@ -72,24 +72,42 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
         paths = [Path(model or BUNDLED_MODEL)]
     out = Path(out_dir) / prof.id
     notes: list[str] = []
+    by_sha: dict[str, Path] = {}
+    for p in paths:  # the same model given twice (by name and by path) is swept once
+        by_sha.setdefault(sha256_file(p), p)
+    if len(by_sha) < len(paths):
+        notes.append(f"{len(paths) - len(by_sha)} model(s) given twice were swept once")
+    paths = list(by_sha.values())
     config_path = Path(config_dir or CONFIGS_DIR) / f"{prof.id}.json"
     check_config_location(config_path)  # refuse a foreign folder before sweeping, not after
-    evaluation = _evaluation(paths, eval_data, eval_reference, out, notes)
+    evaluation = _evaluation(paths, eval_data, eval_reference, out, notes, prof)
     t0 = time.perf_counter()
     points = []
-    for path in paths:
-        points += sweep(path, prof, out if len(paths) == 1 else out / path.stem, cache=Path(out_dir) / "artifacts",
-                        progress=progress, notes=notes, prune=prune, evaluation=evaluation)
+    for sha, path in by_sha.items():
+        points += sweep(path, prof, out if len(paths) == 1 else out / f"{path.stem}-{sha[:8]}",
+                        cache=Path(out_dir) / "artifacts", progress=progress, notes=notes, prune=prune,
+                        evaluation=evaluation)
     wall = time.perf_counter() - t0
-    by_sha = {sha256_file(p): p for p in paths}
     choice = choose(points, prof.budget_ms, prof.camera)
-    if len(paths) > 1:
-        choice = _one_model(choice, points, prof, by_sha)
+    front, models_line = choice.front, _models_line(points, prof, by_sha) if len(paths) > 1 else ""
+    if len(paths) > 1 and choice.chosen is not None:  # a config ships one model: its fallback and ladder too
+        choice = choose([p for p in points if p.model_sha256 == choice.chosen.model_sha256], prof.budget_ms,
+                        prof.camera)
     if choice.contested is not None:  # within the noise of its runner-up: measure both again, interleaved
         from edgekit.apps.profiling.runoff import runoff
 
-        choice = runoff(choice, points, prof, by_sha[choice.chosen.model_sha256], out)
+        mine = [p for p in points if p.model_sha256 == choice.chosen.model_sha256]
+        again = runoff(choice, mine, prof, by_sha[choice.chosen.model_sha256], out)
+        if again is choice:
+            notes.append(f"the choice is within the noise of {choice.contested.label()}; {prof.id} is not this "
+                         "machine, so no run-off measured them again")
+        choice = again
+        shown = {(q.model_sha256, q.key): q for q in choice.remeasured}  # the report shows what the choice stands on
+        points = [shown.get((q.model_sha256, q.key), q) for q in points]
     model = by_sha[choice.chosen.model_sha256] if choice.chosen else paths[0]
+    if models_line:
+        choice.front = front
+        choice.why = f"{models_line}; chose {model.stem}: {choice.why}"
     if thorough:
         from edgekit.apps.profiling.sustain import sustain_choice
 
@@ -102,30 +120,37 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
     return ProfileResult(prof, points, choice, written, report, wall, notes)
 
 
-def _evaluation(paths: list[Path], eval_data, eval_reference, out: Path, notes: list[str]) -> Path | None:
-    """The evaluation set's ``eval.npz`` when task quality is wanted (several models, or asked for)."""
+def _evaluation(paths: list[Path], eval_data, eval_reference, out: Path, notes: list[str],
+                prof: DeviceProfile) -> Path | None:
+    """The evaluation set's ``eval.npz`` when task quality is wanted (several models, or asked for).
+
+    Raises:
+        InputError: task quality is wanted for a device that is not this machine (it is scored where the
+            artifacts run, and a remote device returns no outputs to score).
+    """
     if len(paths) < 2 and eval_data is None and eval_reference is None:
         return None
     from edgekit.apps.profiling import taskeval
+    from edgekit.apps.profiling.reach import reach_for
+    from edgekit.errors import InputError
 
+    if reach_for(prof).name != "local":
+        raise InputError(f"{prof.id} is reached over {reach_for(prof).name}: comparing models by task quality "
+                         "(several --model, --eval-data, --eval-reference) needs the device to be this machine; "
+                         "choose the model on this machine, then sweep the device with that one model")
     ev = taskeval.build(eval_data, eval_reference)
     out.mkdir(parents=True, exist_ok=True)
     notes.append(f"quality is task quality: mask IoU (and boundary F) of the whole frame's mask on {ev.label}")
     return ev.save(out / "eval.npz")
 
 
-def _one_model(choice: Choice, points: list[Point], prof: DeviceProfile, by_sha: dict[str, Path]) -> Choice:
-    """The choice among several models: the best model's own choice (a config ships one model: its fallback and
-    ladder come from it), its ``why`` opening with each model's best fitting point."""
-    if choice.chosen is None:
-        return choice
+def _models_line(points: list[Point], prof: DeviceProfile, by_sha: dict[str, Path]) -> str:
+    """Each model's best fitting point, for the ``why`` of a choice among several models."""
+    from edgekit.apps.profiling.choose import _q
+
     best = []
     for sha, path in by_sha.items():
         own = choose([p for p in points if p.model_sha256 == sha], prof.budget_ms, prof.camera).chosen
-        best.append(f"{path.stem}: " + (f"{own.label()} {own.rank_metric.split(' on ')[0]} {own.rank_quality:.4f}"
+        best.append(f"{path.stem}: " + (f"{own.label()} {own.rank_metric.split(' on ')[0]} {_q(own.rank_quality)}"
                                         if own else "nothing fits"))
-    mine = choose([p for p in points if p.model_sha256 == choice.chosen.model_sha256], prof.budget_ms, prof.camera)
-    mine.front = choice.front
-    mine.why = (f"{len(by_sha)} models compared ({'; '.join(best)}); chose {by_sha[choice.chosen.model_sha256].stem}"
-                f": {mine.why}")
-    return mine
+    return f"{len(by_sha)} models compared ({'; '.join(best)})"

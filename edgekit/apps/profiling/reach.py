@@ -50,6 +50,8 @@ class LocalReach:
     name = "local"
     #: whether the background load runs on the device beside each point (see load.py)
     runs_load = True
+    #: whether that load follows the profile's ``load`` settings (else the device's default load)
+    profile_load = True
 
     def check(self, profile: DeviceProfile) -> None:
         from edgekit.backends import registry
@@ -107,6 +109,8 @@ class AdbReach:
     name = "adb"
     #: whether the background load runs on the device beside each point (see load.py)
     runs_load = True
+    #: whether that load follows the profile's ``load`` settings (else the device's default load)
+    profile_load = True
 
     def check(self, profile: DeviceProfile) -> None:
         if not shutil.which("adb"):

@@ -431,6 +431,8 @@ class SshReach:
     name = "ssh"
     #: whether the background load runs on the device beside each point (see load.py)
     runs_load = True
+    #: whether that load follows the profile's ``load`` settings (else the device's default load)
+    profile_load = False
 
     def check(self, profile: DeviceProfile) -> None:
         """See :func:`check`.

@@ -65,6 +65,7 @@ class Point:
     task_iou: float | None = None
     task_boundary_f: float | None = None
     task_on: str | None = None  # what the evaluation set is ("synthetic composites ...", "labelled folder ...")
+    task_set_sha256: str | None = None  # the eval.npz it was scored on (a resumed point on another set is redone)
     model: str = ""  # the model's file name (stem), for reports comparing models
 
     @property
@@ -257,6 +258,11 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
         raise InputError(f"model not found: {model}")
     reach = reach_for(profile)
     reach.check(profile)  # fail before any work when something is missing
+    custom = {k: v for k, v in profile.load.items() if (k, v) not in (("busy", "auto"), ("memory", 1))}
+    if reach.runs_load and not reach.profile_load and custom and profile.load.get("busy") != 0 and notes is not None:
+        notes.append(f"{profile.id} is reached over {reach.name}: the device runs edgekit's default load (busy "
+                     f"processes = its cores - threads + 1, one streaming memory); the profile's load settings "
+                     f"{custom} apply to this machine only")
     if not reach.runs_load and profile.load.get("busy", "auto") != 0 and notes is not None:
         notes.append(f"{profile.id} is reached over {reach.name}: edgekit does not run the background load there "
                      "yet, so its points are measured quiet only and the choice checks the quiet tail latency")
@@ -265,22 +271,15 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
     points_file = out_dir / "points.jsonl"
     ident = (sha256_file(model), profile_hash(profile), edgekit_version())
     done = load_points(points_file, ident, notes)
-    if evaluation is not None:
-        from edgekit.apps.profiling.taskeval import EvalSet
-
-        if reach.name != "local":
-            if notes is not None:
-                notes.append(f"{profile.id} is reached over {reach.name}: task quality is scored only on this "
-                             "machine's points")
-            evaluation = None
-        else:
-            label = EvalSet.load(evaluation).label
-            stale = [k for k, p in done.items() if p.task_on != label]
-            for k in stale:
-                del done[k]
-            if stale and notes is not None:
-                notes.append(f"{points_file}: {len(stale)} point(s) scored on another evaluation set (or none) are "
-                             "measured again")
+    if evaluation is not None and reach.name != "local":
+        raise InputError(f"{profile.id} is reached over {reach.name}: task quality is scored only on this machine")
+    eval_sha = sha256_file(evaluation) if evaluation is not None else None
+    stale = [k for k, p in done.items() if p.task_set_sha256 != eval_sha]  # scored on another set, or on none
+    for k in stale:
+        del done[k]
+    if stale and notes is not None:
+        notes.append(f"{points_file}: {len(stale)} point(s) scored on another evaluation set (or on none, or "
+                     "not scored where scores are wanted now) are measured again")
     extra = {"evaluation": evaluation} if evaluation is not None else {}
     own = (cache / ident[0][:16]).resolve()
     strays = [k for k, p in done.items() if p.artifact and own not in Path(p.artifact).resolve().parents]
@@ -318,6 +317,7 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
             point.p90_ci, point.load_p90_ci = m.detail.get("p90_ci"), m.detail.get("load_p90_ci")
             for name in FRAME_FIELDS:
                 setattr(point, name, m.detail.get(name))
+            point.task_set_sha256 = eval_sha
             point.quality, point.quality_metric, point.measured_on = m.quality, m.quality_metric, m.measured_on
         except DeviceLostError as e:  # nothing is known about this point: it is not recorded, the sweep stops
             kept = sum(1 for k in done if k in set(plan))

@@ -29,6 +29,8 @@ EVAL_HW = (360, 640)
 EVAL_COUNT = 16
 #: largest image side read from a user's folder (bigger ones are refused, not decoded)
 MAX_SIDE = 8192
+#: most images an evaluation set takes from a folder (the rest are left out, with the count in its label)
+MAX_IMAGES = 500
 
 
 @dataclass
@@ -63,15 +65,33 @@ def synthetic_set(n: int = EVAL_COUNT, hw: tuple[int, int] = EVAL_HW, seed: int 
     return EvalSet(np.stack(frames), np.stack(masks), f"synthetic composites ({n} generated frames; not real people)")
 
 
-def _read(path: Path, flags: int) -> np.ndarray:
-    import cv2
+#: largest evaluation file read (bytes)
+MAX_BYTES = 64 * 2**20
 
-    data = np.fromfile(path, dtype=np.uint8)
+
+def _read(path: Path, flags: int) -> np.ndarray:
+    """One image of a user's folder, read as hostile data: a regular file of at most :data:`MAX_BYTES`, its
+    header's size checked against :data:`MAX_SIDE` before anything is decoded.
+
+    Raises:
+        InputError: not a regular file, too large, unreadable or not an image.
+    """
+    import cv2
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_BYTES:
+            raise InputError(f"evaluation image {path.name} is not a regular file of at most {MAX_BYTES >> 20} MiB")
+        with Image.open(path) as header:  # reads the header only
+            w, h = header.size
+        if max(w, h) > MAX_SIDE:
+            raise InputError(f"evaluation image {path.name} is {w}x{h}; at most {MAX_SIDE} a side")
+        data = np.fromfile(path, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise InputError(f"evaluation image {path.name} cannot be read: {e}") from e
     img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
         raise InputError(f"evaluation image {path.name} cannot be decoded")
-    if max(img.shape[:2]) > MAX_SIDE:
-        raise InputError(f"evaluation image {path.name} is {img.shape[1]}x{img.shape[0]}; at most {MAX_SIDE} a side")
     return img
 
 
@@ -93,7 +113,8 @@ def folder_set(root: Path, hw: tuple[int, int] = EVAL_HW) -> EvalSet:
     from edgekit.core.files import inside
 
     root = Path(root)
-    pairs = find_pairs(root)
+    found = find_pairs(root)
+    pairs = found[:MAX_IMAGES]
     frames, masks = [], []
     for img_path, mask_path in pairs:
         for p in (img_path, mask_path):
@@ -101,7 +122,8 @@ def folder_set(root: Path, hw: tuple[int, int] = EVAL_HW) -> EvalSet:
         frames.append(_fit(_read(img_path, cv2.IMREAD_COLOR), hw, cv2.INTER_AREA))
         m = _read(mask_path, cv2.IMREAD_GRAYSCALE)
         masks.append(_fit(m, hw, cv2.INTER_NEAREST) > 127)
-    return EvalSet(np.stack(frames), np.stack(masks), f"labelled folder {root.name} ({len(pairs)} images)")
+    kept = f"{len(pairs)} images" + (f" of {len(found)}" if len(found) > len(pairs) else "")
+    return EvalSet(np.stack(frames), np.stack(masks), f"labelled folder {root.name} ({kept})")
 
 
 def _unlabeled(root: Path | None, hw: tuple[int, int]) -> tuple[list[np.ndarray], str]:
@@ -127,7 +149,7 @@ def _unlabeled(root: Path | None, hw: tuple[int, int]) -> tuple[list[np.ndarray]
     if not paths:
         raise InputError(f"--eval-data {root} holds no images ({', '.join(IMAGE_EXT)})")
     frames = []
-    for p in paths:
+    for p in paths[:MAX_IMAGES]:
         inside(root, p.name, f"--eval-data {root}")
         frames.append(_fit(_read(p, cv2.IMREAD_COLOR), hw, cv2.INTER_AREA))
     return frames, f"{len(frames)} images of {root.name}"

@@ -61,7 +61,7 @@ class PortraitFolder:
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, mask_path = self.pairs[i]
-        img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
+        img = cv2.imread(str(not_reserved(img_path, "data.folders")), cv2.IMREAD_COLOR)
         mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
         if img is None or mask is None:
             raise InputError(f"cannot read {img_path} / {mask_path}")
@@ -121,8 +121,23 @@ class Mixture:
         return imgs, masks
 
 
-#: a video source keeps at most this many frames (every n-th), each scaled to at most this long side
+#: a source keeps at most this many frames (images of a folder, every n-th frame of a video), each scaled to at
+#: most this long side
 MAX_FRAMES, MAX_SIDE = 2000, 512
+
+
+def not_reserved(path: Path, what: str) -> Path:
+    """``path`` resolved, refused when it is (or links to) one of the photos reserved for evaluation.
+
+    Raises:
+        InputError: it is.
+    """
+    from edgekit.core.samples.photos import cache_dir
+
+    real, reserved = Path(path).resolve(), cache_dir().resolve()
+    if real == reserved or reserved in real.parents:
+        raise InputError(f"{what}: {path} is one of the photos reserved for evaluation; they are never training data")
+    return real
 
 
 def unlabeled_frames(path: str | Path, every: int = 5) -> list[np.ndarray]:
@@ -144,13 +159,13 @@ def unlabeled_frames(path: str | Path, every: int = 5) -> list[np.ndarray]:
     frames = []
     if path.is_dir():
         for p in sorted(path.iterdir()):
-            if p.suffix.lower() in IMAGE_EXT and p.is_file():
-                img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if p.suffix.lower() in IMAGE_EXT and p.is_file() and len(frames) < MAX_FRAMES:
+                img = cv2.imread(str(not_reserved(p, "data.unlabeled")), cv2.IMREAD_COLOR)
                 if img is None:
                     raise InputError(f"data.unlabeled: cannot read {p}")
                 frames.append(small(img))
     elif path.is_file():
-        cap = cv2.VideoCapture(str(path))
+        cap = cv2.VideoCapture(str(not_reserved(path, "data.unlabeled")))
         i = 0
         while len(frames) < MAX_FRAMES:
             ok, img = cap.read()

@@ -524,7 +524,9 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
     if entries:
         chosen = p.assignment["segment"]
         model_info = {"choice": chosen, **calls.entries[spec_stage(spec, "segment").format_of(chosen)].describe()}
-        _follow_ladder(cfg, calls, entries, model_info["role"] == "runtime", notes)
+        _follow_ladder(cfg, calls, entries, model_info["role"] == "runtime", notes, deviations)
+        if strict and deviations:
+            raise _strict_error(deviations[0])
     every = max(1, (src.expected or 60) // samples)
     pairs, done = [], 0
     size = first.shape
@@ -562,6 +564,8 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
                 m = runner.stats.moves[0]
                 raise _strict_error(_deviation("fail-over", f"frame {m.frame}: stage {m.stage} failed on "
                                                             f"{m.from_choice} and moved to {m.to_choice}: {m.reason}"))
+        if strict and calls.ladder is not None and calls.ladder.switches:
+            raise _strict_error(_deviation("ladder", calls.ladder.switches[0].message()))
         writer.write(out)
         done += 1
         if i in originals:
@@ -583,8 +587,12 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
             raise _strict_error(steps[0])
         deviations += steps
         if calls.ladder.exhausted_at is not None:
-            notes.append(f"frame {calls.ladder.exhausted_at}: the last rung of the ladder "
-                         f"({calls.ladder.current.label()}) missed its budget too; there is nothing faster to step to")
+            missed = _deviation("ladder", f"frame {calls.ladder.exhausted_at}: the last rung of the ladder "
+                                          f"({calls.ladder.current.label()}) missed its budget too; there is nothing "
+                                          "faster to step to")
+            if strict:
+                raise _strict_error(missed)
+            deviations.append(missed)
     wall = time.perf_counter() - t0
     if src.stopped:
         notes.insert(0, src.stopped)
@@ -603,9 +611,10 @@ def _run(src, writer: FrameWriter, cfg: dict, spec: PipelineSpec, entries: list[
 
 
 def _follow_ladder(cfg: dict, calls: ConfiguredCalls, entries: list[ModelEntry], primary_runs: bool,
-                   notes: list[str]) -> None:
+                   notes: list[str], deviations: list[dict]) -> None:
     """Attach the config's fallback ladder to the segmentation calls (it starts from the config's runtime, so
-    it is followed only when that runs)."""
+    it is followed only when that runs). Every rung is opened before the first frame: one that cannot run here
+    is dropped, as a deviation, instead of failing in the middle of the video."""
     from edgekit.apps.video.ladder import follower_for
 
     follower = follower_for(cfg, entries[0], lambda role, key, rung: config_entry(cfg, role, key, rung))
@@ -614,7 +623,15 @@ def _follow_ladder(cfg: dict, calls: ConfiguredCalls, entries: list[ModelEntry],
     if not primary_runs:
         notes.append("the app config's ladder starts from its runtime, which does not run here; it is not followed")
         return
-    calls.ladder = follower
+    for i in range(len(follower.rungs) - 1, 0, -1):
+        try:
+            follower.session(follower.rungs[i])
+        except EdgekitError as e:
+            deviations.append(_deviation("unavailable", f"ladder rung {i} ({follower.rungs[i].label()}) cannot run "
+                                                        f"here and is left out: {e}"))
+            del follower.rungs[i], follower.budgets[i]
+    if len(follower.rungs) > 1:
+        calls.ladder = follower
 
 
 def spec_stage(spec: PipelineSpec, name: str) -> Stage:
