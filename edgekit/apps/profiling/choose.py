@@ -162,14 +162,15 @@ def _tail(p: Point) -> str:
     return f"model {p.tail_name} {p.tail_ms:.2f} ms (quiet; not measured under load, the whole frame not timed)"
 
 
-#: without confidence intervals, latencies closer than this share of the fastest count as the same
-TIE_SHARE = 0.05
+#: latencies closer than this share of the fastest count as the same, whatever their intervals say (a 10%
+#: difference inside the budget is not worth a choice that changes from sweep to sweep)
+TIE_SHARE = 0.10
 
 
 def _within_noise(top: list[Point]) -> list[Point]:
     """The points of ``top`` (equal in quality, aspect and input size) that the noise cannot tell from the fastest
-    one (their tail's 95% intervals overlap the fastest's, or within :data:`TIE_SHARE` where no interval was
-    computed), ordered by fewest threads (the most CPU left to the app), then least memory, then latency. A choice
+    one (their tail's 95% intervals overlap the fastest's, or they are within :data:`TIE_SHARE` of it), ordered
+    by fewest threads (the most CPU left to the app), then least memory, then latency. A choice
     made by that order repeats from sweep to sweep; one made by a latency difference inside the noise does not."""
     fastest = min(top, key=lambda p: p.budget_tail_ms)
     a = fastest.budget_tail_ci
@@ -180,9 +181,9 @@ def _within_noise(top: list[Point]) -> list[Point]:
             return True
         if p.budget_basis[0] != fastest.budget_basis[0]:  # measured differently: not comparable as a tie
             return False
-        if a and b:
-            return not (a[1] < b[0] or b[1] < a[0])
-        return p.budget_tail_ms <= fastest.budget_tail_ms * (1 + TIE_SHARE)
+        if p.budget_tail_ms <= fastest.budget_tail_ms * (1 + TIE_SHARE):
+            return True
+        return bool(a and b) and not (a[1] < b[0] or b[1] < a[0])
 
     return sorted((p for p in top if tied(p)),
                   key=lambda p: (p.threads, p.peak_memory_mb or math.inf, p.budget_tail_ms))
