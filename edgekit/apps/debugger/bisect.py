@@ -30,7 +30,8 @@ class BisectReport:
     notes: list[str] = field(default_factory=list)
     #: stage attribution (None: not asked for)
     stages: StageReport | None = None
-    #: runtime runs this bisect made: tapped and untapped runs, cut-out layers, stage products (each on every sample)
+    #: runtime runs this bisect made: tapped and untapped runs, cut-out layers, and each stage product's runs (its
+    #: outputs, its gate, its own tapped, untapped and cut-out runs)
     runs: int = 0
 
     @property
@@ -77,7 +78,7 @@ def bisect(artifact, reference: str | Path | None = None, data: str | Path | Non
             out.stages = attribute(art, ref_path, io, data, samples, 4242, report.threshold_db, rebuild, say,
                                    final_diff=report)
         out.notes += out.stages.notes
-        out.runs += len(out.stages.stages) * samples * 3  # a tapped, an untapped and a plain run per sample
+        out.runs += sum(r.runs for r in out.stages.stages)
     if first is None:
         out.remedy = (f"no aligned layer falls below {report.threshold_db:.1f} dB and stays there or fails alone; "
                       f"{len(report.unmatched)} reference node(s) could not be aligned (see edgekit diff)")

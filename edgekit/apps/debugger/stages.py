@@ -43,6 +43,8 @@ class StageResult:
     first_diverging_node: str | None = None
     #: how many reference nodes were aligned with this product's tensors (None: its runtime has no taps)
     aligned: int | None = None
+    #: runtime runs made to evaluate this product here (its outputs, its gate, its per-layer diff)
+    runs: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,10 +87,13 @@ def attribute(art, ref_path: Path, io, data, samples: int, seed: int, threshold_
         for k, (name, stage_art, origin, note) in enumerate(products):
             say(f"stage {k} {name}: {stage_art.target} against the reference")
             layers = final_diff if origin == "artifact" and final_diff is not None else None
+            runs = 0
             if layers is None and origin != "reference":
                 layers = _layer_diff(stage_art, ref_path, io, data, samples, seed, threshold_db, say)
+                runs = layers.runs if layers is not None else 0
             results.append(_evaluate(k, name, stage_art, origin, note, inputs, refs, art.target.tolerance_class,
                                      threshold_db, layers))
+            results[-1].runs = runs + (2 * len(inputs) if results[-1].passed is not None else 0)
     first = next((r.name for r in results if r.passed is False), None)
     return StageReport(results, first, notes)
 
