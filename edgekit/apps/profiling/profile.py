@@ -102,8 +102,6 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
             notes.append(f"the choice is within the noise of {choice.contested.label()}; {prof.id} is not this "
                          "machine, so no run-off measured them again")
         choice = again
-        shown = {(q.model_sha256, q.key): q for q in choice.remeasured}  # the report shows what the choice stands on
-        points = [shown.get((q.model_sha256, q.key), q) for q in points]
     model = by_sha[choice.chosen.model_sha256] if choice.chosen else paths[0]
     if models_line:
         choice.front = front
@@ -112,8 +110,10 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
         from edgekit.apps.profiling.sustain import sustain_choice
 
         notes += sustain_choice(choice, prof, sustained_s, progress)
-    png = pareto_png(points, choice, out / "pareto.png", f"{prof.id}: {model.name}")
-    report = html_report(prof, points, choice, png, out / "report.html", wall, notes)
+    medians = {(q.model_sha256, q.key): q for q in choice.remeasured}  # the report shows what the choice stands on
+    shown = [medians.get((q.model_sha256, q.key), q) for q in points]
+    png = pareto_png(shown, choice, out / "pareto.png", f"{prof.id}: {model.name}")
+    report = html_report(prof, shown, choice, png, out / "report.html", wall, notes)
     written = None
     if choice.chosen is not None:
         written = export_config(prof, choice, config_path, model_sha256=sha256_file(model))
