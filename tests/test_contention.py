@@ -301,13 +301,13 @@ def test_a_choice_within_the_noise_is_made_by_a_rule_that_repeats():
     assert c.chosen is b and c.contested is a and "within the noise of the fastest" in c.why and a.label() in c.why
     c2 = choose([b, a], budget_ms=8.3)  # the order the points came in does not matter
     assert c2.chosen is b
-    b.load_p90_ms, b.load_p90_ci = 6.5, [6.45, 6.55]  # within 10% of the fastest: still the same
+    b.load_p50_ms, b.load_p90_ms, b.load_p90_ci = 5.85, 6.5, [6.45, 6.55]  # median within 10% of the fastest's
     assert choose([a, b], budget_ms=8.3).chosen is b
-    b.load_p90_ms, b.load_p90_ci = 7.3, [7.1, 7.5]  # now separable: the faster one wins, and nothing is contested
+    b.load_p50_ms, b.load_p90_ms, b.load_p90_ci = 6.6, 7.3, [7.1, 7.5]  # separable: the faster one wins
     c = choose([a, b], budget_ms=8.3)
     assert c.chosen is a and c.contested is None and "within the noise" not in c.why
     b.quality = 0.99  # decided by quality, not by latency: nothing to say about the noise
-    b.load_p90_ms, b.load_p90_ci = 6.2, [5.5, 7.5]
+    b.load_p50_ms, b.load_p90_ms, b.load_p90_ci = 5.58, 6.2, [5.5, 7.5]
     c = choose([a, b], budget_ms=8.3)
     assert c.chosen is a and c.contested is None
 

@@ -75,10 +75,10 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
            + (f"; fallback {fallback.label()} ({_tail(fallback)})" if fallback else "; no fallback fits"))
     contested = tied[1] if len(tied) > 1 else None
     if contested is not None:
-        fastest = min(tied, key=lambda p: p.budget_tail_ms)
-        why += (f"; {len(tied)} equally good points are within the noise of the fastest ({fastest.label()}, "
-                f"{fastest.budget_tail_ms:.2f} ms; 95% intervals of the tail overlap): the one with the fewest "
-                f"threads, then the least memory, was chosen (runner-up {contested.label()})")
+        fastest = min(tied, key=lambda p: p.budget_center_ms or p.budget_tail_ms)
+        why += (f"; {len(tied)} equally good points are within the noise of the fastest ({fastest.label()}: their "
+                f"medians within {TIE_SHARE:.0%} of its, or their tails' 95% intervals overlapping): the one with "
+                f"the fewest threads, then the least memory, was chosen (runner-up {contested.label()})")
     quiet_only = [p for p in points if p.ok and _quiet_tail(p) <= budget_ms and not p.budget_tail_ms <= budget_ms]
     if quiet_only:
         why += (f"; {len(quiet_only)} point(s) fit only on a quiet device and were not chosen (e.g. "
@@ -169,10 +169,14 @@ TIE_SHARE = 0.10
 
 def _within_noise(top: list[Point]) -> list[Point]:
     """The points of ``top`` (equal in quality, aspect and input size) that the noise cannot tell from the fastest
-    one (their tail's 95% intervals overlap the fastest's, or they are within :data:`TIE_SHARE` of it), ordered
-    by fewest threads (the most CPU left to the app), then least memory, then latency. A choice
-    made by that order repeats from sweep to sweep; one made by a latency difference inside the noise does not."""
-    fastest = min(top, key=lambda p: p.budget_tail_ms)
+    one, ordered by fewest threads (the most CPU left to the app), then least memory, then latency. Faster is
+    judged by the median measured with the budget's tail (:attr:`Point.budget_center_ms`): tied when within
+    :data:`TIE_SHARE` of the fastest median, or when the tails' 95% intervals overlap. A choice made by that order
+    repeats from sweep to sweep; one made by a latency difference inside the noise does not."""
+    def center(p: Point) -> float:
+        return p.budget_center_ms if p.budget_center_ms is not None else p.budget_tail_ms
+
+    fastest = min(top, key=center)
     a = fastest.budget_tail_ci
 
     def tied(p: Point) -> bool:
@@ -181,9 +185,8 @@ def _within_noise(top: list[Point]) -> list[Point]:
             return True
         if p.budget_basis[0] != fastest.budget_basis[0]:  # measured differently: not comparable as a tie
             return False
-        if p.budget_tail_ms <= fastest.budget_tail_ms * (1 + TIE_SHARE):
+        if center(p) <= center(fastest) * (1 + TIE_SHARE):
             return True
         return bool(a and b) and not (a[1] < b[0] or b[1] < a[0])
 
-    return sorted((p for p in top if tied(p)),
-                  key=lambda p: (p.threads, p.peak_memory_mb or math.inf, p.budget_tail_ms))
+    return sorted((p for p in top if tied(p)), key=lambda p: (p.threads, p.peak_memory_mb or math.inf, center(p)))

@@ -116,6 +116,15 @@ class Point:
         return "nothing measured", None, None
 
     @property
+    def budget_center_ms(self) -> float | None:
+        """The p50 measured alongside :attr:`budget_tail_ms` (same run, same load): which of two points is faster
+        is a question for the median, far steadier from sweep to sweep than a tail."""
+        name = self.budget_basis[0]
+        return {"frame p90 under load": self.load_e2e_p50_ms, "frame p90 (quiet)": self.e2e_p50_ms,
+                "model p90 under load": self.load_p50_ms, "model p95 under load": self.load_p50_ms}.get(
+                    name, self.p50_ms)
+
+    @property
     def budget_tail_ms(self) -> float | None:
         """The latency the budget is checked against (see :attr:`budget_basis`)."""
         return self.budget_basis[1]
