@@ -41,7 +41,10 @@ class OpenVINOSession(Session):
         self.device = ov_device(device_part)
         core = ov.Core()
         _check_device(core, self.device)
-        self._model = core.read_model(str(model_path))
+        try:
+            self._model = core.read_model(str(model_path))
+        except RuntimeError as e:  # a malformed or truncated IR (the files are hash-checked, but may be made so)
+            raise InputError(f"OpenVINO cannot read {Path(model_path).name}: {' '.join(str(e).split())[:240]}") from e
         self._model_path = model_path  # the debugger's taps read a copy to add outputs to
         try:
             config = _config_for(self.device, self.precision, threads, list(core.available_devices), spin)
