@@ -45,7 +45,7 @@ bench: setup
 
 # re-make the shipped profiles/configs/local-cpu.json on this machine (a sweep under load, then sustained runs)
 ship-config: setup
-	$(VENV)/bin/edgekit profile --device profiles/sweeps/local-cpu-mediapipe.yaml --thorough --out out/ship
+	$(VENV)/bin/edgekit profile --device profiles/sweeps/local-cpu-mediapipe.yaml --thorough --sustained 20 --out out/ship
 
 clean:
 	rm -rf out .pytest_cache
