@@ -24,6 +24,9 @@ from tests.hostile import Case, _digest, edgekit, run_case
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "profiles" / "configs"
+_CFG = json.loads((SHIPPED / "local-cpu.json").read_text())  # whatever the profiler shipped last
+RUNTIME_TARGET = _CFG["runtime"]["target"]
+FALLBACK_MODEL = sorted(f for f in _CFG["fallback"]["files"] if f.startswith("model."))[0]
 
 
 def _config(tmp: Path, edit=None) -> str:
@@ -58,7 +61,7 @@ def _sha(path: Path) -> str:
 
 # -- edits of the config
 def _tamper_fallback(config, folder):
-    name = next(f for f in config["fallback"]["files"] if f.startswith("model."))  # model.onnx, model.tflite, ...
+    name = sorted(f for f in config["fallback"]["files"] if f.startswith("model."))[0]  # model.onnx, .tflite, ...
     model = folder / config["fallback"]["artifact"] / name
     model.write_bytes(model.read_bytes() + b"\0")
 
@@ -91,7 +94,7 @@ def _manifest_points_elsewhere(config, folder):
     match (as a careful attacker would): the path itself must be refused."""
     manifest = folder / config["runtime"]["artifact"] / "artifact.json"
     data = json.loads(manifest.read_text())
-    data["files"]["model"]["path"] = "../onnx-fp32-144x256/model.onnx"
+    data["files"]["model"]["path"] = f"../{Path(config['fallback']['artifact']).name}/{FALLBACK_MODEL}"
     manifest.write_text(json.dumps(data))
     config["runtime"]["files"]["artifact.json"] = _sha(manifest)
 
@@ -137,7 +140,7 @@ NOTHING = ["out", "out_before_after.png", "out.avi"]
 
 CASES = [
     Case("config-fallback-tampered", "wrong result", "the fallback artifact's model was changed after the config "
-         "was written", lambda t, fx: _process(t, _tamper_fallback), 2, "fallback artifact: model.tflite does not "
+         "was written", lambda t, fx: _process(t, _tamper_fallback), 2, f"fallback artifact: {FALLBACK_MODEL} does not "
          "match its recorded sha256", absent=NOTHING),
     Case("config-path-outside", "escape", "runtime.artifact leaves the config's folder with '..' (every sha256 "
          "matches)", lambda t, fx: _process(t, _outside), 2, "leaves its folder", absent=NOTHING),
@@ -158,9 +161,10 @@ CASES = [
          lambda t, fx: _process(t, _old_schema), 2, "schema_version 1", absent=NOTHING),
     Case("strict-primary-unavailable", "silent deviation", "--strict with a config whose chosen delegate (npu) "
          "is not on this machine", lambda t, fx: _process(t, _npu_delegate, "--strict"), 7,
-         "--strict: the profiler's choice onnx-fp32 on npu", absent=NOTHING),
+         f"--strict: the profiler's choice {RUNTIME_TARGET} on npu", absent=NOTHING),
     Case("primary-unavailable-reported", "silent deviation", "without --strict the fallback runs and says so",
-         lambda t, fx: _process(t, _npu_delegate), 0, "deviation (fallback): the profiler's choice onnx-fp32 on npu"),
+         lambda t, fx: _process(t, _npu_delegate), 0,
+         f"deviation (fallback): the profiler's choice {RUNTIME_TARGET} on npu"),
     Case("strict-preprocessing-differs", "silent deviation", "--strict with a config whose mean is not the one "
          "its artifacts were validated with", lambda t, fx: _process(t, _other_mean, "--strict"), 2,
          "--strict: the config's pre-processing differs", absent=NOTHING),
