@@ -49,14 +49,15 @@ def _rank(p: Point, camera: tuple[int, int]) -> tuple:
 
 
 def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720, 1280)) -> Choice:
-    """Highest quality point whose p90 *of the whole camera frame under background load* fits the budget (what
-    was measured where less was: see :attr:`Point.budget_basis`; ties: the camera's aspect ratio, then larger
-    input, then faster, where the noise can tell: among points within the noise of the fastest, the fewest
-    threads, then the least memory; see :func:`_within_noise`); the fallback is the best fitting point on another
-    runtime, so an app has somewhere to go if the first fails."""
+    """Highest quality point whose p90 *of the whole camera frame under background load* fits the budget, and
+    whose quiet p90 fits it too (what was measured where less was: see :attr:`Point.budget_basis`). Ties: the
+    camera's aspect ratio, then larger input, then faster where the noise can tell (among points within the
+    noise of the fastest: the fewest threads, then the least memory; see :func:`_within_noise`). The fallback is
+    the best fitting point on another runtime, so an app has somewhere to go if the first fails."""
     front = pareto_front(points)
-    fitting = sorted((p for p in points if p.ok and p.budget_tail_ms <= budget_ms), key=lambda p: _rank(p, camera),
-                     reverse=True)
+    # a config must hold its budget whether the device is busy or not: the quiet tail has to fit as well
+    fitting = sorted((p for p in points if p.ok and p.budget_tail_ms <= budget_ms and _quiet_tail(p) <= budget_ms),
+                     key=lambda p: _rank(p, camera), reverse=True)
     if not fitting:
         fastest = min((p for p in points if p.ok), key=lambda p: p.budget_tail_ms, default=None)
         why = (f"nothing fits the {budget_ms:.1f} ms budget; the fastest point is {fastest.label()} at "
@@ -83,6 +84,10 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
     if quiet_only:
         why += (f"; {len(quiet_only)} point(s) fit only on a quiet device and were not chosen (e.g. "
                 f"{quiet_only[0].label()}: {_tail(quiet_only[0])})")
+    busy_only = [p for p in points if p.ok and p.budget_tail_ms <= budget_ms and not _quiet_tail(p) <= budget_ms]
+    if busy_only:
+        why += (f"; {len(busy_only)} point(s) fit under load but not quiet and were not chosen (e.g. "
+                f"{busy_only[0].label()}: {_tail(busy_only[0])})")
     ladder = build_ladder(chosen, points)
     if ladder:
         why += "; ladder: " + " -> ".join(f"{p.label()} ({p.budget_tail_ms:.2f} ms)" for p, _ in ladder)
