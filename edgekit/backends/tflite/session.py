@@ -15,6 +15,7 @@ searches its library path for a bare name.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ class LiteRTSession(Session):
                 self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise DeviceError(f"LiteRT cannot prepare {model_path.name} with delegate {delegate}: {e}") from e
+        self._lock = threading.Lock()
         self._inputs = {d["name"]: d["index"] for d in self._it.get_input_details()}
         self._model_path = model_path  # the debugger's taps open a second interpreter on it
         self._outputs = {d["name"]: d["index"] for d in self._it.get_output_details()}
@@ -84,10 +86,11 @@ class LiteRTSession(Session):
         return ["cpu (XNNPACK)", "cpu-ref", "gpu/npu: pass a delegate library"]
 
     def _run_native(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, x in inputs.items():
-            self._it.set_tensor(self._inputs[name], x)
-        self._it.invoke()
-        return {name: self._it.get_tensor(i).copy() for name, i in self._outputs.items()}
+        with self._lock:  # one interpreter runs one call at a time (LiteRT refuses a second caller mid-invoke)
+            for name, x in inputs.items():
+                self._it.set_tensor(self._inputs[name], x)
+            self._it.invoke()
+            return {name: self._it.get_tensor(i).copy() for name, i in self._outputs.items()}
 
     def audit(self, target, kept_layers: tuple[str, ...] = ()):
         """Per op: taken by XNNPACK / the delegate or run on LiteRT's built-in kernels, and its precision."""
