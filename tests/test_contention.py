@@ -312,6 +312,38 @@ def test_a_choice_within_the_noise_is_made_by_a_rule_that_repeats():
     assert c.chosen is a and c.contested is None
 
 
+def _frame_point(target, threads, quiet, loaded, q=1.0):
+    """A point whose whole frame was timed: ``quiet``/``loaded`` are (p50, p90) in ms."""
+    p = _point(target, 1.5, 1.6, load_p90=1.7, q=q, threads=threads)
+    p.frame = [720, 1280]
+    (p.e2e_p50_ms, p.e2e_p90_ms), (p.load_e2e_p50_ms, p.load_e2e_p90_ms) = quiet, loaded
+    return p
+
+
+def test_a_point_that_slows_down_more_than_twice_under_load_is_not_chosen_over_one_that_holds():
+    # the shipped config's case: one thread is time-sliced with the load on every p90 (7.4 ms), two threads hold
+    sliced = _frame_point("tflite-fp32", 1, (3.0, 3.2), (3.1, 7.4))
+    holds = _frame_point("tflite-fp32", 2, (2.9, 3.2), (3.3, 4.0))
+    assert sliced.degradation == pytest.approx(7.4 / 3.2) and holds.degradation == pytest.approx(4.0 / 3.2)
+    c = choose([sliced, holds], budget_ms=10.0)
+    assert c.chosen is holds
+    assert "slow down more than 2x under load" in c.why and sliced.label() in c.why and "2.31x" in c.why
+    # a profile allowing more: the two are within the noise (medians within 10%) and fewer threads wins
+    assert choose([sliced, holds], budget_ms=10.0, max_degradation=2.5).chosen is sliced
+    # quality comes first: a better mask that slows down is still chosen over a worse one that holds, and the
+    # reason says it slows down
+    holds.quality = 0.9
+    c = choose([sliced, holds], budget_ms=10.0)
+    assert c.chosen is sliced and "every equally good point slows down more than 2x" in c.why and "2.31x" in c.why
+
+
+def test_the_app_config_records_the_slowdown():
+    from edgekit.apps.profiling.appconfig import _frame_entry
+
+    p = _frame_point("onnx-fp32", 1, (3.0, 3.2), (3.1, 7.4))
+    assert _frame_entry(p)["degradation"] == pytest.approx(2.312, abs=1e-3)
+
+
 def test_frame_timing_runs_every_stage_of_a_camera_frame():
     from types import SimpleNamespace
 

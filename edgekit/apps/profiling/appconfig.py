@@ -67,6 +67,8 @@ def _frame_entry(p: Point) -> dict:
     basis, ms, _ = p.budget_basis
     if ms is not None:
         d["budget_basis"] = {"what": basis, "ms": round(ms, 3)}
+    if p.degradation is not None:
+        d["degradation"] = round(p.degradation, 3)
     if p.sustained:
         d["sustained"] = p.sustained
     return d

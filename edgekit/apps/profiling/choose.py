@@ -48,12 +48,21 @@ def _rank(p: Point, camera: tuple[int, int]) -> tuple:
     return (round(p.rank_quality or 0.0, 3), -round(aspect_error, 2), h * w, -p.budget_tail_ms)
 
 
-def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720, 1280)) -> Choice:
+#: the most a chosen point's latency may grow under the background load, loaded over quiet (a device profile's
+#: ``load.max_degradation`` overrides it): a config that slows down more on a busy device is not one to ship
+#: when an equally good point holds up
+MAX_DEGRADATION = 2.0
+
+
+def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720, 1280),
+           max_degradation: float = MAX_DEGRADATION) -> Choice:
     """Highest quality point whose p90 *of the whole camera frame under background load* fits the budget, and
     whose quiet p90 fits it too (what was measured where less was: see :attr:`Point.budget_basis`). Ties: the
-    camera's aspect ratio, then larger input, then faster where the noise can tell (among points within the
-    noise of the fastest: the fewest threads, then the least memory; see :func:`_within_noise`). The fallback is
-    the best fitting point on another runtime, so an app has somewhere to go if the first fails."""
+    camera's aspect ratio, then larger input, then the points that slow down at most ``max_degradation`` times
+    under load (:attr:`Point.degradation`; a choice beyond it, when no equal point holds up, is said in ``why``),
+    then faster where the noise can tell (among points within the noise of the fastest: the fewest threads,
+    then the least memory; see :func:`_within_noise`). The fallback is the best fitting point on another
+    runtime, so an app has somewhere to go if the first fails."""
     front = pareto_front(points)
     # a config must hold its budget whether the device is busy or not: the quiet tail has to fit as well
     fitting = sorted((p for p in points if p.ok and p.budget_tail_ms <= budget_ms and _quiet_tail(p) <= budget_ms),
@@ -64,7 +73,8 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
                f"{_tail(fastest)}") if fastest else "no point was measured successfully"
         return Choice(None, None, front, budget_ms, why)
     top = [p for p in fitting if _rank(p, camera)[:3] == _rank(fitting[0], camera)[:3]]
-    tied = _within_noise(top)
+    shaky = [p for p in top if (p.degradation or 0.0) > max_degradation]
+    tied = _within_noise([p for p in top if p not in shaky] or top)
     chosen = tied[0]
     fitting.remove(chosen)
     fitting.insert(0, chosen)
@@ -80,6 +90,13 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
         why += (f"; {len(tied)} equally good points are within the noise of the fastest ({fastest.label()}: their "
                 f"medians within {TIE_SHARE:.0%} of its, or their tails' 95% intervals overlapping): the one with "
                 f"the fewest threads, then the least memory, was chosen (runner-up {contested.label()})")
+    if chosen in shaky:
+        why += (f"; every equally good point slows down more than {max_degradation:g}x under load (this one "
+                f"{chosen.degradation:.2f}x): it may not hold its budget on a busier device")
+    elif shaky:
+        worst = max(shaky, key=lambda p: p.degradation)
+        why += (f"; {len(shaky)} equally good point(s) slow down more than {max_degradation:g}x under load and "
+                f"were not chosen (e.g. {worst.label()}: {worst.degradation:.2f}x)")
     quiet_only = [p for p in points if p.ok and _quiet_tail(p) <= budget_ms and not p.budget_tail_ms <= budget_ms]
     if quiet_only:
         why += (f"; {len(quiet_only)} point(s) fit only on a quiet device and were not chosen (e.g. "

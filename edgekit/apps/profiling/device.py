@@ -54,6 +54,11 @@ class DeviceProfile:
         """Time the model may take per frame."""
         return 1000.0 / self.fps * self.model_share
 
+    @property
+    def max_degradation(self) -> float:
+        """The most a chosen point's latency may grow under the background load (``load.max_degradation``)."""
+        return float(self.load.get("max_degradation", 2.0))
+
     def delegates_for(self, fmt: str) -> tuple[str, ...]:
         return self.delegates.get(fmt, ("cpu",))
 

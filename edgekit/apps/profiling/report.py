@@ -55,7 +55,7 @@ def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png
         mark = "chosen" if same_point(p, choice.chosen) else (
             "fallback" if same_point(p, choice.fallback) else ("front" if (p.model_sha256, p.key) in front else ""))
         tail = f"{p.tail_ms:.2f}" + ("" if p.p90_ms is not None else " (p95)") if p.ok else "-"
-        load = [f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}" + _ci(p.load_p90_ci), f"{p.slowdown:.1f}x"] \
+        load = [f"{p.load_p50_ms:.2f}", f"{p.load_p90_ms:.2f}" + _ci(p.load_p90_ci), f"{p.degradation:.1f}x"] \
             if p.ok and p.loaded else ["-", "-", "-"]
         tail += _ci(p.p90_ci) if p.ok and p.p90_ms is not None else ""
         frame = [f"{p.e2e_p90_ms:.2f}" if p.e2e_p90_ms is not None else "-",
@@ -89,7 +89,8 @@ model, mask upsample) under load where it was timed; sweep wall time
 <img src="{png.name}" alt="Pareto plot">
 <p>{html.escape(_load_line(points))}</p>
 <table><tr><th>point</th><th>p50 ms</th><th>p90 ms</th><th>p50 ms under load</th><th>p90 ms under load</th>
-<th>slowdown (p50)</th><th>frame p90 ms</th><th>frame p90 ms under load</th><th>frame stages (p50 ms)</th>
+<th>slowdown under load (worse of p50, p90)</th>
+<th>frame p90 ms</th><th>frame p90 ms under load</th><th>frame stages (p50 ms)</th>
 <th>task IoU / boundary F</th>
 <th>peak MB</th><th>quality</th><th></th><th>error</th></tr>
 {"".join(rows)}</table></body></html>"""

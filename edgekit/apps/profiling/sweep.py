@@ -140,6 +140,18 @@ class Point:
         return self.load_p50_ms / self.p50_ms if self.loaded and self.p50_ms else None
 
     @property
+    def degradation(self) -> float | None:
+        """How much slower the budget's latency is under load than quiet: the larger of the p50 and p90 ratios,
+        of the whole frame where it was timed under load, else of the model alone (None when not measured under
+        load). A p50 alone misleads here: on a busy core a short step is either left alone or time-sliced, and
+        which one a run of 50 steps saw is a coin toss; the p90 sees the slicing every time."""
+        pairs = ((self.load_e2e_p50_ms, self.e2e_p50_ms), (self.load_e2e_p90_ms, self.e2e_p90_ms))
+        if self.load_e2e_p90_ms is None:
+            pairs = ((self.load_p50_ms, self.p50_ms), (self.load_p90_ms, self.p90_ms))
+        ratios = [loaded / quiet for loaded, quiet in pairs if loaded is not None and quiet]
+        return max(ratios) if ratios else None
+
+    @property
     def tail_name(self) -> str:
         """What :attr:`tail_ms` is: ``p90`` or ``p95``."""
         return "p90" if self.p90_ms is not None else "p95"
