@@ -134,3 +134,12 @@ def test_mil_kernels_against_torch(mil):
     np.testing.assert_allclose(got, ref.numpy(), atol=1e-5)
     ps = mil.KERNELS["pixel_shuffle"]({"x": x, "upscale_factor": 2})
     np.testing.assert_allclose(ps, torch.nn.functional.pixel_shuffle(torch.from_numpy(x), 2).numpy())
+    # pad: MIL pairs run over the last dims first-to-last; torch's list runs last dim first
+    for mode, torch_mode, value in (("constant", "constant", 0.5), ("reflect", "reflect", None),
+                                    ("replicate", "replicate", None)):
+        got = mil.KERNELS["pad"]({"x": x, "pad": np.array([1, 2, 0, 3], np.int32), "mode": mode,
+                                  "constant_val": value})
+        ref = torch.nn.functional.pad(torch.from_numpy(x), (0, 3, 1, 2), mode=torch_mode,
+                                      **({"value": value} if value is not None else {}))
+        np.testing.assert_array_equal(got, ref.numpy())
+    assert mil.KERNELS["pad"]({"x": x, "pad": np.array([0, 0, 2, 0, 0, 0], np.int32)}).shape == (1, 4, 7, 6)

@@ -181,7 +181,22 @@ def _pool(kind):
     return op
 
 
+def _pad(a):
+    """MIL ``pad``: ``pad`` holds (before, after) pairs for the last N dimensions, first of them first."""
+    x = np.asarray(a["x"])
+    pairs = np.asarray(a["pad"], np.int64).reshape(-1, 2)
+    widths = [(0, 0)] * (x.ndim - len(pairs)) + [(int(b), int(e)) for b, e in pairs]
+    mode = str(a.get("mode") if a.get("mode") is not None else "constant")
+    if mode == "constant":
+        value = a.get("constant_val")
+        return np.pad(x, widths, mode="constant", constant_values=0.0 if value is None else float(value))
+    if mode not in ("reflect", "replicate"):
+        raise ParityError(f"pad mode {mode!r} is not a MIL pad mode")
+    return np.pad(x, widths, mode="reflect" if mode == "reflect" else "edge")
+
+
 KERNELS = {
+    "pad": _pad,
     "conv": _conv,
     "conv_transpose": _conv_transpose,
     "linear": lambda a: np.asarray(a["x"], np.float64) @ np.asarray(a["weight"]).T
