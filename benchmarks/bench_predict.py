@@ -22,6 +22,7 @@ Prints the tables and writes benchmarks/results/predict.md.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -33,7 +34,9 @@ OUT = Path("out/bench/predict")
 TARGETS = ["onnx-fp32", "ncnn-fp32", "openvino-fp32"]
 THREADS = [1, 2]
 RESOLUTIONS = [(128, 128), (144, 256), (192, 192), (256, 256)]
-MIN_ROUNDS, MAX_ROUNDS, RUNS, WARMUP = 20, 60, 7, 3
+MIN_ROUNDS, MAX_ROUNDS, RUNS, WARMUP = 20, 40, 7, 3
+#: rounds in which every configuration's kernels are also timed (the runtime's profiler, KERNEL_RUNS runs each)
+KERNEL_ROUNDS, KERNEL_RUNS = (0, 5, 10, 15), 8
 #: timing stops after MIN_ROUNDS once this share of configurations is repeatable (see measure_all)
 REPEATABLE = 0.9
 BUDGET_MS, CAMERA = 1000 / 30 * 0.25, (720, 1280)
@@ -87,6 +90,7 @@ def measure_all(models: dict[str, Path]) -> tuple[dict[str, list], dict]:
         print(f"{name}: converted and opened", file=sys.stderr)
     medians = defaultdict(list)
     p90s = defaultdict(list)
+    kernel_runs: dict[int, list] = {}
     rng = random.Random(7)
 
     def repeatable() -> float:
@@ -113,10 +117,22 @@ def measure_all(models: dict[str, Path]) -> tuple[dict[str, list], dict]:
                 times.append((time.perf_counter() - t) * 1000)
             medians[i].append(float(np.median(times)))
             p90s[i].append(float(np.quantile(times, 0.9)))
+            if r in KERNEL_ROUNDS:  # interleaved with the whole-model rounds, like them
+                got = sess.kernel_times(sample, runs=KERNEL_RUNS)
+                if got is not None:
+                    if i not in kernel_runs:
+                        kernel_runs[i] = got
+                    else:
+                        mine = {k.name: k for k in kernel_runs[i]}
+                        for g in got:  # the same kernels every time; matched by name all the same
+                            if g.name in mine:
+                                mine[g.name].ms.extend(g.ms)
         r += 1
         print(f"round {r}: {repeatable() if r > 1 else 0:.0%} repeatable", file=sys.stderr)
     runs: dict[str, list] = defaultdict(list)
+    kernels: dict[str, list] = defaultdict(list)
     for i, (name, sha, hw, target, n, art, sess, _) in enumerate(configs):
+        kernels[name].append([k.to_dict() for k in kernel_runs.get(i, [])])
         sess.close()
         # the least disturbed round: other jobs on this machine only ever add time
         best = int(np.argmin(medians[i]))
@@ -124,7 +140,7 @@ def measure_all(models: dict[str, Path]) -> tuple[dict[str, list], dict]:
         runs[name].append(Point(hw, target, "cpu", n, p50_ms=medians[i][best], p90_ms=p90s[i][best], quality=iou,
                                 quality_metric="mask IoU (parity)", measured_on="this machine",
                                 artifact=str(art.path), model_sha256=sha))
-    return dict(runs), {"halves_within_10": repeatable(), "rounds": r}
+    return dict(runs), {"halves_within_10": repeatable(), "rounds": r, "kernels": dict(kernels)}
 
 
 def main() -> int:
@@ -155,29 +171,51 @@ def main() -> int:
              f"({len(runs)} models x {', '.join(TARGETS)} x 1/2 threads x "
              f"{', '.join(f'{h}x{w}' for h, w in RESOLUTIONS)})", ""]
 
+    from edgekit.apps.profiling import kernels as kp
+    from edgekit.backends.kerneltimes import KernelTime
+
+    kernel_lists = {name: [[KernelTime.from_dict(k) for k in ks] for ks in lists]
+                    for name, lists in (noise.get("kernels") or {}).items()}
+
+    def kernel_samples(metric: str) -> list:
+        out = []
+        for name, pts in runs.items():
+            for p, ks in zip(pts, kernel_lists.get(name, [[]] * len(pts)), strict=True):
+                y = pr.METRICS[metric](p)
+                if ks and y:
+                    out.append(kp.KernelSample(p.target, p.delegate, p.threads, tuple(ks), float(y), p.model_sha256,
+                                               tuple(p.resolution)))
+        return out
+
+    def cells(e):
+        return f"{e['within_10']}/{e['n']} ({pct(e['share_within_10'])}) | {pct(e['median_abs_error'])}"
+
     def table(metric: str, title: str):
         all_points = [p for pts in runs.values() for p in pts]
         samples = pr.samples_from_points(all_points, metric)
-        loo = pr.leave_one_out(samples)
-        lomo = pr.leave_one_out(samples, by_model=True)
-        rows = [f"| {title} | points | within +-10% (leave-one-out) | median error | within +-10% (unseen model) "
-                "| median error |", "|---|---|---|---|---|---|"]
-        groups = defaultdict(list)
-        for (s, a), (_, b) in zip(loo, lomo, strict=True):
-            groups[names[s.model]].append((s, a, b))
-            groups[s.target].append((s, a, b))
-            groups["all"].append((s, a, b))
-        for g, items in groups.items():
-            e1 = pr.error_summary([(s, a) for s, a, _ in items])
-            e2 = pr.error_summary([(s, b) for s, _, b in items])
-            rows.append(f"| {g} | {e1['n']} | {e1['within_10']}/{e1['n']} ({pct(e1['share_within_10'])}) | "
-                        f"{pct(e1['median_abs_error'])} | {e2['within_10']}/{e2['n']} ({pct(e2['share_within_10'])}) "
-                        f"| {pct(e2['median_abs_error'])} |")
-        return rows, pr.error_summary(loo), pr.error_summary(lomo)
+        whole = {"loo": pr.leave_one_out(samples), "lomo": pr.leave_one_out(samples, by_model=True)}
+        ksamples = kernel_samples(metric)
+        kern = {"loo": kp.leave_one_out(ksamples), "lomo": kp.leave_one_out(ksamples, by_model=True)}
+        rows = [f"| {title} | points | whole-model: leave-one-out within +-10% | median error | unseen model "
+                "within +-10% | median error | per-kernel: leave-one-out within +-10% | median error | unseen model "
+                "within +-10% | median error |", "|---|---|---|---|---|---|---|---|---|---|"]
+        groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+        for method, res in (("whole", whole), ("kernel", kern)):
+            for kind, pairs in res.items():
+                for s, pred in pairs:
+                    for g in (names[s.model], s.target, f"{s.threads} thread(s)", "all"):
+                        groups[g][(method, kind)].append((s, pred))
+        for g, d in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0])):
+            row = [pr.error_summary(d[(m, k)]) for m in ("whole", "kernel") for k in ("loo", "lomo")]
+            rows.append(f"| {g} | {row[0]['n']} | " + " | ".join(cells(e) for e in row) + " |")
+        summary = {f"{m}_{k}": pr.error_summary(res[k]) for m, res in (("whole", whole), ("kernel", kern))
+                   for k in ("loo", "lomo")}
+        summary["kernel_repeatable"] = kp.repeatability(ksamples)
+        return rows, summary
 
     t_fit = time.perf_counter()
-    p50_rows, p50_loo, p50_lomo = table("p50_ms", "p50 of")
-    tail_rows, _, _ = table("tail_ms", "p90 of")
+    p50_rows, p50 = table("p50_ms", "p50 of")
+    tail_rows, _ = table("tail_ms", "p90 of")
     fit_s = time.perf_counter() - t_fit
     lines += p50_rows + [""] + tail_rows + [""]
 
@@ -206,13 +244,21 @@ def main() -> int:
         a, b = (c.chosen.label() if c.chosen else "-" for c in (full, pruned))
         lines.append(f"| {name} | {len(plan)} | {len(log.measured)} | {len(plan) - len(log.measured)} | {a} | {b} "
                      f"| {'yes' if same else 'NO'} | {'yes' if fb else 'no'} |")
+    load = os.getloadavg()
+    kr = p50["kernel_repeatable"]
     lines += ["", f"Budget {BUDGET_MS:.1f} ms (quiet p90; camera {CAMERA[0]}x{CAMERA[1]}). Timing: {noise['rounds']} "
               f"interleaved rounds of {RUNS} runs per configuration, the least disturbed round kept ({measure_s:.0f} s "
-              f"with conversions); the same statistic from two disjoint halves of the rounds agrees within +-10% for "
-              f"{noise['halves_within_10']:.0%} of the configurations (the measurement's own repeatability). Fitting "
-              f"and every leave-one-out refit: {fit_s:.1f} s. Overall p50: {pct(p50_loo['share_within_10'])} within "
-              "+-10% leave-one-out, "
-              f"{pct(p50_lomo['share_within_10'])} for an unseen model (goal >= 90%); pruned sweeps measured "
+              f"with conversions and kernel profiling); the same statistic from two disjoint halves of the rounds "
+              f"agrees within +-10% for {noise['halves_within_10']:.0%} of the configurations (the measurement's own "
+              f"repeatability). Per-kernel timings: the runtime's profiler in {len(KERNEL_ROUNDS)} of those rounds, "
+              f"{KERNEL_RUNS} runs each, a kernel's time the {kp.QUANTILE:.0%} quantile of its runs; their sum from "
+              f"two disjoint halves of the runs agrees within +-10% for {pct(kr)} of the configurations. Load average "
+              f"at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, 2 cores). Fitting "
+              f"and every leave-one-out refit (both methods): {fit_s:.1f} s. Overall p50 whole-model: "
+              f"{pct(p50['whole_loo']['share_within_10'])} within +-10% leave-one-out, "
+              f"{pct(p50['whole_lomo']['share_within_10'])} for an unseen model; per-kernel: "
+              f"{pct(p50['kernel_loo']['share_within_10'])} leave-one-out, "
+              f"{pct(p50['kernel_lomo']['share_within_10'])} for an unseen model (goal >= 90%); pruned sweeps measured "
               f"{pruned_total} of {full_total} points ({pruned_total / full_total:.0%}), "
               f"{'same choice every time' if same_all else 'a DIFFERENT choice at least once'}."]
     text = "\n".join(lines)

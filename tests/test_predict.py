@@ -125,7 +125,12 @@ def test_pruned_profile_then_full_then_predict(tmp_path, tiny_onnx):
                           "--out", str(out), "--json"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
-    assert got["trained_on"] == {"points": 6, "models": 1}
+    assert got["trained_on"] == {"points": 6, "models": 1, "points_with_kernels": 6}
+    # every measured point's kernels were timed (local device) and stored next to its points
+    timed = pr.load_kernels(out / "small-cpu" / pr.KERNELS_FILE)
+    assert {(k[1], k[2]) for k in timed} == {(p.resolution, p.target) for p in full.points}
+    assert got["expected_error"]["per_kernel"]["leave_one_out"]["n"] == 6
+    assert got["expected_error"]["method"]["p50"] in ("per-kernel", "whole-model")
     measured_p50 = {(tuple(p.resolution), p.target): p.p50_ms for p in full.points}
     assert len(got["predictions"]) == 6
     for p in got["predictions"]:

@@ -111,6 +111,25 @@ class Session(ABC):
         the runtime cannot say) and every runtime thread setting applied (``thread_options``)."""
         return {"threads": self.threads, "spin": self.spin, "settings": dict(self.thread_options)}
 
+    def kernel_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> list | None:
+        """Per-kernel timings of ``runs`` runs on ``inputs`` (source IO spec), as this runtime reports them after
+        its own fusions: a list of :class:`~edgekit.backends.kerneltimes.KernelTime`, or None where this runtime
+        cannot time its kernels (latency prediction then fits whole-model points only).
+
+        Raises:
+            InputError: a missing input or one of the wrong shape.
+            DeviceError: the runtime failed while profiling.
+        """
+        native = {}
+        for spec, nspec in zip(self.io.inputs, self.native_io.inputs):
+            if spec.name not in inputs:
+                raise InputError(f"missing input '{spec.name}' (inputs: {[s.name for s in self.io.inputs]})")
+            native[nspec.name] = _to_native(np.asarray(inputs[spec.name]), spec, nspec)
+        return self._kernel_times_native(native, runs)
+
+    def _kernel_times_native(self, inputs: dict[str, np.ndarray], runs: int) -> list | None:
+        return None  # runtimes that can time their kernels override this
+
     # ---- numeric debugger taps (``edgekit diff``): runtimes that can expose intermediate tensors override
 
     def tap_points(self) -> list[Tap]:

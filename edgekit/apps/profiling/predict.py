@@ -15,8 +15,15 @@ per-(target, delegate, threads) correction shrunk towards 1. (2) Per-(target, de
 fitted on that group's points, shrunk towards the shared model's (a runtime's costs need not be proportional to
 another's: one may be better at thin layers). (3) For a model already measured in that group, a calibration on
 its own points (a line through predicted vs measured, ridge towards their mean ratio). Training rows are the
-device's ``points.jsonl`` (any model whose artifacts are still there). Per-kernel timings (nn-Meter's kernel
-predictors are trained on them) are not taken yet: whole-model points only.
+device's ``points.jsonl`` (any model whose artifacts are still there).
+
+**Per-kernel method** (:mod:`edgekit.apps.profiling.kernels`). Where the profiler also timed each kernel (a
+local device: every measured point's kernels, from the runtime's own profiler, go to ``OUT/DEVICE/kernels.jsonl``,
+see :func:`profile_kernels`), per-kind kernel latency models are fitted on them and a configuration is predicted
+as the sum of its kernels' predictions plus a fitted per-run overhead. Its kernels' structure comes from that
+file, or from the runtime's graph of the model's artifact made on this machine. ``edgekit predict`` states the
+expected error of both methods and uses the one whose error is lower for the case at hand (a measured model:
+leave-one-out; a model never measured there: leave-one-model-out).
 
 **Expected error.** Leave-one-out over the device's own points (each predicted from all the others): the share
 within +-10% and the median error are printed with every prediction; with several models measured, the same
@@ -395,6 +402,107 @@ def samples_from_points(points: Iterable, metric: str = "p50_ms", notes: list[st
     return out
 
 
+# ----------------------------------------------------------------------------------------- per-kernel timings
+
+#: the file next to ``points.jsonl`` holding each measured point's kernel timings
+KERNELS_FILE = "kernels.jsonl"
+#: profiled runs per point (after the runtime's own warm-up runs)
+KERNEL_RUNS = 10
+
+
+def kernel_times_of(artifact, delegate: str, threads: int, runs: int = KERNEL_RUNS) -> list | None:
+    """The runtime's per-kernel timings of ``artifact`` on this machine (``runs`` runs on a calibration sample), or
+    None where its runtime cannot time its kernels.
+
+    Raises:
+        DeviceError: the runtime cannot open or profile the artifact here.
+        InputError: the artifact's inputs cannot be made.
+    """
+    from edgekit.backends.registry import open_session
+    from edgekit.core import calibration
+
+    sample = calibration.samples(artifact.source_io, None, n=1, seed=11)[0]
+    sess = open_session(artifact, threads=threads, delegate=delegate)
+    try:
+        return sess.kernel_times(sample, runs=runs)
+    finally:
+        sess.close()
+
+
+def profile_kernels(artifact, point, out_dir: Path, notes: list[str] | None = None) -> bool:
+    """Time a just-measured point's kernels on this machine and append them to ``out_dir/kernels.jsonl`` (keyed
+    like the point: model sha256, profile hash, edgekit version, resolution, target, delegate, threads). A runtime
+    that cannot time its kernels, or fails to, costs the point nothing: a note says so. Returns whether a line was
+    written."""
+    from edgekit.errors import EdgekitError
+
+    try:
+        ks = kernel_times_of(artifact, point.delegate, point.threads)
+    except EdgekitError as e:
+        if notes is not None:
+            notes.append(f"{point.label()}: its kernels could not be timed ({e}); prediction uses its whole-model "
+                         "latency only")
+        return False
+    if not ks:
+        return False
+    import json
+
+    line = {"resolution": list(point.resolution), "target": point.target, "delegate": point.delegate,
+            "threads": point.threads, "model_sha256": point.model_sha256, "profile_hash": point.profile_hash,
+            "edgekit_version": point.edgekit_version, "artifact": point.artifact,
+            "kernels": [k.to_dict() for k in ks]}
+    with (Path(out_dir) / KERNELS_FILE).open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    return True
+
+
+def load_kernels(path: Path, notes: list[str] | None = None) -> dict[tuple, list]:
+    """``{(model sha256, resolution, target, delegate, threads): [KernelTime, ...]}`` from a ``kernels.jsonl``
+    (the last line of a key wins); lines that are not kernel records are skipped and counted in ``notes``."""
+    import json
+
+    from edgekit.backends.kerneltimes import KINDS, KernelTime
+
+    out: dict[tuple, list] = {}
+    if not Path(path).is_file():
+        return out
+    bad = 0
+    for ln in Path(path).read_text().splitlines():
+        if not ln.strip():
+            continue
+        try:
+            d = json.loads(ln)
+            h, w = d["resolution"]
+            ks = [KernelTime.from_dict(k) for k in d["kernels"]]
+            for k in ks:
+                nums = [k.macs, k.in_elems, k.out_elems, k.weight_elems, k.cin, k.cout, k.window, *k.ms]
+                if k.kind not in KINDS or not isinstance(k.ms, list) or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                        for v in nums):
+                    raise ValueError("unknown kernel kind, or a count or time that is not a number >= 0")
+            out[(str(d["model_sha256"]), (int(h), int(w)), str(d["target"]), str(d["delegate"]),
+                 int(d["threads"]))] = ks
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+    if bad and notes is not None:
+        notes.append(f"{path}: {bad} line(s) that are not kernel timings were ignored")
+    return out
+
+
+def kernel_samples(points: Iterable, kernels: dict[tuple, list], metric: str = "p50_ms") -> list:
+    """Per-kernel training rows: measured points that have kernel timings."""
+    from edgekit.apps.profiling.kernels import KernelSample
+
+    out = []
+    for p in points:
+        y = METRICS[metric](p) if p.ok else None
+        ks = kernels.get((p.model_sha256, tuple(p.resolution), p.target, p.delegate, p.threads))
+        if y and y > 0 and ks:
+            out.append(KernelSample(p.target, p.delegate, int(p.threads), tuple(ks), float(y), p.model_sha256,
+                                    tuple(p.resolution)))
+    return out
+
+
 @dataclass
 class Prediction:
     resolution: tuple[int, int]
@@ -432,7 +540,9 @@ class PredictResult:
 def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = "out/profile") -> PredictResult:
     """Predict the latency of every configuration of ``device``'s profile for ``model`` from the points already
     measured on that device (``OUT/DEVICE/points.jsonl``, any model, this edgekit version and profile content or
-    not: latency does not depend on the profile's budget), with the expected error.
+    not: latency does not depend on the profile's budget), with the expected error. Where the device's kernels
+    were timed too (``OUT/DEVICE/kernels.jsonl``), the per-kernel method is fitted as well and the method with the
+    lower expected error for this model gives the p50 (the p90 likewise, by its own error).
 
     Raises:
         InputError: no profile, no model, or no usable measurements of that device under ``out_dir``.
@@ -452,26 +562,12 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
     if not samples["p50_ms"]:
         raise InputError(f"no measurements of device {prof.id} under {folder} to predict from: run edgekit profile "
                          f"--device {device} --out {out_dir} first (on any model)")
-    p50 = Predictor(samples["p50_ms"])
-    tail = Predictor(samples["tail_ms"]) if samples["tail_ms"] else None
     from edgekit.core.files import sha256_file
 
     sha = sha256_file(model)
-    measured = {(tuple(p.resolution), p.target, p.delegate, p.threads): p.p50_ms for p in points
-                if p.ok and p.model_sha256 == sha}
-    preds = []
-    for hw in prof.resolutions:
-        x = vector(model_features(model, tuple(hw)))
-        for t in prof.targets:
-            for d in prof.delegates_for(t.split("-")[0]):
-                for n in prof.threads:
-                    a = p50.predict(t, d, n, x, sha)
-                    b = tail.predict(t, d, n, x, sha) if tail else None
-                    note = "" if a is not None else "never measured on this device: no prediction"
-                    preds.append(Prediction(tuple(hw), t, d, n, a, b, measured.get((tuple(hw), t, d, n)), note))
-    loo = error_summary(leave_one_out(samples["p50_ms"]))
     models = {s.model for s in samples["p50_ms"]}
-    expected = {"leave_one_out": loo, "within": WITHIN}
+    whole = {m: Predictor(v) for m, v in samples.items() if v}
+    expected = {"leave_one_out": error_summary(leave_one_out(samples["p50_ms"])), "within": WITHIN}
     if len(models) > 1:
         expected["leave_one_model_out"] = error_summary(leave_one_out(samples["p50_ms"], by_model=True))
     else:
@@ -480,19 +576,107 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
     if sha not in models:
         notes.append("this model was never measured on this device: expect the leave-one-model-out error, not the "
                      "leave-one-out one")
-    trained = {"points": len(samples["p50_ms"]), "models": len(models)}
+    hold = "leave_one_out" if sha in models else "leave_one_model_out"
+    # the per-kernel method, where kernels were timed on this device
+    from edgekit.apps.profiling import kernels as kp
+
+    timed = load_kernels(folder / KERNELS_FILE, notes)
+    ksamples = {m: kernel_samples(points, timed, m) for m in ("p50_ms", "tail_ms")}
+    kpred = {m: kp.KernelPredictor(v) for m, v in ksamples.items() if v}
+    use = {m: "whole-model" for m in ("p50_ms", "tail_ms")}
+    if ksamples["p50_ms"]:
+        kmodels = {s.model for s in ksamples["p50_ms"]}
+        per_kernel = {"leave_one_out": error_summary(kp.leave_one_out(ksamples["p50_ms"])), "points":
+                      len(ksamples["p50_ms"])}
+        if len(kmodels) > 1:
+            per_kernel["leave_one_model_out"] = error_summary(kp.leave_one_out(ksamples["p50_ms"], by_model=True))
+        expected["per_kernel"] = per_kernel
+        for m in ("p50_ms", "tail_ms"):
+            if m not in kpred:
+                continue
+            ek = (per_kernel if m == "p50_ms" else {
+                hold: error_summary(kp.leave_one_out(ksamples[m], by_model=hold != "leave_one_out"))}).get(hold)
+            ew = (expected if m == "p50_ms" else {
+                hold: error_summary(leave_one_out(samples[m], by_model=hold != "leave_one_out"))}).get(hold)
+            if ek and ek["n"] and (not ew or not ew["n"] or ek["median_abs_error"] <= ew["median_abs_error"]):
+                use[m] = "per-kernel"
+    else:
+        notes.append(f"no kernel timings of {prof.id} (profile it on this machine to take them): whole-model "
+                     "method only")
+    expected["method"] = {"p50": use["p50_ms"], "p90": use["tail_ms"]}
+    measured = {(tuple(p.resolution), p.target, p.delegate, p.threads): p.p50_ms for p in points
+                if p.ok and p.model_sha256 == sha}
+    structure_cache: dict[tuple, list | None] = {}
+
+    def structure(hw, t, d) -> list | None:
+        key = (tuple(hw), t, d)
+        if key not in structure_cache:
+            structure_cache[key] = next((ks for (m_, hw_, t_, d_, _), ks in timed.items()
+                                         if (m_, hw_, t_, d_) == (sha, tuple(hw), t, d)), None)
+            if structure_cache[key] is None:
+                structure_cache[key] = kernel_structure(model, t, d, tuple(hw), Path(out_dir) / "artifacts", notes)
+        return structure_cache[key]
+
+    preds = []
+    for hw in prof.resolutions:
+        x = vector(model_features(model, tuple(hw)))
+        for t in prof.targets:
+            for d in prof.delegates_for(t.split("-")[0]):
+                for n in prof.threads:
+                    vals = {}
+                    for m in ("p50_ms", "tail_ms"):
+                        v = None
+                        if use[m] == "per-kernel" and kpred[m].known(t, d, n):
+                            ks = structure(hw, t, d)
+                            v = kpred[m].predict(t, d, n, ks, sha) if ks else None
+                        if v is None and m in whole:
+                            v = whole[m].predict(t, d, n, x, sha)
+                        vals[m] = v
+                    note = "" if vals["p50_ms"] is not None else "never measured on this device: no prediction"
+                    preds.append(Prediction(tuple(hw), t, d, n, vals["p50_ms"], vals["tail_ms"],
+                                            measured.get((tuple(hw), t, d, n)), note))
+    trained = {"points": len(samples["p50_ms"]), "models": len(models),
+               "points_with_kernels": len(ksamples["p50_ms"])}
     return PredictResult(prof.id, str(model), preds, expected, trained, notes)
 
 
+def kernel_structure(model: Path, target: str, delegate: str, hw: tuple[int, int], cache: Path,
+                     notes: list[str] | None = None) -> list | None:
+    """The kernels (structure; their times unused) the runtime makes of ``model`` for ``target`` at ``hw`` on this
+    machine: the artifact converted into ``cache`` (the profiler's artifact cache, reused) and profiled once. None,
+    with a note, where that cannot be done here (the method then falls back to whole-model features)."""
+    from edgekit.apps.profiling.sweep import cached_artifact
+    from edgekit.errors import EdgekitError
+
+    try:
+        art = cached_artifact(model, target, hw, cache)
+        return kernel_times_of(art, delegate, 1, runs=1)
+    except EdgekitError as e:
+        if notes is not None:
+            notes.append(f"{target} {delegate} {hw[0]}x{hw[1]}: its kernels cannot be listed on this machine ({e}); "
+                         "predicted from whole-model features")
+        return None
+
+
 def expected_error_line(expected: dict) -> str:
-    """One line: the share of predictions within +-10% and the median error, per kind of hold-out."""
-    parts = []
-    for key, name in (("leave_one_out", "leave-one-out"), ("leave_one_model_out", "unseen model")):
-        e = expected.get(key)
-        if e and e["n"]:
-            parts.append(f"{name}: {e['within_10']}/{e['n']} ({e['share_within_10']:.0%}) within +-10%, median "
-                         f"|error| {e['median_abs_error']:.1%}")
-    return "expected error (p50): " + ("; ".join(parts) if parts else "unknown (too few measurements)")
+    """One line: the share of predictions within +-10% and the median error, per method and kind of hold-out,
+    and which method gave the p50."""
+    def parts(d: dict) -> list[str]:
+        out = []
+        for key, name in (("leave_one_out", "leave-one-out"), ("leave_one_model_out", "unseen model")):
+            e = d.get(key)
+            if e and e["n"]:
+                out.append(f"{name}: {e['within_10']}/{e['n']} ({e['share_within_10']:.0%}) within +-10%, median "
+                           f"|error| {e['median_abs_error']:.1%}")
+        return out
+
+    whole = parts(expected)
+    line = "expected error (p50): " + ("; ".join(whole) if whole else "unknown (too few measurements)")
+    if expected.get("per_kernel"):
+        line += "; per-kernel method: " + ("; ".join(parts(expected["per_kernel"])) or "unknown")
+    if expected.get("method"):
+        line += f" (p50 from the {expected['method']['p50']} method)"
+    return line
 
 
 # ----------------------------------------------------------------------------------------------- pruning

@@ -340,6 +340,10 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
                 setattr(point, name, m.detail.get(name))
             point.task_set_sha256 = eval_sha
             point.quality, point.quality_metric, point.measured_on = m.quality, m.quality_metric, m.measured_on
+            if reach.name == "local":  # the runtime's per-kernel timings, for latency prediction (predict.py)
+                from edgekit.apps.profiling.predict import profile_kernels
+
+                profile_kernels(art, point, out_dir, notes)
         except DeviceLostError as e:  # nothing is known about this point: it is not recorded, the sweep stops
             kept = sum(1 for k in done if k in set(plan))
             raise DeviceLostError(f"{profile.id}: the device stopped answering at point {plan.index(key) + 1} of "

@@ -158,6 +158,15 @@ class NcnnSession(Session):
             raise InputError(error)
         return out
 
+    def _kernel_times_native(self, inputs: dict[str, np.ndarray], runs: int) -> list:
+        from edgekit.backends.ncnn.kerneltimes import ncnn_kernel_times  # layer by layer, on the second net
+
+        if self._net is None:
+            raise InputError("this ncnn session is closed")
+        arrays = {s.name: np.ascontiguousarray(np.asarray(inputs[s.name])[0], dtype=np.float32)
+                  for s in self.native_io.inputs}
+        return ncnn_kernel_times(self, arrays, runs)
+
     def _extract(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str | None]:
         ncnn = require("ncnn")
         out: dict[str, np.ndarray] = {}

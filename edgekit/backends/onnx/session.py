@@ -77,6 +77,12 @@ class OrtSession(Session):
         names = [o.name for o in self._sess.get_outputs()]
         return dict(zip(names, self._sess.run(names, inputs)))
 
+    def _kernel_times_native(self, inputs: dict[str, np.ndarray], runs: int) -> list:
+        from edgekit.backends.onnx.kerneltimes import ort_kernel_times  # a second session, profiler on
+
+        return ort_kernel_times(self._model_path, inputs, self.threads, self.thread_options,
+                                PROVIDERS[self.delegate], runs)
+
     def audit(self, target, kept_layers: tuple[str, ...] = ()):
         """Per node of the graph ORT really runs: a quantized kernel, or float compute between Q/DQ pairs."""
         from edgekit.backends.onnx.audit import audit_ort

@@ -91,6 +91,17 @@ class OpenVINOSession(Session):
         res = self._request.infer(inputs)
         return {name: np.asarray(res[i]) for i, name in enumerate(self._outputs)}
 
+    def _kernel_times_native(self, inputs: dict[str, np.ndarray], runs: int) -> list:
+        from edgekit.backends.openvino.kerneltimes import ov_kernel_times  # compiled again, counters on
+
+        config = _config_for(self.device, self.precision, self.threads, list(self._core.available_devices), self.spin)
+        try:
+            compiled = self._core.compile_model(self._model, self.device, {**config, "PERF_COUNT": True})
+        except RuntimeError as e:
+            raise DeviceError(f"OpenVINO cannot compile for {self.device} with counters: "
+                              f"{str(e).splitlines()[0]}") from e
+        return ov_kernel_times(compiled, inputs, runs)
+
     def audit(self, target, kept_layers: tuple[str, ...] = ()):
         """Per executed layer: runtime precision and implementation (reference kernels are off the fast path)."""
         from edgekit.backends.openvino.audit import audit_openvino
