@@ -15,5 +15,8 @@ BACKEND = Backend(
         Option("hard_activations", "HardSwish/HardSigmoid as Add/Clip/Mul int8 kernels (decompose) or as ORT's "
                "float ops between Quantize/Dequantize pairs (keep)", choices=("decompose", "keep"),
                default="decompose", precisions=("int8",)),
+        Option("pooled_layers", "layers fed by a global pooling (squeeze-excite) in float (negligible cost; their "
+               "narrow calibrated ranges saturate on unlike inputs) or in int8", choices=("float", "int8"),
+               default="float", precisions=("int8",)),
     ),
 )
