@@ -13,5 +13,8 @@ BACKEND = Backend(
                choices=("f32", "bf16", "f16"), default="f32"),
         Option("nncf_mode", "NNCF quantization: plain PTQ, or accuracy control driven by the task metric",
                choices=("default", "accuracy_control"), default="default", precisions=("int8",)),
+        Option("pooled_layers", "layers fed by a global pooling (squeeze-excite) in float (negligible cost; their "
+               "narrow calibrated ranges saturate on unlike inputs) or in int8", choices=("float", "int8"),
+               default="float", precisions=("int8",)),
     ),
 )

@@ -40,6 +40,7 @@ class OpenVINOConverter(BaseConverter):
             raise ConversionError(f"OpenVINO could not read the model: {e}") from e
         options = {"inference_precision": job.options.get("inference_precision", "f32")}
         kept: tuple[str, ...] = ()
+        notes: list[str] = []
         if job.stages_dir is not None and job.target.precision != "fp32":  # the fp32 IR before fp16 / NNCF
             plain = workdir / ".convert"
             plain.mkdir()
@@ -53,11 +54,16 @@ class OpenVINOConverter(BaseConverter):
             model, quant_options = _quantize(model, job)
             kept = tuple(quant_options.pop("kept_float", ()))
             options.update(quant_options)
+            if quant_options.get("pooled_float_layers"):
+                notes.append(f"{len(quant_options['pooled_float_layers'])} layer(s) fed by a global pooling computed "
+                             "in float (squeeze-excite: negligible cost, and their narrow calibrated ranges saturate "
+                             "on inputs unlike the calibration set; -O pooled_layers=int8 quantizes them)")
         xml = workdir / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=job.target.precision == "fp16")
         return ConvertedModel(files={"model": xml.name, "weights": "model.bin"}, io=job.source.io,
                               route="openvino.convert_model" + ("+nncf" if job.target.is_quantized else ""),
-                              tools=tool_versions("openvino", "nncf", "onnx"), options=options, kept_float=kept)
+                              tools=tool_versions("openvino", "nncf", "onnx"), options=options, kept_float=kept,
+                              notes=notes)
 
 
 def _quantize(model, job: ConversionJob):
@@ -69,7 +75,12 @@ def _quantize(model, job: ConversionJob):
 
     dataset = nncf.Dataset(job.calibration, transform)
     ignored = None
-    ov_names = ov_ops_of(model, job) if job.keep_float else {}
+    from edgekit.backends.onnx.converter import pooled_layers
+
+    # squeeze-excite 1x1 convolutions stay float (backends/onnx/converter.py: pooled_layers)
+    pooled = [n for n in pooled_layers(job.source.model) if n not in job.keep_float] \
+        if job.options.get("pooled_layers", "float") == "float" else []
+    ov_names = ov_ops_of(model, job, (*job.keep_float, *pooled)) if job.keep_float or pooled else {}
     if ov_names:
         ignored = nncf.IgnoredScope(names=sorted(set(ov_names.values())), validate=False)
     mode = job.options.get("nncf_mode", "default")
@@ -84,10 +95,13 @@ def _quantize(model, job: ConversionJob):
             quantized = nncf.quantize(model, dataset, subset_size=len(job.calibration), ignored_scope=ignored)
     except (RuntimeError, ValueError, nncf.errors.ValidationError, nncf.errors.UnsupportedModelError) as e:
         raise ConversionError(f"NNCF quantization failed: {e}") from e
-    if job.keep_float:  # read back: a kept layer is one whose weights are still float in the quantized model
+    if job.keep_float or pooled:  # read back: a kept layer is one whose weights are still float in the model
         float_ops = float_weighted_ops(quantized)
         kept = [n for n in job.keep_float if ov_names.get(n) in float_ops]
-        options.update(float_layers=kept, kept_float=kept)
+        floats = [n for n in pooled if ov_names.get(n) in float_ops]
+        options.update(float_layers=kept + floats, kept_float=kept)
+        if floats:
+            options["pooled_float_layers"] = floats
     return quantized, options
 
 
@@ -96,13 +110,14 @@ OV_WEIGHTED = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "Gr
                "MatMul")
 
 
-def ov_ops_of(model, job: ConversionJob) -> dict[str, str]:
-    """ONNX node name (of ``job.keep_float``) -> friendly name of the OpenVINO op computing it.
+def ov_ops_of(model, job: ConversionJob, wanted: tuple[str, ...] | None = None) -> dict[str, str]:
+    """ONNX node name (of ``wanted``, default ``job.keep_float``) -> friendly name of the OpenVINO op computing it.
 
     OpenVINO names an op after its ONNX node, except an op that produces a graph output, which it names
     after that output; a Conv with a bias becomes ``NODE/WithoutBiases`` followed by an Add named ``NODE``.
     All are matched here, on weighted ops only."""
-    outputs = {n.name: set(n.output) for n in job.source.model.graph.node if n.name in job.keep_float}
+    wanted = set(job.keep_float if wanted is None else wanted)
+    outputs = {n.name: set(n.output) for n in job.source.model.graph.node if n.name in wanted}
     found = {}
     for op in model.get_ordered_ops():
         if op.get_type_name() not in OV_WEIGHTED:
