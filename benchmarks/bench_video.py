@@ -140,9 +140,13 @@ def _stage_bytes(spec, calls, p, frame) -> dict[str, int]:
     return out
 
 
-def speed_rows(cfg, rounds: int = 3, n: int = 90) -> tuple[list[str], list[str]]:
-    """Each case on the earlier path (``build_pipeline(fast=False)``) and on today's, interleaved ``rounds``
-    times, medians; and today's per-stage costs next to their memory-traffic floor."""
+PATHS = ("previous", "fused")  # build_pipeline's kernels compared: the ones before the fused uint8 path, and today's
+LABEL = {"before": "earliest", "previous": "previous", "fused": "today (fused)"}
+
+
+def speed_rows(cfg, rounds: int = 3, n: int = 90, paths=PATHS) -> tuple[list[str], list[str]]:
+    """Each case on each of ``paths`` (``build_pipeline(path=...)``), interleaved ``rounds`` times, medians; and
+    the last path's per-stage costs next to their memory-traffic floor."""
     from edgekit.apps.video.process import ConfiguredCalls, model_entries
 
     units = {u: v for u, v in local_units().items() if u.startswith("cpu")}
@@ -151,15 +155,15 @@ def speed_rows(cfg, rounds: int = 3, n: int = 90) -> tuple[list[str], list[str]]
     for effects, hw in CASES:
         frames = _with_face(hw, n)
         runs = {}
-        for fast in (False, True):
-            spec = build_pipeline(cfg, effects, {}, fast=fast)
+        for fast in paths:
+            spec = build_pipeline(cfg, effects, {}, path=fast)
             calls = ConfiguredCalls(units, model_entries(cfg))
             costs, _ = measure_costs(spec, units, frames[0], repeats=5, calls=calls)
             costs = {k: v for k, v in costs.items() if "fallback" not in k[1] and "tflite" not in k[1]}
             runs[fast] = {"spec": spec, "calls": calls, "costs": costs, "plan": plan(spec, costs), "seq": [],
                           "pipe": [], "p50": [], "p95": [], "cpu": []}
         for _ in range(rounds):
-            for fast in (False, True):
+            for fast in paths:
                 r = runs[fast]
                 reset_stages(r["spec"])
                 t0, c0 = time.perf_counter(), time.thread_time()
@@ -175,16 +179,16 @@ def speed_rows(cfg, rounds: int = 3, n: int = 90) -> tuple[list[str], list[str]]
                 lat = np.percentile(runner.stats.latencies_ms, [50, 95])
                 r["p50"].append(lat[0])
                 r["p95"].append(lat[1])
-        for fast in (False, True):
+        for fast in paths:
             r = runs[fast]
             per_stage = ", ".join(f"{s.name} {r['costs'][(s.name, r['plan'].assignment[s.name])]:.1f}"
                                   for s in r["spec"].stages)
-            rows.append(f"| {'+'.join(effects)} | {hw[1]}x{hw[0]} | {'today' if fast else 'before'} | "
+            rows.append(f"| {'+'.join(effects)} | {hw[1]}x{hw[0]} | {LABEL[fast]} | "
                         f"{np.median(r['cpu']):.1f} | {np.median(r['seq']):.1f} | **{np.median(r['pipe']):.1f}** | "
                         f"{np.median(r['p50']):.1f} / "
                         f"{np.median(r['p95']):.1f} | {per_stage} |")
         if effects == ALL4:
-            r = runs[True]
+            r = runs[paths[-1]]
             reset_stages(r["spec"])
             moved = _stage_bytes(r["spec"], r["calls"], r["plan"], frames[0])
             total = sum(r["costs"][(s.name, r["plan"].assignment[s.name])] for s in r["spec"].stages)
@@ -222,7 +226,7 @@ if __name__ == "__main__":
     cfg = load_config(CONFIG)
     if "--speed-only" in sys.argv:
         speed = speed_rows(cfg, ROUNDS, 60)
-        print("\n".join([*speed[0], "", *speed[1]]))
+        print("\n".join([*speed[0], "", *speed[1], "", f"load average at the end: {os.getloadavg()}"]))
         raise SystemExit(0)
     if "--quality-only" in sys.argv:
         print("\n".join([*segmentation_quality(cfg), "", *landmark_rows(), "", *denoise_rows(), "", *lowlight_rows()]))

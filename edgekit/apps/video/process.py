@@ -32,6 +32,9 @@ from edgekit.core.iospec import to_layout
 from edgekit.errors import DeviceError, EdgekitError, InputError, RuntimeUnavailableError
 
 EFFECTS = ("blur", "replace", "beauty", "denoise", "lowlight")
+#: the kernels :func:`build_pipeline` can run (``path``): today's, the ones before them, the earliest
+KERNEL_PATHS = ("fused", "previous", "before")
+DENOISE_KERNEL = {"fused": "u8", "previous": "lut", "before": "float"}
 
 
 @dataclass
@@ -296,7 +299,7 @@ class ConfiguredCalls(StageCalls):
 
 def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float],
                    background: str | Path | None = None, threads: int = 1, reuse: bool = False,
-                   fast: bool = True) -> PipelineSpec:
+                   fast: bool = True, path: str | None = None) -> PipelineSpec:
     """The stages for ``effects``; the segmentation stage's choices run the config's runtime (first) and its
     fallback (after), ``UNIT:TARGET``, on the units their delegates name (see :class:`ConfiguredCalls`).
     With ``reuse``, ``prepare`` also gives the frame's luma at the model's resolution (``seg_gray``), which the
@@ -306,9 +309,20 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
     weights come from that mask; ``fast=False`` is the earlier path (full-resolution smoothing, the frame
     downscaled again for the background), kept for side-by-side benchmarks.
 
+    ``path`` names the kernels (``fast`` is read only when it is None): ``"fused"`` (the default) blends in uint8
+    wherever the frame is full size: the low-light curves as two per-channel ``cv2.LUT`` and a weight map worked
+    out at the curves' resolution, the denoiser's blend, a uint8 alpha and its compositing, the background's blur
+    at 1/8 size; ``"previous"`` the kernels before that (float alpha and weights, ``cv2.blendLinear``, the
+    (level, pixel) gather, the blur at 1/4 size); ``"before"`` (``fast=False``) the earliest.
+
     Raises:
         InputError: an unknown effect, a missing background, or a config process cannot follow.
+        ValueError: an unknown ``path``.
     """
+    path = path or ("fused" if fast else "before")
+    if path not in KERNEL_PATHS:
+        raise ValueError(f"path {path!r}: choose from {', '.join(KERNEL_PATHS)}")
+    fast, fused = path != "before", path == "fused"
     unknown = set(effects) - set(EFFECTS)
     if unknown or not effects:
         raise InputError(f"unknown effect(s) {sorted(unknown)}; choose from {', '.join(EFFECTS)}")
@@ -323,14 +337,19 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
     if "denoise" in effects:
         from edgekit.apps.video.effects.denoise import TemporalDenoiser
 
-        add("denoise", TemporalDenoiser(strengths.get("denoise", 1.0), fast=fast), [image], ["denoised"])
+        add("denoise", TemporalDenoiser(strengths.get("denoise", 1.0), kernel=DENOISE_KERNEL[path]), [image],
+            ["denoised"])
         image = "denoised"
     if "lowlight" in effects:
         from edgekit.apps.video.effects.lowlight import open_lowlight
 
         lowlight = open_lowlight(strengths.get("lowlight", 1.0), threads, **({} if fast else {"hw": (144, 256)}))
-        add("lowlight", lowlight.estimate, [image], ["curves"], ["cpu1", "cpu0"])
-        add("brighten", lowlight.apply if fast else lowlight.apply_full, [image, "curves"], ["bright"])
+        if fused:
+            add("lowlight", lowlight.estimate_two, [image], ["curves"], ["cpu1", "cpu0"])
+            add("brighten", lowlight.apply_two, [image, "curves"], ["bright"])
+        else:
+            add("lowlight", lowlight.estimate, [image], ["curves"], ["cpu1", "cpu0"])
+            add("brighten", lowlight.apply if fast else lowlight.apply_full, [image, "curves"], ["bright"])
         image = "bright"
     if "beauty" in effects:
         from edgekit.apps.video.effects.beauty import BeautySettings, FaceTracker, apply_beauty
@@ -355,7 +374,10 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
                             model={e.key: e.artifact_dir for e in entries}))
         if fast:  # smoothing and the background's weights at the model's resolution, the 1/4 frame made once
             add("smooth", kernels.MaskSmoother(), ["mask"], ["mask_s"])
-            add("refine", kernels.refine_mask, ["mask_s", "frame"], ["alpha"])
+            if fused and "replace" not in effects:  # uint8 alpha, per-pixel work only where it can be fractional
+                add("refine", kernels.refine_band, ["mask_s", "frame", "quarter"], ["alpha", "band"])
+            else:
+                add("refine", kernels.refine_mask, ["mask_s", "frame"], ["alpha"])
         else:
             add("refine", functools.partial(kernels.refine_mask, before=True), ["mask", "frame"], ["alpha_raw"])
             add("smooth", kernels.TemporalSmoother(), ["alpha_raw"], ["alpha"])
@@ -363,7 +385,14 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
             add("composite", BackgroundReplacer(background), [image, "alpha"], ["output"])
         else:
             strength = strengths.get("blur", 1.0)
-            if fast and image == "frame":
+            if fused:  # the blur at 1/8 size, from the 1/4 frame prepare made (or the effects' output)
+                if image == "frame":
+                    add("background", functools.partial(kernels.blurred_background_eighth, strength=strength),
+                        ["quarter", "mask_s", "frame"], ["blurred"])
+                else:
+                    add("background", functools.partial(_background_eighth_of, strength=strength),
+                        [image, "mask_s"], ["blurred"])
+            elif fast and image == "frame":
                 add("background", functools.partial(kernels.blurred_background_small, strength=strength),
                     ["quarter", "mask_s", "frame"], ["blurred"])
             elif fast:
@@ -372,7 +401,10 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
             else:
                 add("background", functools.partial(kernels.blurred_background, strength=strength),
                     [image, "alpha"], ["blurred"])
-            add("composite", kernels.composite, [image, "blurred", "alpha"], ["output"])
+            if fused:
+                add("composite", kernels.composite_band, [image, "blurred", "alpha", "band"], ["output"])
+            else:
+                add("composite", kernels.composite, [image, "blurred", "alpha"], ["output"])
     else:
         add("output", lambda x: x, [image], ["output"])
     spec = PipelineSpec("process:" + "+".join(effects), stages)
@@ -390,6 +422,11 @@ def _prepare_quarter(entry: ModelEntry, with_luma: bool, frame_bgr: np.ndarray):
     small = cv2.resize(q, (entry.hw[1], entry.hw[0]), interpolation=cv2.INTER_AREA)
     x = entry.prepare(small)
     return (x, q, luma(small)) if with_luma else (x, q)
+
+
+def _background_eighth_of(image: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """The blurred background of an effect's output, blurred at 1/8 size (one area resize of the output)."""
+    return kernels.blurred_background_eighth(kernels.eighth(image), mask, image, strength)
 
 
 def _background_of(image: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""The fused uint8 kernels `edgekit process` runs against the float kernels they replace, computed here independently
+(the guided filter's full-resolution arithmetic, the (level, pixel) curve lookup, the float blend)."""
+
+import cv2
+import numpy as np
+import pytest
+
+from edgekit.apps.video import kernels
+from edgekit.apps.video.synthetic_video import synthetic_clip
+
+
+@pytest.fixture(scope="module")
+def scene():
+    frames, truths = synthetic_clip(6, (360, 640), seed=8)
+    masks = [cv2.GaussianBlur(cv2.resize(t, (256, 144), interpolation=cv2.INTER_AREA), (5, 5), 0) for t in truths]
+    return frames, truths, masks
+
+
+def test_refine_band_equals_the_whole_guided_filter(scene):
+    """Inside the band: the same numbers as the float guided filter on every pixel (within the rounding to uint8);
+    outside it the alpha is exactly 0 or 255 and so is the full computation's."""
+    frames, _, masks = scene
+    for frame, mask in zip(frames[:3], masks[:3]):
+        whole = np.clip(kernels.refine_mask(mask, frame) * 255, 0, 255)  # float, every pixel
+        alpha, band = kernels.refine_band(mask, frame)  # guide from the frame, as refine_mask takes it
+        assert alpha.dtype == np.uint8 and alpha.shape == frame.shape[:2]
+        assert np.abs(alpha - whole).max() <= 1.0
+        inside = np.zeros(alpha.shape, bool)
+        for y0, y1, x0, x1 in band:
+            inside[y0:y1, x0:x1] = True
+        assert 0.01 < inside.mean() < 0.6  # a band, not the frame
+        assert np.isin(alpha[~inside], (0, 255)).all()
+        assert np.isin(np.round(whole[~inside]), (0, 255)).all()
+
+
+def test_composites_in_uint8_match_the_float_blend(scene):
+    frames, _, masks = scene
+    frame, mask = frames[0], masks[0]
+    alpha, band = kernels.refine_band(mask, frame, kernels.quarter(frame))
+    bg = cv2.GaussianBlur(frame, (31, 31), 0)
+    a = alpha.astype(np.float64)[..., None] / 255
+    expected = np.round(a * frame + (1 - a) * bg)
+    assert np.abs(kernels.composite_u8(frame, bg, alpha) - expected).max() <= 1
+    assert np.abs(kernels.composite_band(frame, bg, alpha, band) - expected).max() <= 1
+    assert np.array_equal(kernels.composite_band(frame, bg, alpha, None), kernels.composite_u8(frame, bg, alpha))
+
+
+def test_background_blur_at_an_eighth_is_the_quarter_blur(scene):
+    frames, truths, masks = scene
+    for frame, truth, mask in zip(frames[:2], truths[:2], masks[:2]):
+        q = kernels.quarter(frame)
+        old = kernels.blurred_background_small(q, mask, frame).astype(int)
+        new = kernels.blurred_background_eighth(q, mask, frame)
+        bg = truth < 0.01
+        assert np.abs(new - old)[bg].mean() < 2.0
+        lap = lambda im: np.abs(cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_32F))  # noqa: E731
+        assert lap(new)[bg].mean() < 0.7 * lap(frame)[bg].mean()
+
+
+def _exact_curves(frame_bgr: np.ndarray, curves_rgb: np.ndarray, iterations: int = 8) -> np.ndarray:
+    """The curve iterated per pixel in float64 with the curves upsampled bilinearly (no table)."""
+    H, W = frame_bgr.shape[:2]
+    a = cv2.resize(np.ascontiguousarray(curves_rgb[::-1].transpose(1, 2, 0), dtype=np.float32), (W, H),
+                   interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    x = frame_bgr / 255.0
+    for _ in range(iterations):
+        x = x + a * x * (1 - x)
+    return np.clip(x * 255 + 0.5, 0, 255)
+
+
+def test_two_curve_lowlight_apply_follows_spatially_varying_curves():
+    """Curves from 0 on the left to 0.9 on the right (the darkest corner gets much more light than the rest),
+    on a textured dark frame: the two-curve apply follows the per-pixel curve within a few grey levels on
+    average, and on a flat frame it is the per-pixel curve."""
+    from edgekit.apps.video.effects.lowlight import LowLight, two_curves
+
+    h, w = 72, 128
+    ramp = np.linspace(0, 0.9, w, dtype=np.float32)[None, :].repeat(h, 0)
+    curves = np.stack([ramp, 0.8 * ramp, 0.6 * ramp])  # RGB
+    rng = np.random.default_rng(0)
+    H, W = 360, 640
+    textured = np.clip(cv2.GaussianBlur(rng.normal(40, 18, (H, W, 3)), (0, 0), 1.5), 0, 255).astype(np.uint8)
+    flat = np.full((H, W, 3), 50, np.uint8)
+    ll = LowLight.__new__(LowLight)  # apply_two needs no session
+    for frame, mean_tol in ((textured, 2.0), (flat, 0.75)):
+        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        got = ll.apply_two(frame, two_curves(curves, small)).astype(np.float64)
+        exact = _exact_curves(frame, curves)
+        assert np.abs(got - exact).mean() < mean_tol
+        assert np.abs(got - frame).mean() > 20  # it did brighten
+
+
+def test_uint8_denoiser_is_the_float_blend():
+    from edgekit.apps.video.effects.denoise import TemporalDenoiser
+
+    clean, _ = synthetic_clip(8, (200, 320), seed=3, motion=0.5)
+    rng = np.random.default_rng(2)
+    noisy = [np.clip(f + rng.normal(0, 15, f.shape), 0, 255).astype(np.uint8) for f in clean]
+    fused, lut = TemporalDenoiser(kernel="u8"), TemporalDenoiser(kernel="lut")
+    for f in noisy:
+        a, b = fused(f).astype(int), lut(f).astype(int)
+        assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05
+    with pytest.raises(ValueError, match="kernel"):
+        TemporalDenoiser(kernel="fast")
