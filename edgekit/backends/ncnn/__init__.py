@@ -11,5 +11,8 @@ BACKEND = Backend(
     options=(
         Option("calibration_method", "activation calibration: KL divergence (ncnn2table's default) or ACIQ",
                choices=("kl", "aciq"), default="kl", precisions=("int8",)),
+        Option("pooled_layers", "layers fed by a global pooling (squeeze-excite) in float (negligible cost; their "
+               "narrow calibrated ranges saturate on unlike inputs) or in int8", choices=("float", "int8"),
+               default="float", precisions=("int8",)),
     ),
 )

@@ -55,6 +55,10 @@ class NcnnConverter(BaseConverter):
 
             options.update(quantize_ncnn(job, param, binf, workdir))
             kept = tuple(options.pop("kept_float"))
+            if options.get("pooled_float_layers"):
+                notes.append(f"{len(options['pooled_float_layers'])} layer(s) fed by a global pooling computed in "
+                             "float (squeeze-excite: negligible cost, and their narrow calibrated ranges saturate on "
+                             "inputs unlike the calibration set; -O pooled_layers=int8 quantizes them)")
         io = ncnn_io(job.source.io)
         _check_loads(param, binf)
         return ConvertedModel(files={"model": param.name, "weights": binf.name, **(

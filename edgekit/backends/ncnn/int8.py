@@ -35,7 +35,12 @@ def quantize_ncnn(job: ConversionJob, param: Path, binf: Path, workdir: Path) ->
     """Quantize the fp32 ``param``/``bin`` in place; write ``model.table``; return the options used."""
     layers = nm.read(param, binf)
     mapped = map_onnx_nodes(job, layers)
-    keep = set(mapped.get(n) for n in job.keep_float) - {None}
+    from edgekit.backends.onnx.converter import pooled_layers
+
+    # squeeze-excite 1x1 convolutions stay float (backends/onnx/converter.py: pooled_layers)
+    pooled = [n for n in pooled_layers(job.source.model) if n in mapped and n not in job.keep_float] \
+        if job.options.get("pooled_layers", "float") == "float" else []
+    keep = set(mapped.get(n) for n in (*job.keep_float, *pooled)) - {None}
     targets = [ly for ly in layers if ly.type in QUANTIZABLE and ly.name not in keep]
     method = job.options.get("calibration_method", "kl")
     inputs = [spec.name for spec in job.source.io.inputs]
@@ -60,9 +65,13 @@ def quantize_ncnn(job: ConversionJob, param: Path, binf: Path, workdir: Path) ->
     written = {ly.name: ly for ly in nm.read(param, binf)}
     kept = [n for n in job.keep_float if n in mapped and mapped[n] in written
             and written[mapped[n]].arrays["weight"][0] != nm.TAG_INT8]
-    return {"calibration_method": method, "int8_layers": len(targets),
-            "float_layers": sorted(mapped[n] for n in kept), "kept_float": kept,
-            "calibration_samples": len(job.calibration)}
+    floats = [n for n in pooled if mapped[n] in written and written[mapped[n]].arrays["weight"][0] != nm.TAG_INT8]
+    out = {"calibration_method": method, "int8_layers": len(targets),
+           "float_layers": sorted(mapped[n] for n in (*kept, *floats)), "kept_float": kept,
+           "calibration_samples": len(job.calibration)}
+    if floats:
+        out["pooled_float_layers"] = floats
+    return out
 
 
 def map_onnx_nodes(job: ConversionJob, layers: list[nm.Layer]) -> dict[str, str]:
