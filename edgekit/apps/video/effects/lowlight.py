@@ -4,6 +4,7 @@ table; and CLAHE, the classic baseline it must beat."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,20 +120,29 @@ def _curve(x: np.ndarray, a: np.ndarray, iterations: int = ITERATIONS) -> np.nda
     return x
 
 
+@functools.lru_cache(maxsize=1)
+def _fine_table() -> np.ndarray:
+    """float64 [level, pixel] of the iterated curve (0-1) for A in [-1, 1] in ``FINE_LEVELS + 1`` levels."""
+    a = np.linspace(-1, 1, FINE_LEVELS + 1, dtype=np.float64)[:, None]
+    return _curve(np.arange(256, dtype=np.float64)[None] / 255.0, a)
+
+
 def two_curves(curves: np.ndarray, small_bgr: np.ndarray) -> TwoCurves:
-    """The curve maps (3 x h x w, RGB) as two curves per channel, at the map's smallest and largest A, and a
-    weight per curve pixel and channel such that ``low(x) + w * span(x)`` equals the pixel's own curve at the
-    mean value of the frame there (``small_bgr``, the frame at the curves' resolution). The curve is increasing
-    in A, so ``span >= 0``; the weight is exact where the frame is flat around a curve pixel, an interpolation
-    between the two curves where it is textured."""
+    """The curve maps (3 x h x w, RGB) as two curves shared by the channels, at the map's smallest and largest A
+    (so the full-resolution lookups are one-channel), and a weight per curve pixel and channel such that
+    ``low(x) + w * span(x)`` equals the pixel's own curve at the mean value of the frame there (``small_bgr``,
+    the frame at the curves' resolution). The curve is increasing in A, so ``span >= 0``; the weight is exact
+    where the frame is flat around a curve pixel, an interpolation between the two curves where it is
+    textured."""
     a = np.clip(np.ascontiguousarray(curves[::-1].transpose(1, 2, 0), dtype=np.float32), -1, 1)  # h x w x 3, BGR
     lo, hi = np.float32(a.min()), np.float32(a.max())  # one pair for all channels: one-channel lookups
     levels = np.arange(256, dtype=np.float64) / 255.0
-    low = np.clip(_curve(levels, float(lo)) * 255 + 0.5, 0, 255).astype(np.uint8)
-    high = np.clip(_curve(levels, float(hi)) * 255 + 0.5, 0, 255).astype(np.uint8)
-    x = small_bgr.astype(np.float32) * np.float32(1 / 255.0)
-    # the three curves at once (one array): at the smallest A, the largest, and the pixel's own
-    f_lo, f_hi, f = _curve(np.stack([x, x, x]), np.stack([np.full_like(a, lo), np.full_like(a, hi), a]))
+    c_lo, c_hi = _curve(levels, float(lo)), _curve(levels, float(hi))
+    low = np.clip(c_lo * 255 + 0.5, 0, 255).astype(np.uint8)
+    high = np.clip(c_hi * 255 + 0.5, 0, 255).astype(np.uint8)
+    # at the frame's mean value around each curve pixel (the small frame is uint8): all three curves by table
+    f_lo, f_hi = c_lo[small_bgr], c_hi[small_bgr]
+    f = _fine_table()[np.rint((a + 1) * (FINE_LEVELS / 2)).astype(np.intp), small_bgr]  # A in 255 levels
     d = f_hi - f_lo
     safe = d > 1e-6
     by_a = (a - lo) / np.maximum(hi - lo, 1e-9)  # where the curves meet (x near 0 or 1): the weight of A itself
