@@ -150,3 +150,46 @@ def describe_moves(diff: dict) -> list[str]:
         groups.setdefault((m["from"], m["to"]), []).append(m["op"])
     return [f"{len(ops)} op(s) moved from {src} to {dst} ({', '.join(sorted(set(ops)))})"
             for (src, dst), ops in groups.items()]
+
+
+def point_audit(artifact, delegate: str = "cpu", threads: int = 1, here: bool = True) -> dict:
+    """A short record of what a profiled point runs as, for ``points.jsonl``, the report and the app config:
+    ``{"source", "ops", "fast", "deviations": {kind: n}, "off_fast_path": {op: n}, "unintended": n}``.
+
+    ``here``: the point runs on this machine, so its runtime is asked now (with the point's delegate and threads);
+    otherwise (a remote device) the audit recorded in ``artifact.json`` at conversion is used and said to be that.
+    Never raises for an audit the runtime cannot give: the record then holds ``error``.
+    """
+    from edgekit.errors import EdgekitError
+
+    try:
+        if here:
+            from edgekit.api import audit as audit_of
+
+            summary, source = audit_of(artifact, threads=threads, delegate=delegate.partition("=")[0]).summary(), \
+                "this machine's runtime"
+        else:
+            recorded = (artifact.audit or {}).get("summary")
+            if not recorded:
+                return {"source": "none: not run here and none recorded at conversion", "unintended": None}
+            summary, source = recorded, "recorded at conversion (another machine than the device)"
+    except EdgekitError as e:
+        return {"source": "error", "error": str(e), "unintended": None}
+    deviations = {k: int(v) for k, v in (summary.get("deviations") or {}).items()}
+    return {"source": source, "ops": summary.get("ops"), "fast": summary.get("fast"), "deviations": deviations,
+            "off_fast_path": dict(summary.get("off_fast_path") or {}), "unintended": sum(deviations.values())}
+
+
+def describe_point_audit(record: dict | None) -> str:
+    """One line for a point's audit record: ``"24 op(s) deviate: fast 24 (20 HARD_SWISH, 4 RELU_0_TO_1)"``."""
+    if not record:
+        return "not audited"
+    if record.get("error"):
+        return f"audit failed: {record['error']}"
+    if record.get("unintended") is None:
+        return record.get("source", "not audited")
+    if not record["unintended"]:
+        return f"as intended ({record.get('fast')}/{record.get('ops')} ops on the fast path)"
+    kinds = ", ".join(f"{k} {n}" for k, n in record["deviations"].items() if n)
+    off = ", ".join(f"{n} {op}" for op, n in record.get("off_fast_path", {}).items())
+    return f"{record['unintended']} unintended deviation(s): {kinds}" + (f" ({off})" if off else "")

@@ -56,6 +56,7 @@ def _entry(p: Point, rel: str, folder: Path) -> dict:
             **({"load_p50_ms": round(p.load_p50_ms, 3), "load_p95_ms": round(p.load_p95_ms, 3), "load": p.load}
                if p.load_p95_ms is not None and not p.loaded else {}),
             **({"run_options": p.run_options} if p.run_options else {}),
+            **({"audit": p.audit} if p.audit else {}),
             **_frame_entry(p)}
 
 
@@ -218,10 +219,20 @@ def build_config(profile: DeviceProfile, choice: Choice, runtime: dict, fallback
                      **_frame_entry(p)},
         "preprocessing": {"color": src_in.color, "value_range": list(src_in.value_range), "mean": list(src_in.mean),
                           "std": list(src_in.std), "resize": f"resize the camera frame to {w}x{h} (area)"},
-        "why": choice.why,
+        "why": choice.why + _audit_why(runtime, fallback),
     }
     validate_against(config, "app-config", f"app config for {profile.id}")
     return config
+
+
+def _audit_why(runtime: dict, fallback: dict | None) -> str:
+    """What the config must say when a shipped point runs otherwise than its target intends (execution audit)."""
+    from edgekit.core.audit import describe_point_audit
+
+    said = [f" The {role} ({entry['target']}) does not run as intended: {describe_point_audit(entry['audit'])}."
+            for role, entry in (("runtime", runtime), ("fallback", fallback))
+            if entry and (entry.get("audit") or {}).get("unintended")]
+    return "".join(said)
 
 
 def _licence(source_sha256: str) -> str:

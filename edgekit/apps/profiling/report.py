@@ -65,7 +65,8 @@ def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png
         label = f"{p.model} {p.label()}" if several else p.label()
         cells = [html.escape(label), f"{p.p50_ms:.2f}" if p.ok else "-", tail, *load, *frame, task,
                  f"{p.peak_memory_mb:.0f}" if p.peak_memory_mb else "-",
-                 f"{p.quality:.4f}" if p.quality is not None else "-", mark, html.escape(p.error)]
+                 f"{p.quality:.4f}" if p.quality is not None else "-", html.escape(_audit_cell(p)), mark,
+                 html.escape(p.error)]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     ladder = "".join(f"<p>Ladder rung {i + 1}: {html.escape(p.label())}: {html.escape(r)}</p>"
                      for i, (p, r) in enumerate(choice.ladder))
@@ -80,6 +81,7 @@ def html_report(profile: DeviceProfile, points: list[Point], choice: Choice, png
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head>
 <body><h1>{html.escape(profile.id)}</h1><p>{html.escape(profile.description)}</p>
 <p><b>Choice:</b> {html.escape(choice.why)}</p>
+{_audit_warning(choice)}
 {ladder}
 {"".join(f"<p>Note: {html.escape(n)}</p>" for n in notes)}
 <p>Budget {choice.budget_ms:.1f} ms per frame ({profile.fps:g} fps x {profile.model_share:g} share), checked against
@@ -92,9 +94,25 @@ model, mask upsample) under load where it was timed; sweep wall time
 <th>slowdown under load (worse of p50, p90)</th>
 <th>frame p90 ms</th><th>frame p90 ms under load</th><th>frame stages (p50 ms)</th>
 <th>task IoU / boundary F</th>
-<th>peak MB</th><th>quality</th><th></th><th>error</th></tr>
+<th>peak MB</th><th>quality</th><th>execution audit</th><th></th><th>error</th></tr>
 {"".join(rows)}</table></body></html>"""
     return write_atomic(path, page)
+
+
+def _audit_cell(p: Point) -> str:
+    from edgekit.core.audit import describe_point_audit
+
+    return describe_point_audit(p.audit) if p.ok or p.audit else "-"
+
+
+def _audit_warning(choice: Choice) -> str:
+    """A paragraph for each shipped point (chosen, fallback) whose execution audit shows an unintended deviation."""
+    from edgekit.core.audit import describe_point_audit
+
+    return "".join(f"<p><b>Warning:</b> the {role} point {html.escape(p.label())} does not run as its target intends: "
+                   f"{html.escape(describe_point_audit(p.audit))}</p>"
+                   for role, p in (("chosen", choice.chosen), ("fallback", choice.fallback))
+                   if p is not None and (p.audit or {}).get("unintended"))
 
 
 def _load_line(points: list[Point]) -> str:

@@ -67,6 +67,7 @@ class Point:
     task_on: str | None = None  # what the evaluation set is ("synthetic composites ...", "labelled folder ...")
     task_set_sha256: str | None = None  # the eval.npz it was scored on (a resumed point on another set is redone)
     model: str = ""  # the model's file name (stem), for reports comparing models
+    audit: dict | None = None  # what the point runs as vs what its target intends (core/audit.py: point_audit)
 
     @property
     def key(self) -> tuple:
@@ -340,6 +341,9 @@ def sweep(model: str | Path, profile: DeviceProfile, out_dir: Path, cache: Path 
                 setattr(point, name, m.detail.get(name))
             point.task_set_sha256 = eval_sha
             point.quality, point.quality_metric, point.measured_on = m.quality, m.quality_metric, m.measured_on
+            from edgekit.core.audit import point_audit
+
+            point.audit = point_audit(art, delegate, threads, here=reach.name == "local")
             if reach.name == "local":  # the runtime's per-kernel timings, for latency prediction (predict.py)
                 from edgekit.apps.profiling.predict import profile_kernels
 
