@@ -5,7 +5,7 @@ OpenVINO's performance counters, ncnn layer by layer), taken alongside the profi
 device's points (``OUT/DEVICE/kernels.jsonl``). Each kernel is the one the runtime really ran (after its fusions
 and layout changes): its kind (dense / depthwise convolution, matrix product, pooling, element-wise, layout
 reorder, other), multiply-accumulates, elements read and written, weights, channels and window. A kernel's time
-is a low quantile (:data:`QUANTILE`) of its profiled runs: other jobs only ever add time.
+is the fastest of its profiled runs (:data:`QUANTILE`): other jobs only ever add time.
 
 **Model.** Per (target, delegate, threads) and kernel kind, a non-negative linear model of the kernel's time on
 :func:`phi` (a constant per kernel launch, MACs, elements read, elements written, weights, and MACs per output
@@ -30,12 +30,20 @@ import numpy as np
 from edgekit.backends.kerneltimes import KernelTime
 from edgekit.errors import InputError
 
-#: a kernel's time: this quantile of its profiled runs
-QUANTILE = 0.2
+#: a kernel's time: this quantile of its profiled runs (0: the fastest; a kernel longer than the scheduler's time
+#: slice on a busy machine is preempted in most runs, so higher quantiles carry the other jobs' time)
+QUANTILE = 0.0
 #: channels below which a convolution's MACs get a second cost (thin layers fill the vector units badly)
 SMALL_CHANNELS = 32
+#: features per kernel (see :func:`phi`)
+N_PHI = 7
 #: weight of the ratio shrink for a model already measured in a group (pseudo-points at ratio 1)
 CALIBRATION_SHRINK = 0.5
+#: kinds whose kernels are modelled per op type (where that op type has MIN_OP_ROWS measured kernels)
+BY_OP = ("other", "eltwise", "pool", "reorder")
+MIN_OP_ROWS = 6
+#: the fit's error floor, as a share of the configuration's kernel total
+FLOOR = 0.01
 
 
 def kernel_ms(k: KernelTime) -> float:
@@ -44,17 +52,21 @@ def kernel_ms(k: KernelTime) -> float:
 
 
 def phi(k: KernelTime) -> np.ndarray:
-    """A kernel's features (millions): 1, MACs, elements in, elements out, weights, MACs of thin layers."""
+    """A kernel's features (millions): 1, MACs, elements in, elements out, weights, MACs of thin layers, elements
+    written by thin outputs (a layer with few channels fills the vector units badly)."""
     thin = k.macs * max(0.0, 1.0 - min(k.cin or SMALL_CHANNELS, k.cout or SMALL_CHANNELS) / SMALL_CHANNELS) \
         if k.kind in ("conv", "gemm") else 0.0
-    return np.array([1.0, k.macs / 1e6, k.in_elems / 1e6, k.out_elems / 1e6, k.weight_elems / 1e6, thin / 1e6])
+    thin_out = k.out_elems * max(0.0, 1.0 - min(k.cout or SMALL_CHANNELS, SMALL_CHANNELS) / SMALL_CHANNELS)
+    return np.array([1.0, k.macs / 1e6, k.in_elems / 1e6, k.out_elems / 1e6, k.weight_elems / 1e6, thin / 1e6,
+                     thin_out / 1e6])
 
 
-def structure_arrays(kernels) -> tuple[np.ndarray, np.ndarray]:
-    """``(features, kinds)`` of a list of kernels: one :func:`phi` row and one kind per kernel."""
+def structure_arrays(kernels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features, kinds, op types)`` of a list of kernels: one :func:`phi` row, kind and op type per kernel."""
     if not kernels:
-        return np.zeros((0, 6)), np.array([], dtype=object)
-    return np.stack([phi(k) for k in kernels]), np.array([k.kind for k in kernels], dtype=object)
+        return np.zeros((0, N_PHI)), np.array([], dtype=object), np.array([], dtype=object)
+    return (np.stack([phi(k) for k in kernels]), np.array([k.kind for k in kernels], dtype=object),
+            np.array([k.op for k in kernels], dtype=object))
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,16 @@ class KernelSample:
         return (self.target, self.delegate, self.threads)
 
     @cached_property
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(features, kinds, kernel times)``, computed once."""
-        X, kinds = structure_arrays(self.kernels)
-        return X, kinds, np.array([kernel_ms(k) for k in self.kernels])
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(features, kinds, kernel times, op types)``, computed once."""
+        X, kinds, ops = structure_arrays(self.kernels)
+        return X, kinds, np.array([kernel_ms(k) for k in self.kernels]), ops
+
+    @property
+    def structure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(features, kinds, op types)``: what a prediction needs (no times)."""
+        X, kinds, _, ops = self.arrays
+        return X, kinds, ops
 
 
 class KernelPredictor:
@@ -98,28 +116,36 @@ class KernelPredictor:
             kinds = np.concatenate([s.arrays[1] for s in items])
             y = np.concatenate([s.arrays[2] for s in items])
             totals = np.concatenate([np.full(len(s.kernels), s.arrays[2].sum() or 1.0) for s in items])
-            # relative to a floor of 1% of the configuration's total: big kernels count most, tiny ones still count
-            w = 1.0 / (y + 0.01 * totals)
-            for kind in [*sorted(set(kinds)), "*"]:
-                rows = np.ones(len(y), bool) if kind == "*" else kinds == kind
+            # relative to a floor of FLOOR x the configuration's total: big kernels count most, tiny ones still count
+            w = 1.0 / (y + FLOOR * totals)
+            ops = np.concatenate([s.arrays[3] for s in items])
+            keys = [*[(k, kinds == k) for k in sorted(set(kinds))], ("*", np.ones(len(y), bool))]
+            keys += [(("op", o), ops == o) for o in sorted(set(ops)) if (ops == o).sum() >= MIN_OP_ROWS]
+            for kind, rows in keys:
                 A = X[rows]
                 scale = np.maximum(np.abs(A).max(axis=0), 1e-12)
                 self.models[(g, kind)] = nnls((A / scale) * w[rows, None], y[rows] * w[rows])[0] / scale
         self.overhead: dict[tuple, tuple[float, float]] = {}
         for g, items in groups.items():
-            S = np.array([self._sum(g, *s.arrays[:2]) for s in items])
+            S = np.array([self._sum(g, *s.structure) for s in items])
             y = np.array([s.y for s in items])
             A = np.stack([S, np.ones_like(S)], 1) / y[:, None]
             a, b = nnls(A, np.ones(len(y)))[0]
             self.overhead[g] = (a, b) if a > 0 else (float(np.mean(y / np.maximum(S, 1e-9))), 0.0)
 
-    def _sum(self, group: tuple, X: np.ndarray, kinds: np.ndarray) -> float:
+    def _sum(self, group: tuple, X: np.ndarray, kinds: np.ndarray, ops: np.ndarray | None = None) -> float:
         total = 0.0
         for kind in set(kinds):
+            rows = kinds == kind
             coef = self.models.get((group, kind))
             if coef is None:
                 coef = self.models[(group, "*")]
-            total += float((X[kinds == kind] @ coef).sum())
+            if ops is not None and kind in BY_OP:  # an op type with its own model where it has enough rows
+                for o in set(ops[rows]):
+                    sub = rows & (ops == o)
+                    total += float((X[sub] @ self.models.get((group, ("op", o)), coef)).sum())
+            else:
+                total += float((X[rows] @ coef).sum())
         return total
 
     def known(self, target: str, delegate: str, threads: int) -> bool:
@@ -131,8 +157,7 @@ class KernelPredictor:
         if g not in self.overhead:
             return None
         a, b = self.overhead[g]
-        X, kinds = arrays if arrays is not None else structure_arrays(kernels)
-        return a * self._sum(g, X, kinds) + b
+        return a * self._sum(g, *(arrays if arrays is not None else structure_arrays(kernels))) + b
 
     def predict(self, target: str, delegate: str, threads: int, kernels, model: str | None = None,
                 arrays=None) -> float | None:
@@ -143,7 +168,7 @@ class KernelPredictor:
         if base is None or not model:
             return base
         logs = [math.log(s.y / p) for s in self.samples if s.model == model and s.group == (target, delegate, threads)
-                for p in [self.base(*s.group, s.kernels, s.arrays[:2])] if p and p > 0]
+                for p in [self.base(*s.group, s.kernels, s.structure)] if p and p > 0]
         if not logs:
             return base
         return base * math.exp(sum(logs) / (len(logs) + CALIBRATION_SHRINK))
@@ -156,7 +181,7 @@ def leave_one_out(samples: list[KernelSample], by_model: bool = False) -> list[t
     for s in samples:
         rest = [o for o in samples if o is not s and not (by_model and o.model == s.model)]
         p = KernelPredictor(rest).predict(s.target, s.delegate, s.threads, s.kernels, s.model,
-                                          s.arrays[:2]) if rest else None
+                                          s.structure) if rest else None
         out.append((s, p))
     return out
 
