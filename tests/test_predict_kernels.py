@@ -88,9 +88,10 @@ def test_kernel_predictor_recovers_a_known_cost_model():
     1.1 x their sum + 0.3 ms: every configuration is predicted from the others (of the same model, or of other
     models only) almost exactly, and a group never profiled gets no prediction."""
     rng = random.Random(5)
-    cost = {"conv": np.array([0.004, 0.002, 0.001, 0.001, 0.0, 0.003]),
-            "dwconv": np.array([0.003, 0.01, 0.004, 0.004, 0.0, 0.0]),
-            "eltwise": np.array([0.002, 0.0, 0.003, 0.002, 0.0, 0.0])}
+    cost = {"conv": np.array([0.004, 0.002, 0.001, 0.001, 0.0, 0.003, 0.0]),
+            "dwconv": np.array([0.003, 0.01, 0.004, 0.004, 0.0, 0.0, 0.002]),
+            "eltwise": np.array([0.002, 0.0, 0.003, 0.002, 0.0, 0.0, 0.001])}
+    assert all(len(c) == kp.N_PHI for c in cost.values())
     speed = {("onnx-fp32", 1): 1.0, ("onnx-fp32", 2): 0.6, ("ncnn-fp32", 1): 1.3}
     samples = []
     for model, width in enumerate((8, 16, 24, 40)):
