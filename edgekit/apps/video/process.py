@@ -341,9 +341,10 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
             ["denoised"])
         image = "denoised"
     if "lowlight" in effects:
-        from edgekit.apps.video.effects.lowlight import open_lowlight
+        from edgekit.apps.video.effects.lowlight import PREVIOUS_CURVE_HW, open_lowlight
 
-        lowlight = open_lowlight(strengths.get("lowlight", 1.0), threads, **({} if fast else {"hw": (144, 256)}))
+        hw = {"fused": {}, "previous": {"hw": PREVIOUS_CURVE_HW}, "before": {"hw": (144, 256)}}[path]
+        lowlight = open_lowlight(strengths.get("lowlight", 1.0), threads, **hw)
         if fused:
             add("lowlight", lowlight.estimate_two, [image], ["curves"], ["cpu1", "cpu0"])
             add("brighten", lowlight.apply_two, [image, "curves"], ["bright"])

@@ -153,7 +153,21 @@ def _face_maps(gx: np.ndarray, gy: np.ndarray, p: np.ndarray, slim: float, eyes:
 
 
 def lipstick(roi: np.ndarray, p: np.ndarray, strength: float, color_bgr, face_w: float) -> np.ndarray:
-    """Colour blended over the lips (outer polygon minus the mouth opening), keeping the lips' shading."""
+    """Colour blended over the lips (outer polygon minus the mouth opening), keeping the lips' shading; computed
+    in the lips' bounding box (with the feather's margin) only, the rest of ``roi`` left as it is."""
+    h, w = roi.shape[:2]
+    lip_pts = p[LIPS_OUTER]
+    margin = int(face_w * 0.01) + 4
+    x0, y0 = np.maximum(np.floor(lip_pts.min(axis=0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(lip_pts.max(axis=0)).astype(int) + margin + 1, [w, h])
+    if x1 - x0 < 4 or y1 - y0 < 4 or (x1 - x0) * (y1 - y0) > 0.5 * h * w:
+        return _lipstick(roi, p, strength, color_bgr, face_w)
+    out = roi.copy()
+    out[y0:y1, x0:x1] = _lipstick(roi[y0:y1, x0:x1], p - np.float32([x0, y0]), strength, color_bgr, face_w)
+    return out
+
+
+def _lipstick(roi: np.ndarray, p: np.ndarray, strength: float, color_bgr, face_w: float) -> np.ndarray:
     h, w = roi.shape[:2]
     lips = _poly_mask((h, w), p[LIPS_OUTER], face_w * 0.01) * (1 - _poly_mask((h, w), p[LIPS_INNER], face_w * 0.01))
     gray = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY).astype(np.float32)[..., None] / 255.0

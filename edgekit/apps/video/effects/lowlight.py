@@ -1,6 +1,6 @@
 """Low-light enhancement: curve maps from the repo's Zero-DCE++-style network (run through an edgekit
-Session at 72x128, 144x256 before), smoothed over time, applied at full resolution through a (curve, pixel) lookup
-table; and CLAHE, the classic baseline it must beat."""
+Session at 72x128, 144x256 before), smoothed over time, applied at full resolution as two shared curves
+and a weight map (a (curve, pixel) lookup table before); and CLAHE, the classic baseline it must beat."""
 
 from __future__ import annotations
 
@@ -159,8 +159,11 @@ def clahe(frame_bgr: np.ndarray, clip: float = 3.0) -> np.ndarray:
 
 
 #: the curve network's input size: curves are smooth, so (as Zero-DCE++ does) they are estimated on a small copy of
-#: the frame; at 72x128 the network costs a quarter of 144x256 and scores alike (README, Low-light)
+#: the frame; at 72x128 the network costs a quarter of 144x256 and scores alike (README, Low-light). 36x64 costs a
+#: quarter again and scores alike on the stills, but on bench_video's bright portrait the face detector then lost the
+#: face in the brightened frames (it finds it at 72x128), so it is not the default
 CURVE_HW = (72, 128)
+PREVIOUS_CURVE_HW = (72, 128)  # what process ran before the two-curve apply (bench_video's side-by-side)
 
 
 def open_lowlight(strength: float = 1.0, threads: int = 1, cache: Path = Path("out/pipeline-artifacts"),
