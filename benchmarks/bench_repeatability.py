@@ -54,7 +54,8 @@ def main() -> None:
         out = work / f"sweep-{i}"
         shutil.rmtree(out, ignore_errors=True)
         points = sweep(model, profile, out, cache=work / "artifacts")
-        first = choose(points, profile.budget_ms, profile.camera, profile.max_degradation)
+        first = choose(points, profile.budget_ms, profile.camera, profile.max_degradation,
+                       profile.targets)
         final = runoff(first, points, profile, model, out) if first.contested is not None else first
         rows.append((first, final))
         print(f"sweep {i + 1}: {first.chosen.label() if first.chosen else '-'} -> "

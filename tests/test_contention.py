@@ -312,6 +312,20 @@ def test_a_choice_within_the_noise_is_made_by_a_rule_that_repeats():
     assert c.chosen is a and c.contested is None
 
 
+def test_within_the_noise_memory_a_few_hundred_kb_apart_is_the_same_and_the_profile_order_decides():
+    a = _point("tflite-fp32", 3.0, 3.5, load_p90=6.0)
+    b = _point("ncnn-fp16", 3.1, 3.6, load_p90=6.1)
+    a.peak_memory_mb, b.peak_memory_mb = 176.9, 176.6  # allocator noise, not a difference
+    for prefer, first in ((("tflite-fp32", "ncnn-fp16"), a), (("ncnn-fp16", "tflite-fp32"), b)):
+        for order in ([a, b], [b, a]):
+            c = choose(order, budget_ms=8.3, prefer=prefer)
+            assert c.chosen is first and "target order" in c.why
+    b.peak_memory_mb = 150.0  # 15% lighter: a real difference, it decides whatever the order
+    assert choose([a, b], budget_ms=8.3, prefer=("tflite-fp32", "ncnn-fp16")).chosen is b
+    b.threads = 2  # fewer threads first, memory second
+    assert choose([a, b], budget_ms=8.3, prefer=("ncnn-fp16", "tflite-fp32")).chosen is a
+
+
 def _frame_point(target, threads, quiet, loaded, q=1.0):
     """A point whose whole frame was timed: ``quiet``/``loaded`` are (p50, p90) in ms."""
     p = _point(target, 1.5, 1.6, load_p90=1.7, q=q, threads=threads)

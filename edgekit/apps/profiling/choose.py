@@ -55,13 +55,14 @@ MAX_DEGRADATION = 2.0
 
 
 def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720, 1280),
-           max_degradation: float = MAX_DEGRADATION) -> Choice:
+           max_degradation: float = MAX_DEGRADATION, prefer: tuple[str, ...] = ()) -> Choice:
     """Highest quality point whose p90 *of the whole camera frame under background load* fits the budget, and
     whose quiet p90 fits it too (what was measured where less was: see :attr:`Point.budget_basis`). Ties: the
     camera's aspect ratio, then larger input, then the points that slow down at most ``max_degradation`` times
     under load (:attr:`Point.degradation`; a choice beyond it, when no equal point holds up, is said in ``why``),
     then faster where the noise can tell (among points within the noise of the fastest: the fewest threads,
-    then the least memory; see :func:`_within_noise`). The fallback is the best fitting point on another
+    then the least memory, then the order of ``prefer``, the device profile's targets; see
+    :func:`_within_noise`). The fallback is the best fitting point on another
     runtime, so an app has somewhere to go if the first fails."""
     front = pareto_front(points)
     # a config must hold its budget whether the device is busy or not: the quiet tail has to fit as well
@@ -74,7 +75,7 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
         return Choice(None, None, front, budget_ms, why)
     top = [p for p in fitting if _rank(p, camera)[:3] == _rank(fitting[0], camera)[:3]]
     shaky = [p for p in top if (p.degradation or 0.0) > max_degradation]
-    tied = _within_noise([p for p in top if p not in shaky] or top)
+    tied = _within_noise([p for p in top if p not in shaky] or top, prefer)
     chosen = tied[0]
     fitting.remove(chosen)
     fitting.insert(0, chosen)
@@ -89,7 +90,8 @@ def choose(points: list[Point], budget_ms: float, camera: tuple[int, int] = (720
         fastest = min(tied, key=lambda p: p.budget_center_ms or p.budget_tail_ms)
         why += (f"; {len(tied)} equally good points are within the noise of the fastest ({fastest.label()}: their "
                 f"medians within {TIE_SHARE:.0%} of its, or their tails' 95% intervals overlapping): the one with "
-                f"the fewest threads, then the least memory, was chosen (runner-up {contested.label()})")
+                f"the fewest threads, then the least memory, then the profile's target order, was chosen (runner-up "
+                f"{contested.label()})")
     if chosen in shaky:
         why += (f"; every equally good point slows down more than {max_degradation:g}x under load (this one "
                 f"{chosen.degradation:.2f}x): it may not hold its budget on a busier device")
@@ -189,12 +191,19 @@ def _tail(p: Point) -> str:
 TIE_SHARE = 0.10
 
 
-def _within_noise(top: list[Point]) -> list[Point]:
+#: peak memories closer than this share of the lightest count as the same (a few hundred KB of allocator noise must
+#: not decide between runtimes from sweep to sweep)
+MEMORY_SHARE = 0.10
+
+
+def _within_noise(top: list[Point], prefer: tuple[str, ...] = ()) -> list[Point]:
     """The points of ``top`` (equal in quality, aspect and input size) that the noise cannot tell from the fastest
-    one, ordered by fewest threads (the most CPU left to the app), then least memory, then latency. Faster is
-    judged by the median measured with the budget's tail (:attr:`Point.budget_center_ms`): tied when within
-    :data:`TIE_SHARE` of the fastest median, or when the tails' 95% intervals overlap. A choice made by that order
-    repeats from sweep to sweep; one made by a latency difference inside the noise does not."""
+    one, ordered by fewest threads (the most CPU left to the app), then least memory (within
+    :data:`MEMORY_SHARE` counts as the same), then the order of the targets in ``prefer`` (the device profile's
+    list: the user's preference decides what the measurements cannot), then latency. Faster is judged by the
+    median measured with the budget's tail (:attr:`Point.budget_center_ms`): tied when within :data:`TIE_SHARE`
+    of the fastest median, or when the tails' 95% intervals overlap. A choice made by that order repeats from
+    sweep to sweep; one made by a latency difference inside the noise does not."""
     def center(p: Point) -> float:
         return p.budget_center_ms if p.budget_center_ms is not None else p.budget_tail_ms
 
@@ -211,4 +220,15 @@ def _within_noise(top: list[Point]) -> list[Point]:
             return True
         return bool(a and b) and not (a[1] < b[0] or b[1] < a[0])
 
-    return sorted((p for p in top if tied(p)), key=lambda p: (p.threads, p.peak_memory_mb or math.inf, center(p)))
+    ties = [p for p in top if tied(p)]
+    lightest = min((p.peak_memory_mb for p in ties if p.peak_memory_mb), default=None)
+
+    def memory_band(p: Point) -> int:
+        if not p.peak_memory_mb or not lightest:
+            return 0 if not lightest else 1 << 30
+        return math.floor(math.log(p.peak_memory_mb / lightest) / math.log1p(MEMORY_SHARE))
+
+    def preference(p: Point) -> int:
+        return prefer.index(p.target) if p.target in prefer else len(prefer)
+
+    return sorted(ties, key=lambda p: (p.threads, memory_band(p), preference(p), center(p)))

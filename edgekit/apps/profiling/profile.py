@@ -88,11 +88,11 @@ def profile_device(device: str | Path, model: str | Path | None = None, out_dir:
                         cache=Path(out_dir) / "artifacts", progress=progress, notes=notes, prune=prune,
                         evaluation=evaluation)
     wall = time.perf_counter() - t0
-    choice = choose(points, prof.budget_ms, prof.camera, prof.max_degradation)
+    choice = choose(points, prof.budget_ms, prof.camera, prof.max_degradation, prof.targets)
     front, models_line = choice.front, _models_line(points, prof, by_sha) if len(paths) > 1 else ""
     if len(paths) > 1 and choice.chosen is not None:  # a config ships one model: its fallback and ladder too
         choice = choose([p for p in points if p.model_sha256 == choice.chosen.model_sha256], prof.budget_ms,
-                        prof.camera, prof.max_degradation)
+                        prof.camera, prof.max_degradation, prof.targets)
     if choice.contested is not None:  # within the noise of its runner-up: measure both again, interleaved
         from edgekit.apps.profiling.runoff import runoff
 
@@ -151,7 +151,7 @@ def _models_line(points: list[Point], prof: DeviceProfile, by_sha: dict[str, Pat
     best = []
     for sha, path in by_sha.items():
         own = choose([p for p in points if p.model_sha256 == sha], prof.budget_ms, prof.camera,
-                     prof.max_degradation).chosen
+                     prof.max_degradation, prof.targets).chosen
         best.append(f"{path.stem}: " + (f"{own.label()} {own.rank_metric.split(' on ')[0]} {_q(own.rank_quality)}"
                                         if own else "nothing fits"))
     return f"{len(by_sha)} models compared ({'; '.join(best)})"

@@ -68,7 +68,8 @@ def runoff(choice: Choice, points: list[Point], profile: DeviceProfile, model: P
         ordered = sorted(runs, key=lambda q: q.budget_tail_ms)
         medians[key] = ordered[len(ordered) // 2]
     new_points = [medians.get(_ident(p), p) for p in points]
-    again = choose(new_points, choice.budget_ms, camera or profile.camera, profile.max_degradation)
+    again = choose(new_points, choice.budget_ms, camera or profile.camera, profile.max_degradation,
+                   profile.targets)
     tails = {key: [round(q.budget_tail_ms, 3) for q in runs] for key, runs in rounds_of.items()}
     winner = again.chosen
     listed = {key: ", ".join(f"{t:.2f}" for t in ts) for key, ts in tails.items()}
