@@ -88,10 +88,11 @@ def test_kernel_predictor_recovers_a_known_cost_model():
     1.1 x their sum + 0.3 ms: every configuration is predicted from the others (of the same model, or of other
     models only) almost exactly, and a group never profiled gets no prediction."""
     rng = random.Random(5)
-    cost = {"conv": np.array([0.004, 0.002, 0.001, 0.001, 0.0, 0.003, 0.0]),
-            "dwconv": np.array([0.003, 0.01, 0.004, 0.004, 0.0, 0.0, 0.002]),
-            "eltwise": np.array([0.002, 0.0, 0.003, 0.002, 0.0, 0.0, 0.001])}
-    assert all(len(c) == kp.N_PHI for c in cost.values())
+    steps = len(kp.CACHE_STEPS)  # the last features: elements moved past each cache step
+    cost = {"conv": np.array([0.004, 0.002, 0.001, 0.001, 0.0, 0.003, 0.0, *[0.002] * steps]),
+            "dwconv": np.array([0.003, 0.01, 0.004, 0.004, 0.0, 0.0, 0.002, *[0.0] * steps]),
+            "eltwise": np.array([0.002, 0.0, 0.003, 0.002, 0.0, 0.0, 0.001, *[0.001] * steps])}
+    assert all(len(c) == kp.N_PHI == len(kp.phi(KernelTime("k", "Conv", "conv"))) for c in cost.values())
     speed = {("onnx-fp32", 1): 1.0, ("onnx-fp32", 2): 0.6, ("ncnn-fp32", 1): 1.3}
     samples = []
     for model, width in enumerate((8, 16, 24, 40)):

@@ -13,7 +13,8 @@ channel below :data:`SMALL_CHANNELS`, where thin layers use the vector units bad
 kernel of that kind (weighted so a configuration's large kernels count most). A configuration is predicted as
 ``a * sum(kernel predictions) + b`` with ``a, b >= 0`` fitted per (target, delegate, threads) on the whole-model
 points (the profiler's overhead, and what the runtime does outside its kernels). For a model already measured in
-that group, the prediction is multiplied by its mean measured/predicted ratio there (shrunk towards 1).
+that group, the prediction is calibrated on its own points there as the whole-model method does
+(:func:`~edgekit.apps.profiling.predict.calibrate`).
 
 Predicting a model the device never ran needs only its kernels' structure: the runtime's graph of its artifact,
 which this machine can make without the device (:func:`kernel_structure`).
@@ -21,7 +22,6 @@ which this machine can make without the device (:func:`kernel_structure`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -35,10 +35,13 @@ from edgekit.errors import InputError
 QUANTILE = 0.0
 #: channels below which a convolution's MACs get a second cost (thin layers fill the vector units badly)
 SMALL_CHANNELS = 32
+#: elements moved (in + out) past which each further element may cost more (a tensor leaving a cache level; fp32:
+#: 0.5, 2 and 8 MB, typical L2 and L3 sizes)
+CACHE_STEPS = (128e3, 512e3, 2e6)
 #: features per kernel (see :func:`phi`)
-N_PHI = 7
-#: weight of the ratio shrink for a model already measured in a group (pseudo-points at ratio 1)
-CALIBRATION_SHRINK = 0.5
+N_PHI = 7 + len(CACHE_STEPS)
+#: ridge of the per-model calibration line (towards the model's mean measured/predicted ratio)
+CALIBRATION_RIDGE = 0.1
 #: kinds whose kernels are modelled per op type (where that op type has MIN_OP_ROWS measured kernels)
 BY_OP = ("other", "eltwise", "pool", "reorder")
 MIN_OP_ROWS = 6
@@ -53,12 +56,14 @@ def kernel_ms(k: KernelTime) -> float:
 
 def phi(k: KernelTime) -> np.ndarray:
     """A kernel's features (millions): 1, MACs, elements in, elements out, weights, MACs of thin layers, elements
-    written by thin outputs (a layer with few channels fills the vector units badly)."""
+    written by thin outputs (a layer with few channels fills the vector units badly), and the elements moved past
+    each of :data:`CACHE_STEPS` (a tensor that no longer fits a cache level costs more per element)."""
     thin = k.macs * max(0.0, 1.0 - min(k.cin or SMALL_CHANNELS, k.cout or SMALL_CHANNELS) / SMALL_CHANNELS) \
         if k.kind in ("conv", "gemm") else 0.0
     thin_out = k.out_elems * max(0.0, 1.0 - min(k.cout or SMALL_CHANNELS, SMALL_CHANNELS) / SMALL_CHANNELS)
+    moved = k.in_elems + k.out_elems
     return np.array([1.0, k.macs / 1e6, k.in_elems / 1e6, k.out_elems / 1e6, k.weight_elems / 1e6, thin / 1e6,
-                     thin_out / 1e6])
+                     thin_out / 1e6, *(max(0.0, moved - c) / 1e6 for c in CACHE_STEPS)])
 
 
 def structure_arrays(kernels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,15 +168,15 @@ class KernelPredictor:
                 arrays=None) -> float | None:
         """Predicted ms of a configuration whose kernels are ``kernels`` (their times are not used), or None where
         this (target, delegate, threads) was never profiled. With ``model`` (its sha256) measured in this group, the
-        prediction is scaled by that model's mean measured/predicted ratio there, shrunk towards 1."""
+        prediction is calibrated on that model's points there (:func:`~edgekit.apps.profiling.predict.calibrate`)."""
         base = self.base(target, delegate, threads, kernels, arrays)
         if base is None or not model:
             return base
-        logs = [math.log(s.y / p) for s in self.samples if s.model == model and s.group == (target, delegate, threads)
-                for p in [self.base(*s.group, s.kernels, s.structure)] if p and p > 0]
-        if not logs:
-            return base
-        return base * math.exp(sum(logs) / (len(logs) + CALIBRATION_SHRINK))
+        from edgekit.apps.profiling.predict import calibrate
+
+        pairs = [(self.base(*s.group, s.kernels, s.structure), s.y) for s in self.samples
+                 if s.model == model and s.group == (target, delegate, threads)]
+        return calibrate(base, pairs, CALIBRATION_RIDGE)
 
 
 def leave_one_out(samples: list[KernelSample], by_model: bool = False) -> list[tuple[KernelSample, float | None]]:

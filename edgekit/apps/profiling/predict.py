@@ -331,21 +331,28 @@ class Predictor:
             return base
         pairs = [(self.base(s.target, s.delegate, s.threads, s.x), s.y) for s in self.samples
                  if s.model == model and s.group == (target, delegate, threads)]
-        pairs = [(p, y) for p, y in pairs if p and p > 0]
-        if not pairs:
-            return base
-        P = np.array(pairs)
-        ratio = math.exp(float(np.mean(np.log(P[:, 1] / P[:, 0]))))
-        if len(P) < 2 or np.ptp(P[:, 0]) <= 1e-9 * P[:, 0].max():
-            return base * math.exp(math.log(ratio) * len(P) / (len(P) + 0.25))
-        wt = 1 / P[:, 1]
-        mp, my = float(P[:, 0].mean()), float(P[:, 1].mean())
-        A = np.vstack([np.stack([np.ones(len(P)), P[:, 0]], 1) * wt[:, None],
-                       math.sqrt(self.calibration_ridge) * np.array([[1 / my, 0.0], [0.0, mp / my]])])
-        b = np.concatenate([P[:, 1] * wt, math.sqrt(self.calibration_ridge) * np.array([0.0, ratio * mp / my])])
-        a0, a1 = np.linalg.lstsq(A, b, rcond=None)[0]
-        out = float(a0 + a1 * base)
-        return out if out > 0 else base * ratio
+        return calibrate(base, pairs, self.calibration_ridge)
+
+
+def calibrate(base: float, pairs: list[tuple[float | None, float]], ridge: float = 0.1) -> float:
+    """``base`` (a prediction) calibrated on a model's own measured points in the same group, ``pairs`` of
+    (predicted, measured): a line through them with two or more (ridge towards their mean ratio), their mean ratio
+    (shrunk towards 1) with one, ``base`` itself with none."""
+    pairs = [(p, y) for p, y in pairs if p and p > 0]
+    if not pairs:
+        return base
+    P = np.array(pairs)
+    ratio = math.exp(float(np.mean(np.log(P[:, 1] / P[:, 0]))))
+    if len(P) < 2 or np.ptp(P[:, 0]) <= 1e-9 * P[:, 0].max():
+        return base * math.exp(math.log(ratio) * len(P) / (len(P) + 0.25))
+    wt = 1 / P[:, 1]
+    mp, my = float(P[:, 0].mean()), float(P[:, 1].mean())
+    A = np.vstack([np.stack([np.ones(len(P)), P[:, 0]], 1) * wt[:, None],
+                   math.sqrt(ridge) * np.array([[1 / my, 0.0], [0.0, mp / my]])])
+    b = np.concatenate([P[:, 1] * wt, math.sqrt(ridge) * np.array([0.0, ratio * mp / my])])
+    a0, a1 = np.linalg.lstsq(A, b, rcond=None)[0]
+    out = float(a0 + a1 * base)
+    return out if out > 0 else base * ratio
 
 
 def leave_one_out(samples: list[Sample], by_model: bool = False) -> list[tuple[Sample, float | None]]:
