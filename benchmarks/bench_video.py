@@ -17,7 +17,7 @@ from edgekit.apps.profiling.appconfig import load_config
 from edgekit.apps.video import kernels, quality
 from edgekit.apps.video.effects.beauty import FaceTracker
 from edgekit.apps.video.effects.denoise import TemporalDenoiser
-from edgekit.apps.video.effects.lowlight import clahe, open_lowlight
+from edgekit.apps.video.effects.lowlight import clahe, open_lowlight, two_curves
 from edgekit.apps.video.process import build_pipeline
 from edgekit.apps.video.synthetic_video import synthetic_clip
 
@@ -46,8 +46,11 @@ def segmentation_quality(cfg) -> list[str]:
     ways = {"refined, no temporal smoothing": [kernels.refine_mask(m, f) for m, f in zip(masks, frames)]}
     ways["refined + temporal smoothing at full resolution (before)"] = [full(a) for a in ways[
         "refined, no temporal smoothing"]]
-    ways["temporal smoothing of the model's mask + refined (today)"] = [kernels.refine_mask(small(m), f)
-                                                                       for m, f in zip(masks, frames)]
+    ways["temporal smoothing of the model's mask + refined (previous)"] = [kernels.refine_mask(small(m), f)
+                                                                          for m, f in zip(masks, frames)]
+    fused = kernels.MaskSmoother()
+    ways["the same, refined in the band to a uint8 alpha (today, fused)"] = [
+        kernels.refine_band(fused(m), f, kernels.quarter(f))[0].astype(np.float32) / 255 for m, f in zip(masks, frames)]
     rows = []
     for label, alphas in ways.items():
         s = quality.mask_scores(alphas, truths)
@@ -74,16 +77,22 @@ def denoise_rows() -> list[str]:
     clean, _ = synthetic_clip(60, (720, 1280), seed=3, motion=0.5)
     rng = np.random.default_rng(1)
     noisy = [np.clip(f + rng.normal(0, 15, f.shape), 0, 255).astype(np.uint8) for f in clean]
-    den = TemporalDenoiser()
-    outs = [den(f) for f in noisy]
     before = np.mean([quality.psnr(n, c) for n, c in zip(noisy[10:], clean[10:])])
-    after = np.mean([quality.psnr(o, c) for o, c in zip(outs[10:], clean[10:])])
     spatial = np.mean([quality.psnr(cv2.GaussianBlur(n, (5, 5), 0), c) for n, c in zip(noisy[10:], clean[10:])])
-    return [f"| noisy input (sigma 15) | {before:.2f} | - |", f"| 5x5 Gaussian (spatial only) | {spatial:.2f} | "
-            f"{spatial - before:+.2f} |", f"| edgekit temporal denoiser | {after:.2f} | {after - before:+.2f} |"]
+    rows = [f"| noisy input (sigma 15) | {before:.2f} | - |", f"| 5x5 Gaussian (spatial only) | {spatial:.2f} | "
+            f"{spatial - before:+.2f} |"]
+    for label, kernel in (("previous: float weights, cv2.blendLinear", "lut"),
+                          ("today (fused): uint8 strips", "u8")):
+        den = TemporalDenoiser(kernel=kernel)
+        outs = [den(f) for f in noisy]
+        after = np.mean([quality.psnr(o, c) for o, c in zip(outs[10:], clean[10:])])
+        rows.append(f"| edgekit temporal denoiser, {label} | {after:.2f} | {after - before:+.2f} |")
+    return rows
 
 
 BEFORE = "edgekit curve net before (net at 144x256, 65 levels applied at full resolution)"
+PREVIOUS = "edgekit curve net previous (255-level (level, pixel) lookup)"
+TODAY = "edgekit curve net today (two shared curves + weight map)"
 
 
 def lowlight_rows() -> list[str]:
@@ -98,15 +107,17 @@ def lowlight_rows() -> list[str]:
                                   for _, im in evaluation_photos()]}
     rows = []
     for label, brights in sets.items():
-        res = {"dark input": [], "CLAHE": [], BEFORE: [], "edgekit curve net": []}
+        res = {"dark input": [], "CLAHE": [], BEFORE: [], PREVIOUS: [], TODAY: []}
         for b in brights:
             gamma, exposure = rng.uniform(1.8, 2.6), rng.uniform(0.3, 0.5)
             dark = np.clip(exposure * (b / 255.0) ** gamma * 255 + rng.normal(0, 2, b.shape), 0, 255).astype(np.uint8)
             ll.curves = before.curves = None
             curves = before.estimate(dark)
+            small = ll._small(dark)
+            now = ll._estimate(small)
             for name, out in (("dark input", dark), ("CLAHE", clahe(dark)),
-                              (BEFORE, before.apply_full(dark, curves)),
-                              ("edgekit curve net", ll(dark))):
+                              (BEFORE, before.apply_full(dark, curves)), (PREVIOUS, ll.apply(dark, now)),
+                              (TODAY, ll.apply_two(dark, two_curves(now, small)))):
                 res[name].append((quality.psnr(out, b), quality.ssim(out, b)))
         for name, v in res.items():
             v = np.asarray(v)
@@ -144,14 +155,15 @@ PATHS = ("previous", "fused")  # build_pipeline's kernels compared: the ones bef
 LABEL = {"before": "earliest", "previous": "previous", "fused": "today (fused)"}
 
 
-def speed_rows(cfg, rounds: int = 3, n: int = 90, paths=PATHS) -> tuple[list[str], list[str]]:
-    """Each case on each of ``paths`` (``build_pipeline(path=...)``), interleaved ``rounds`` times, medians; and
-    the last path's per-stage costs next to their memory-traffic floor."""
+def speed_rows(cfg, rounds: int = 3, n: int = 90, paths=PATHS) -> tuple[list[str], list[str], list[str]]:
+    """Each case on each of ``paths`` (``build_pipeline(path=...)``), interleaved ``rounds`` times, medians; the
+    last path's per-stage costs next to their memory-traffic floor; and how far the last path's output frames are
+    from the first path's (mean absolute difference, share of channel values more than 8 apart, PSNR)."""
     from edgekit.apps.video.process import ConfiguredCalls, model_entries
 
     units = {u: v for u, v in local_units().items() if u.startswith("cpu")}
     bw = bandwidth_gbs()
-    rows, stage_rows = [], []
+    rows, stage_rows, agree = [], [], []
     for effects, hw in CASES:
         frames = _with_face(hw, n)
         runs = {}
@@ -167,8 +179,8 @@ def speed_rows(cfg, rounds: int = 3, n: int = 90, paths=PATHS) -> tuple[list[str
                 r = runs[fast]
                 reset_stages(r["spec"])
                 t0, c0 = time.perf_counter(), time.thread_time()
-                for _ in run_sequential(r["spec"], r["plan"], units, frames, output="output", calls=r["calls"]):
-                    pass
+                r["outs"] = {i: o for i, o in run_sequential(r["spec"], r["plan"], units, frames, output="output",
+                                                               calls=r["calls"]) if i % 5 == 0}  # kept: every 5th
                 r["seq"].append(len(frames) / (time.perf_counter() - t0))
                 r["cpu"].append((time.thread_time() - c0) * 1000 / len(frames))
                 reset_stages(r["spec"])
@@ -184,9 +196,16 @@ def speed_rows(cfg, rounds: int = 3, n: int = 90, paths=PATHS) -> tuple[list[str
             per_stage = ", ".join(f"{s.name} {r['costs'][(s.name, r['plan'].assignment[s.name])]:.1f}"
                                   for s in r["spec"].stages)
             rows.append(f"| {'+'.join(effects)} | {hw[1]}x{hw[0]} | {LABEL[fast]} | "
-                        f"{np.median(r['cpu']):.1f} | {np.median(r['seq']):.1f} | **{np.median(r['pipe']):.1f}** | "
+                        f"{np.median(r['cpu']):.1f} | {2000 / np.median(r['cpu']):.0f} | {np.median(r['seq']):.1f} | "
+                        f"**{np.median(r['pipe']):.1f}** | "
                         f"{np.median(r['p50']):.1f} / "
                         f"{np.median(r['p95']):.1f} | {per_stage} |")
+        if len(paths) > 1:  # today's outputs against the first path's, frame by frame (every 5th frame)
+            a, b = runs[paths[0]]["outs"], runs[paths[-1]]["outs"]
+            d = [np.abs(a[i].astype(np.int16) - b[i]) for i in sorted(a) if i in b]
+            agree.append(f"| {'+'.join(effects)} | {hw[1]}x{hw[0]} | {np.mean([x.mean() for x in d]):.2f} | "
+                         f"{np.mean([(x > 8).mean() for x in d]) * 100:.2f}% | "
+                         f"{np.mean([quality.psnr(b[i], a[i]) for i in sorted(a) if i in b]):.1f} |")
         if effects == ALL4:
             r = runs[paths[-1]]
             reset_stages(r["spec"])
@@ -198,7 +217,7 @@ def speed_rows(cfg, rounds: int = 3, n: int = 90, paths=PATHS) -> tuple[list[str
                 stage_rows.append(f"| {hw[1]}x{hw[0]} | {s.name} | {ms:.2f} | {100 * ms / total:.0f}% | "
                                   f"{moved[s.name] / 1e6:.1f} | {floor:.2f} | {ms / floor:.0f}x |")
     stage_rows.append(f"\nmemory bandwidth (one core copying 256 MiB, read + write): {bw:.1f} GB/s")
-    return rows, stage_rows
+    return rows, stage_rows, agree
 
 
 def _with_face(hw, n):
@@ -220,17 +239,39 @@ def _with_face(hw, n):
 
 ROUNDS = 3
 
+SPEED_HEAD = ["| effects | frame | code | CPU ms per frame | bound on 2 idle cores fps | sequential fps | "
+              "pipelined fps | p50 / p95 latency ms | stage ms |", "|---|---|---|---|---|---|---|---|---|"]
+AGREE_HEAD = ["| effects | frame | mean abs diff | values > 8 apart | PSNR dB |", "|---|---|---|---|---|"]
+
+
+def speed_text(speed, load_start) -> list[str]:
+    return [
+        f"### Speed on this machine (2 cores; previous = the kernels before the fused uint8 path, today = as process "
+        f"runs now; median of {ROUNDS} interleaved runs of 60 frames, per-stage ms as placed)", "", *SPEED_HEAD,
+        *speed[0], "",
+        "CPU ms per frame: every stage run one after another in one thread, in thread CPU time (less inflated by other "
+        "work than wall clock, not immune: the cores' caches and memory are shared); bound on 2 idle cores: 2000 / CPU "
+        "ms, the most two cores could give with the stages perfectly balanced; fps and latency: wall clock, load "
+        f"average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end of the speed runs.", "",
+        "### Today's output frames against the previous kernels' (same frames, every 5th)", "", *AGREE_HEAD,
+        *speed[2], "",
+        "### Where the time goes (all four effects, today's code): each stage's cost, its share of the frame's CPU "
+        "time, and the floor its memory traffic sets (bytes its inputs and outputs hold / measured bandwidth)", "",
+        "| frame | stage | ms | share | MB moved | floor ms | x floor |", "|---|---|---|---|---|---|---|", *speed[1]]
+
+
 if __name__ == "__main__":
     import sys
 
     cfg = load_config(CONFIG)
     if "--speed-only" in sys.argv:
-        speed = speed_rows(cfg, ROUNDS, 60)
-        print("\n".join([*speed[0], "", *speed[1], "", f"load average at the end: {os.getloadavg()}"]))
+        load0 = os.getloadavg()[0]
+        print("\n".join(speed_text(speed_rows(cfg, ROUNDS, 60), load0)))
         raise SystemExit(0)
     if "--quality-only" in sys.argv:
         print("\n".join([*segmentation_quality(cfg), "", *landmark_rows(), "", *denoise_rows(), "", *lowlight_rows()]))
         raise SystemExit(0)
+    load0 = os.getloadavg()[0]
     speed = speed_rows(cfg, ROUNDS, 60)
     text = "\n".join([
         "### Virtual background quality (synthetic 720p video with exact masks, 90 frames; "
@@ -242,17 +283,7 @@ if __name__ == "__main__":
         "### Denoise (synthetic 720p video, Gaussian noise sigma 15)", "", "| | PSNR dB | gain dB |", "|---|---|---|",
         *denoise_rows(), "",
         "### Low-light (synthetically darkened, 512x288)", "", "| set | method | PSNR dB | SSIM |", "|---|---|---|---|",
-        *lowlight_rows(), "",
-        "### Speed on this machine (2 cores; before = the earlier kernels, today = as process runs now; median of "
-        f"{ROUNDS} interleaved runs, per-stage ms as placed)", "",
-        "| effects | frame | code | CPU ms per frame | sequential fps | pipelined fps | p50 / p95 latency ms "
-        "| stage ms |", "|---|---|---|---|---|---|---|---|", *speed[0], "",
-        "CPU ms per frame: every stage run one after another in one thread, in thread CPU time (other work on the "
-        f"machine does not inflate it); fps and latency: wall clock, load average {os.getloadavg()[0]:.1f} at the end.",
-        "",
-        "### Where the time goes (all four effects, today's code): each stage's cost, its share of the frame's CPU "
-        "time, and the floor its memory traffic sets (bytes its inputs and outputs hold / measured bandwidth)", "",
-        "| frame | stage | ms | share | MB moved | floor ms | x floor |", "|---|---|---|---|---|---|---|", *speed[1]])
+        *lowlight_rows(), "", *speed_text(speed, load0)])
     print(text)
     Path("benchmarks/results").mkdir(exist_ok=True)
     Path("benchmarks/results/video.md").write_text(text + "\n")

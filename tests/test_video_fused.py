@@ -43,6 +43,9 @@ def test_composites_in_uint8_match_the_float_blend(scene):
     assert np.abs(kernels.composite_u8(frame, bg, alpha) - expected).max() <= 1
     assert np.abs(kernels.composite_band(frame, bg, alpha, band) - expected).max() <= 1
     assert np.array_equal(kernels.composite_band(frame, bg, alpha, None), kernels.composite_u8(frame, bg, alpha))
+    kept = bg.copy()
+    into = kernels.composite_band(frame, bg, alpha, band, overwrite_bg=True)  # as process runs it: no copy
+    assert into is bg and np.array_equal(into, kernels.composite_band(frame, kept, alpha, band))
 
 
 def test_background_blur_at_an_eighth_is_the_quarter_blur(scene):

@@ -276,14 +276,15 @@ def refine_band(mask: np.ndarray, frame_bgr: np.ndarray, quarter_bgr: np.ndarray
 
 
 def composite_band(fg: np.ndarray, bg: np.ndarray, alpha8: np.ndarray,
-                   band: list[tuple[int, int, int, int]] | None) -> np.ndarray:
+                   band: list[tuple[int, int, int, int]] | None, overwrite_bg: bool = False) -> np.ndarray:
     """:func:`composite_u8` where the alpha can be fractional (``band``, from :func:`refine_band`); elsewhere
     the alpha is 0 or 255, so the output is the background with the foreground copied over it where alpha > 0
-    (one masked copy). ``band`` None composites the whole frame."""
+    (one masked copy). ``band`` None composites the whole frame. ``overwrite_bg`` writes the output into ``bg``
+    (a background made for this frame only, as process's background stage makes it) instead of a copy."""
     if band is None:
         return composite_u8(fg, bg, alpha8)
     blends = [composite_u8(fg[y0:y1, x0:x1], bg[y0:y1, x0:x1], alpha8[y0:y1, x0:x1]) for y0, y1, x0, x1 in band]
-    out = bg.copy()
+    out = bg if overwrite_bg else bg.copy()
     cv2.copyTo(fg, alpha8, out)
     for (y0, y1, x0, x1), b in zip(band, blends):
         out[y0:y1, x0:x1] = b

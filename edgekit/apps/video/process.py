@@ -358,7 +358,9 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
         add("face", FaceTracker(threads), [image], ["landmarks"], ["cpu1", "cpu0"])
         b = strengths.get("beauty", 1.0)
         settings = BeautySettings(smooth=0.6 * b, slim=0.3 * b, eyes=0.3 * b, lipstick=0.4 * b)
-        add("beauty", functools.partial(apply_beauty, s=settings), [image, "landmarks"], ["beautified"])
+        # the low-light output is made for this frame only: beauty may draw on it instead of on a copy
+        add("beauty", functools.partial(apply_beauty, s=settings, in_place=fused and image == "bright"),
+            [image, "landmarks"], ["beautified"])
         image = "beautified"
     if "blur" in effects or "replace" in effects:
         entries = model_entries(config)
@@ -403,7 +405,8 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
                 add("background", functools.partial(kernels.blurred_background, strength=strength),
                     [image, "alpha"], ["blurred"])
             if fused:
-                add("composite", kernels.composite_band, [image, "blurred", "alpha", "band"], ["output"])
+                add("composite", functools.partial(kernels.composite_band, overwrite_bg=True),
+                    [image, "blurred", "alpha", "band"], ["output"])
             else:
                 add("composite", kernels.composite, [image, "blurred", "alpha"], ["output"])
     else:

@@ -67,8 +67,10 @@ def _poly_mask(shape, pts: np.ndarray, feather: float) -> np.ndarray:
     return cv2.GaussianBlur(m, (k, k), 0).astype(np.float32) / 255.0
 
 
-def apply_beauty(frame_bgr: np.ndarray, pts: np.ndarray | None, s: BeautySettings) -> np.ndarray:
-    """All enabled beauty effects on one frame, within the face's bounding region."""
+def apply_beauty(frame_bgr: np.ndarray, pts: np.ndarray | None, s: BeautySettings,
+                 in_place: bool = False) -> np.ndarray:
+    """All enabled beauty effects on one frame, within the face's bounding region; ``in_place`` draws them on
+    ``frame_bgr`` itself (a frame nothing else reads) instead of on a copy."""
     if pts is None:
         return frame_bgr
     H, W = frame_bgr.shape[:2]
@@ -76,7 +78,7 @@ def apply_beauty(frame_bgr: np.ndarray, pts: np.ndarray | None, s: BeautySetting
     x1, y1 = np.minimum(pts.max(axis=0) + 0.15 * np.ptp(pts, axis=0), [W, H]).astype(int)
     if x1 - x0 < 16 or y1 - y0 < 16:
         return frame_bgr
-    out = frame_bgr.copy()
+    out = frame_bgr if in_place else frame_bgr.copy()
     roi = out[y0:y1, x0:x1]
     p = pts - np.array([x0, y0], np.float32)
     face_w = float(np.ptp(p[:, 0]))
