@@ -142,6 +142,31 @@ def test_pruned_profile_then_full_then_predict(tmp_path, tiny_onnx):
                           "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "expected error (p50): leave-one-out:" in res.stdout, res.stderr
 
+    # a model never measured there (same architecture, other weights): its kernels' structure comes from its own
+    # artifacts, converted here into the profiler's cache; the kernels are those of the measured model (same shapes),
+    # so its per-kernel prediction is the measured model's uncalibrated one
+    import torch
+
+    from edgekit.apps.profiling import kernels as kp
+    from edgekit.apps.profiling.sweep import load_points
+    from edgekit.core.files import sha256_file
+    from edgekit.core.ingest import export_torch
+    from edgekit.zoo.portrait_seg import build
+
+    torch.manual_seed(1)
+    other = tmp_path / "other" / "other.onnx"
+    other.parent.mkdir()
+    export_torch(build(width=0.5), other, (1, 3, 64, 64), input_name="image", output_names=["mask"], dynamic_hw=True)
+    (other.parent / "model.yaml").write_text((tiny_onnx.parent / "model.yaml").read_text())
+    res = pr.predict_device(other, dev, out)
+    assert res.expected_error["method"]["p50"] == "per-kernel"
+    assert len(list((out / "artifacts" / sha256_file(other)[:16]).glob("*/*/artifact.json"))) == 6
+    points = list(load_points(out / "small-cpu" / "points.jsonl").values())
+    fitted = kp.KernelPredictor(pr.kernel_samples(points, timed))
+    for p in res.predictions:
+        ks = timed[(sha256_file(tiny_onnx), p.resolution, p.target, p.delegate, p.threads)]
+        assert p.p50_ms == pytest.approx(fitted.predict(p.target, p.delegate, p.threads, ks), rel=1e-9)
+
 
 def test_predict_without_measurements_is_one_line_exit_2(tmp_path, tiny_onnx):
     dev = _device(tmp_path)

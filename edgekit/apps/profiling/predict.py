@@ -605,8 +605,15 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
                 hold: error_summary(kp.leave_one_out(ksamples[m], by_model=hold != "leave_one_out"))}).get(hold)
             ew = (expected if m == "p50_ms" else {
                 hold: error_summary(leave_one_out(samples[m], by_model=hold != "leave_one_out"))}).get(hold)
-            if ek and ek["n"] and (not ew or not ew["n"] or ek["median_abs_error"] <= ew["median_abs_error"]):
+            k_known, w_known = bool(ek and ek["n"]), bool(ew and ew["n"])
+            if k_known and (not w_known or ek["median_abs_error"] <= ew["median_abs_error"]):
                 use[m] = "per-kernel"
+            elif not k_known and not w_known and hold == "leave_one_model_out":
+                use[m] = "per-kernel"  # neither error is known: for an unseen model, kernels carry over better
+                if m == "p50_ms":
+                    notes.append("the per-kernel method is used for this unseen model without an error estimate "
+                                 "(measure a second model on this device to get one); on this machine's benchmark "
+                                 "it carried over to an unseen model better than whole-model features")
     else:
         notes.append(f"no kernel timings of {prof.id} (profile it on this machine to take them): whole-model "
                      "method only")
