@@ -13,6 +13,10 @@
         outputs: [alpha]
         units: [cpu0, cpu1]
 
+A model stage may carry its mask between frames instead of running on every one (segmentation reuse,
+:mod:`edgekit.apps.video.reuse`): ``reuse: {max_k: 4, min_iou: 0.95}`` (the app config's ``reuse`` fields),
+with the frame's luma at the model's resolution as its second input (the ``reuse_luma`` kernel makes it).
+
 A unit name is ``UNIT`` for kernels and ``UNIT:FORMAT`` for models. The frame enters as ``frame``.
 
 A pipeline file is data, never code. It is validated against ``pipeline.schema.json``
@@ -48,6 +52,9 @@ class Stage:
     kernel: Callable | None = None
     model: dict[str, str] = field(default_factory=dict)  # format -> artifact directory
     params: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of a kernel
+    #: segmentation reuse between frames (:class:`~edgekit.apps.video.reuse.MaskReuse`) of a model stage whose
+    #: second input is the frame's luma at the model's resolution; None runs the model on every frame
+    reuse: Any = None
 
     @property
     def is_model(self) -> bool:
@@ -117,6 +124,8 @@ def load_pipeline(source: str | Path | dict, cache: Path = Path("out/pipeline-ar
             raise InputError(f"{what}: stage '{s['name']}' needs exactly one of kernel or model")
         if "params" in s and "kernel" not in s:
             raise InputError(f"{what}: stage '{s['name']}' has params but no kernel")
+        if "reuse" in s:
+            _reuse_budget(s, what)
         formats: dict[str, str] = {}
         if "model" in s:
             _model_paths(s["model"], base, f"{what}: stage '{s['name']}'")
@@ -131,13 +140,37 @@ def load_pipeline(source: str | Path | dict, cache: Path = Path("out/pipeline-ar
         kernel = None
         if "kernel" in s:
             kernel, params = make(s["kernel"], params, len(s["inputs"]), s["name"])
+        reuse = None
+        if "reuse" in s:
+            from edgekit.apps.video.reuse import MaskReuse
+
+            reuse = MaskReuse(_reuse_budget(s, what))
         stages.append(Stage(name=s["name"], inputs=list(s["inputs"]), outputs=list(s["outputs"]),
                             units=list(s["units"]), kernel=kernel,
                             model=_models(s.get("model", {}), cache, base, f"{what}: stage '{s['name']}'"),
-                            params=params))
+                            params=params, reuse=reuse))
     spec = PipelineSpec(raw["name"], stages)
     spec.check()
     return spec
+
+
+def _reuse_budget(s: dict, what: str):
+    """A stage's ``reuse`` block as a :class:`~edgekit.apps.video.reuse.ReuseBudget` (checked against the same
+    schema as an app config's ``reuse``); only a model stage with two inputs (the model's input, then the frame's
+    luma at the model's resolution, e.g. from the ``reuse_luma`` kernel) and one output (the mask) takes one.
+
+    Raises:
+        InputError: reuse on a kernel stage, the wrong inputs or outputs, or a block the schema refuses.
+    """
+    from edgekit.apps.video.reuse import budget_from
+
+    where = f"{what}: stage '{s['name']}'"
+    if "model" not in s:
+        raise InputError(f"{where}: reuse needs a model stage (it carries the model's mask between frames)")
+    if len(s["inputs"]) != 2 or len(s["outputs"]) != 1:
+        raise InputError(f"{where}: reuse needs inputs [MODEL_INPUT, LUMA] (LUMA: the frame's luma at the model's "
+                         "resolution, e.g. from the reuse_luma kernel) and one output (the mask)")
+    return budget_from(s["reuse"], f"{where} reuse")
 
 
 def _default_root(path: Path) -> Path:
@@ -194,4 +227,6 @@ def reset_stages(spec: PipelineSpec) -> PipelineSpec:
     """Reset every stateful kernel of ``spec`` so a run starts from frame 0's state; returns ``spec``."""
     for stage in spec.stages:
         reset_state(stage.kernel)
+        if stage.reuse is not None:
+            stage.reuse.reset()
     return spec

@@ -57,6 +57,7 @@ class StageCalls:
         self._sessions: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
         self.injected: dict[str, int] = {}      # unit -> frame index from which it fails (tests, drills)
+        self._shapes: dict[str, tuple] = {}      # stage -> its model output's shape (for reused masks)
 
     def __call__(self, stage: Stage, choice: str, values: dict, frame: int) -> dict:
         """The stage's outputs on ``choice``.
@@ -71,7 +72,9 @@ class StageCalls:
             raise DeviceError(f"unit {unit} failed (injected fault at frame {self.injected[unit]})")
         try:
             args = [values[i] for i in stage.inputs]
-            if stage.is_model:
+            if stage.is_model and stage.reuse is not None:
+                result = [self._reused(stage, choice, args, frame)]
+            elif stage.is_model:
                 session = self._session(stage, choice)
                 out = session.run({session.io.inputs[0].name: args[0]})
                 result = [out[t.name] for t in session.io.outputs]
@@ -86,6 +89,19 @@ class StageCalls:
             raise DeviceError(f"stage '{stage.name}' on {choice} gave {len(result)} value(s) for outputs "
                               f"{stage.outputs}")
         return dict(zip(stage.outputs, result))
+
+    def _reused(self, stage: Stage, choice: str, args: list, frame: int) -> np.ndarray:
+        """The mask of a stage with reuse: the model's (run when the reuse policy says so) or the previous one
+        carried by motion, in the model output's shape."""
+        session = self._session(stage, choice)
+
+        def infer() -> np.ndarray:
+            out = session.run({session.io.inputs[0].name: args[0]})[session.io.outputs[0].name]
+            self._shapes[stage.name] = np.shape(out)
+            return np.asarray(out, np.float32).reshape(args[1].shape[:2])
+
+        mask = stage.reuse(frame, args[1], infer)
+        return mask.reshape(self._shapes.get(stage.name, mask.shape))
 
     def _session(self, stage: Stage, choice: str):
         key = (stage.name, choice)

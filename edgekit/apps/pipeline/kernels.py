@@ -31,6 +31,7 @@ BUILTIN: dict[str, str] = {
     "temporal_denoiser": "edgekit.apps.video.effects.denoise:TemporalDenoiser",
     "clahe": "edgekit.apps.video.effects.lowlight:clahe",
     "face_tracker": "edgekit.apps.video.effects.beauty:FaceTracker",
+    "reuse_luma": "edgekit.apps.video.reuse:luma_at",
 }
 
 GROUP = "edgekit.kernels"

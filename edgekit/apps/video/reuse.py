@@ -108,6 +108,14 @@ def parse_reuse_option(text: str) -> dict:
     return out
 
 
+def luma_at(frame_bgr: np.ndarray, hw: tuple[int, int] | list[int]) -> np.ndarray:
+    """The frame's luma at ``hw`` (the model's resolution, area resize): what a pipeline stage with ``reuse``
+    takes as its second input (the ``reuse_luma`` kernel)."""
+    import cv2
+
+    return luma(cv2.resize(frame_bgr, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_AREA))
+
+
 def luma(small_bgr: np.ndarray) -> np.ndarray:
     import cv2
 
