@@ -105,3 +105,31 @@ def test_uint8_denoiser_is_the_float_blend():
         assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05
     with pytest.raises(ValueError, match="kernel"):
         TemporalDenoiser(kernel="fast")
+
+
+def test_lowlight_every_second_frame_runs_the_network_half_the_time():
+    """``every=2``: the network on frames 0, 2, 4, ...; the curves carried between (the weight map still fitted to
+    each frame); a reset (curves forgotten) runs it at once."""
+    from types import SimpleNamespace
+
+    from edgekit.apps.pipeline.definition import reset_state
+    from edgekit.apps.video.effects.lowlight import LowLight
+
+    calls = []
+
+    class Fake:
+        io = SimpleNamespace(inputs=[SimpleNamespace(name="image", shape=(1, 3, 18, 32))])
+
+        def run(self, feeds):
+            calls.append(feeds["image"].shape)
+            return {"a": np.full((1, 3, 18, 32), 0.5, np.float32)}
+
+    ll = LowLight(Fake(), every=2)
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((72, 128, 3)) * 60).astype(np.uint8) for _ in range(5)]
+    outs = [ll(f) for f in frames]
+    assert len(calls) == 3  # frames 0, 2, 4
+    assert all(o.mean() > f.mean() + 10 for o, f in zip(outs, frames))  # every frame brightened
+    reset_state(ll.estimate_two)
+    ll(frames[0])
+    assert len(calls) == 4

@@ -34,8 +34,11 @@ class LowLight:
     Two steps a pipeline can place on different units: :meth:`estimate` (the network at low resolution,
     smoothed over time) and :meth:`apply` (the lookup at full resolution)."""
 
-    def __init__(self, session, strength: float = 1.0, smoothing: float = 0.7):
+    def __init__(self, session, strength: float = 1.0, smoothing: float = 0.7, every: int = 1):
         self.session, self.strength, self.smoothing = session, strength, smoothing
+        #: :meth:`estimate_two` runs the network on every ``every``-th frame and carries the smoothed curves
+        #: between (the smoothing's time constant kept: ``smoothing ** every`` on the frames it runs)
+        self.every, self._since = max(1, int(every)), 0
         self.lut = curve_lut().ravel()
         self.fine_lut = curve_lut(FINE_LEVELS).ravel()  # 255 x 256 entries (64 KiB): finer than the earlier 65
         self.curves: np.ndarray | None = None  # the smoothed curve maps of the previous frame
@@ -52,12 +55,13 @@ class LowLight:
         h, w = self.hw
         return cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA)
 
-    def _estimate(self, small_bgr: np.ndarray) -> np.ndarray:
+    def _estimate(self, small_bgr: np.ndarray, smoothing: float | None = None) -> np.ndarray:
+        smoothing = self.smoothing if smoothing is None else smoothing
         small = small_bgr[..., ::-1].astype(np.float32) / 255.0
         a = self.session.run({self.session.io.inputs[0].name: small.transpose(2, 0, 1)[None].copy()})
         a = next(iter(a.values()))[0] * self.strength
         if self.curves is not None and self.curves.shape == a.shape:
-            a = self.smoothing * self.curves + (1 - self.smoothing) * a
+            a = smoothing * self.curves + (1 - smoothing) * a
         self.curves = a
         return a
 
@@ -65,7 +69,13 @@ class LowLight:
         """:meth:`estimate`, then everything :meth:`apply_two` needs worked out at the curves' resolution
         (:func:`two_curves`): the full-resolution step is left two ``cv2.LUT`` and one multiply-add in uint8."""
         small = self._small(frame_bgr)
-        return two_curves(self._estimate(small), small)
+        if self.curves is None or self._since + 1 >= self.every:
+            self._since = 0
+            curves = self._estimate(small, self.smoothing ** self.every)
+        else:  # carried: the weight map is still fitted to this frame
+            self._since += 1
+            curves = self.curves
+        return two_curves(curves, small)
 
     def apply_two(self, frame_bgr: np.ndarray, two: TwoCurves) -> np.ndarray:
         """The curves at full resolution as ``low(x) + w * (high(x) - low(x))``: two per-channel ``cv2.LUT``
@@ -167,11 +177,11 @@ PREVIOUS_CURVE_HW = (72, 128)  # what process ran before the two-curve apply (be
 
 
 def open_lowlight(strength: float = 1.0, threads: int = 1, cache: Path = Path("out/pipeline-artifacts"),
-                  hw: tuple[int, int] = CURVE_HW) -> LowLight:
+                  hw: tuple[int, int] = CURVE_HW, every: int = 1) -> LowLight:
     """The bundled curve network as an onnx-fp32 artifact at ``hw`` (converted once, parity-checked) in a
     LowLight."""
     from edgekit.api import load
     from edgekit.apps.profiling.sweep import cached_artifact
 
     art = cached_artifact(MODEL, "onnx-fp32", tuple(hw), cache)
-    return LowLight(load(art.path, threads=threads), strength)
+    return LowLight(load(art.path, threads=threads), strength, every=every)
