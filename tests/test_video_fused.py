@@ -133,3 +133,18 @@ def test_lowlight_every_second_frame_runs_the_network_half_the_time():
     reset_state(ll.estimate_two)
     ll(frames[0])
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("color,value_range,mean,std", [
+    ("RGB", (0.0, 1.0), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    ("BGR", (0.0, 1.0), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("RGB", (-1.0, 1.0), (0.1, 0.2, 0.3), (0.5, 0.6, 0.7))])
+def test_model_input_by_table_is_the_normalized_input(color, value_range, mean, std):
+    from edgekit.apps.video.process import _input_lut
+    from edgekit.core.preprocess import frame_to_input
+
+    small = (np.random.default_rng(0).random((36, 64, 3)) * 255).astype(np.uint8)
+    expected = frame_to_input(small, (36, 64), color, value_range, mean, std)
+    got = _input_lut(color, value_range, mean, std)(small)
+    assert got.shape == expected.shape == (1, 3, 36, 64) and got.dtype == np.float32
+    assert np.allclose(got, expected, atol=1e-6)

@@ -366,7 +366,7 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
     if "blur" in effects or "replace" in effects:
         entries = model_entries(config)
         if fast:
-            add("prepare", functools.partial(_prepare_quarter, entries[0], reuse), ["frame"],
+            add("prepare", functools.partial(_prepare_quarter, entries[0], reuse, fused), ["frame"],
                 ["seg_in", "quarter", "seg_gray"] if reuse else ["seg_in", "quarter"])
         elif reuse:
             add("prepare", entries[0].prepare_with_luma, ["frame"], ["seg_in", "seg_gray"])
@@ -417,16 +417,39 @@ def build_pipeline(config: dict, effects: list[str], strengths: dict[str, float]
     return spec
 
 
-def _prepare_quarter(entry: ModelEntry, with_luma: bool, frame_bgr: np.ndarray):
-    """(model input, the 1/4-size frame[, luma at the model's resolution]) from one read of the frame."""
+def _prepare_quarter(entry: ModelEntry, with_luma: bool, fused: bool, frame_bgr: np.ndarray):
+    """(model input, the 1/4-size frame[, luma at the model's resolution]) from one read of the frame; ``fused``
+    makes the model input by one table lookup (:func:`_input_lut`, the same numbers)."""
     import cv2
 
     from edgekit.apps.video.reuse import luma
 
     q = kernels.quarter(frame_bgr)
     small = cv2.resize(q, (entry.hw[1], entry.hw[0]), interpolation=cv2.INTER_AREA)
-    x = entry.prepare(small)
+    x = _input_lut(entry.color, entry.value_range, entry.mean, entry.std)(small) if fused else entry.prepare(small)
     return (x, q, luma(small)) if with_luma else (x, q)
+
+
+@functools.lru_cache(maxsize=8)
+def _input_lut(color: str, value_range: tuple, mean: tuple, std: tuple):
+    """:meth:`ModelEntry.prepare` of a frame already at the model's size as one per-channel ``cv2.LUT`` to
+    float32 (each uint8 value's normalized number, computed by :func:`~edgekit.core.preprocess.normalize_pixels`
+    itself) and one transpose, instead of five float passes."""
+    import cv2
+
+    from edgekit.core.preprocess import normalize_pixels
+
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)  # every channel = the value
+    table = normalize_pixels(levels, color, value_range, mean, std, peak=255.0)  # [value, 0, model channel]
+    # cv2.LUT maps the frame's channel k (B, G, R) through table channel k: the model channel it feeds
+    rgb = color != "BGR"
+    lut = np.ascontiguousarray(table[..., ::-1] if rgb else table, np.float32)
+
+    def prepare(small_bgr: np.ndarray) -> np.ndarray:
+        vals = cv2.LUT(small_bgr, lut).transpose(2, 0, 1)  # 3 x h x w, the frame's channel order
+        return np.ascontiguousarray((vals[::-1] if rgb else vals)[None])
+
+    return prepare
 
 
 def _background_eighth_of(image: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
