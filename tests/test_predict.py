@@ -165,7 +165,8 @@ def test_pruned_profile_then_full_then_predict(tmp_path, tiny_onnx):
     fitted = kp.KernelPredictor(pr.kernel_samples(points, timed))
     for p in res.predictions:
         ks = timed[(sha256_file(tiny_onnx), p.resolution, p.target, p.delegate, p.threads)]
-        assert p.p50_ms == pytest.approx(fitted.predict(p.target, p.delegate, p.threads, ks), rel=1e-9)
+        assert p.p50_ms == pytest.approx(fitted.predict(p.target, p.delegate, p.threads, ks), rel=1e-9), (
+            p.label(), res.notes)
 
 
 def test_predict_without_measurements_is_one_line_exit_2(tmp_path, tiny_onnx):

@@ -664,7 +664,7 @@ def kernel_structure(model: Path, target: str, delegate: str, hw: tuple[int, int
 
     try:
         art = cached_artifact(model, target, hw, cache)
-        return kernel_times_of(art, delegate, 1, runs=1)
+        return kernel_times_of(art, delegate, 1, runs=3)
     except EdgekitError as e:
         if notes is not None:
             notes.append(f"{target} {delegate} {hw[0]}x{hw[1]}: its kernels cannot be listed on this machine ({e}); "
