@@ -320,7 +320,13 @@ def test_within_the_noise_memory_a_few_hundred_kb_apart_is_the_same_and_the_prof
         for order in ([a, b], [b, a]):
             c = choose(order, budget_ms=8.3, prefer=prefer)
             assert c.chosen is first and "target order" in c.why
+    c = _point("openvino-fp32", 3.05, 3.55, load_p90=6.05)
+    c.peak_memory_mb = 161.2  # a third, lighter within 10%: all three one band, whichever of a, b is the heavier
+    for ma, mb in ((176.9, 177.7), (177.7, 176.6)):
+        a.peak_memory_mb, b.peak_memory_mb = ma, mb
+        assert choose([a, b, c], budget_ms=8.3, prefer=("tflite-fp32", "ncnn-fp16", "openvino-fp32")).chosen is a
     b.peak_memory_mb = 150.0  # 15% lighter: a real difference, it decides whatever the order
+    a.peak_memory_mb = 176.9
     assert choose([a, b], budget_ms=8.3, prefer=("tflite-fp32", "ncnn-fp16")).chosen is b
     b.threads = 2  # fewer threads first, memory second
     assert choose([a, b], budget_ms=8.3, prefer=("ncnn-fp16", "tflite-fp32")).chosen is a

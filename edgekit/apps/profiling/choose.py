@@ -191,19 +191,19 @@ def _tail(p: Point) -> str:
 TIE_SHARE = 0.10
 
 
-#: peak memories closer than this share of the lightest count as the same (a few hundred KB of allocator noise must
-#: not decide between runtimes from sweep to sweep)
+#: peak memories closer than this share count as the same (a few hundred KB of allocator noise must not decide
+#: between runtimes from sweep to sweep): sorted, a memory within this share of the next lighter one is in its band
 MEMORY_SHARE = 0.10
 
 
 def _within_noise(top: list[Point], prefer: tuple[str, ...] = ()) -> list[Point]:
     """The points of ``top`` (equal in quality, aspect and input size) that the noise cannot tell from the fastest
-    one, ordered by fewest threads (the most CPU left to the app), then least memory (within
-    :data:`MEMORY_SHARE` counts as the same), then the order of the targets in ``prefer`` (the device profile's
-    list: the user's preference decides what the measurements cannot), then latency. Faster is judged by the
-    median measured with the budget's tail (:attr:`Point.budget_center_ms`): tied when within :data:`TIE_SHARE`
-    of the fastest median, or when the tails' 95% intervals overlap. A choice made by that order repeats from
-    sweep to sweep; one made by a latency difference inside the noise does not."""
+    one, ordered by fewest threads (the most CPU left to the app), then least memory (in bands: a memory within
+    :data:`MEMORY_SHARE` of the next lighter one counts as the same), then the order of the targets in ``prefer``
+    (the device profile's list: the user's preference decides what the measurements cannot), then latency.
+    Faster is judged by the median measured with the budget's tail (:attr:`Point.budget_center_ms`): tied when
+    within :data:`TIE_SHARE` of the fastest median, or when the tails' 95% intervals overlap. A choice made by
+    that order repeats from sweep to sweep; one made by a latency difference inside the noise does not."""
     def center(p: Point) -> float:
         return p.budget_center_ms if p.budget_center_ms is not None else p.budget_tail_ms
 
@@ -221,12 +221,14 @@ def _within_noise(top: list[Point], prefer: tuple[str, ...] = ()) -> list[Point]
         return bool(a and b) and not (a[1] < b[0] or b[1] < a[0])
 
     ties = [p for p in top if tied(p)]
-    lightest = min((p.peak_memory_mb for p in ties if p.peak_memory_mb), default=None)
+    bands, band, last = {}, 0, None
+    for mb in sorted({p.peak_memory_mb for p in ties if p.peak_memory_mb}):
+        if last is not None and mb > last * (1 + MEMORY_SHARE):  # a gap wider than the noise starts a new band
+            band += 1
+        bands[mb], last = band, mb
 
     def memory_band(p: Point) -> int:
-        if not p.peak_memory_mb or not lightest:
-            return 0 if not lightest else 1 << 30
-        return math.floor(math.log(p.peak_memory_mb / lightest) / math.log1p(MEMORY_SHARE))
+        return bands.get(p.peak_memory_mb, band + 1)  # not measured: after every measured one
 
     def preference(p: Point) -> int:
         return prefer.index(p.target) if p.target in prefer else len(prefer)
