@@ -121,6 +121,58 @@ def row(runtime: str, hw, threads: int, runs: int, options: dict | None = None) 
             "int8_ops": audit["by_precision"].get("int8", 0), "convert_s": {"fp32": fp32_s, "int8": int8_s}}
 
 
+def mobilenet_conversions(targets: list[str], out: Path) -> list[dict]:
+    """Conversion time of a torchvision MobileNetV2 (random init, BatchNorm statistics from natural-like images,
+    224x224, ImageNet pre-processing) to each int8 target: until the artifact is written or the conversion says
+    why not (issue 16: within 2 minutes on 2 cores). The ONNX export is not counted."""
+    import shutil
+
+    import torch
+    import torchvision
+
+    from edgekit.core.ingest import export_torch
+
+    torch.manual_seed(0)
+    folder = out / "mobilenet_v2"
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / "mobilenet_v2.onnx"
+    if not onnx_path.exists():
+        model = torchvision.models.mobilenet_v2(weights=None)
+        for m in model.modules():  # BatchNorm statistics from ImageNet-normalized natural-like images
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        from edgekit.core.calibration import normalize
+        from edgekit.core.iospec import TensorSpec
+        from edgekit.core.samples.natural import dataset
+
+        ts = TensorSpec("image", (1, 3, 224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        model.train()
+        with torch.no_grad():
+            for k in range(4):
+                model(torch.from_numpy(normalize(dataset(8, 224, 224, seed=100 + k), ts)))
+        export_torch(model.eval(), onnx_path, (1, 3, 224, 224), input_name="image", output_names=["out"])
+        (folder / "model.yaml").write_text("name: mobilenet_v2\noutputs:\n  - name: out\n    kind: logits\n")
+    import edgekit
+    from edgekit.errors import EdgekitError
+
+    rows = []
+    for target in targets:
+        dest = folder / target
+        shutil.rmtree(dest, ignore_errors=True)
+        t0 = time.perf_counter()
+        try:
+            art = edgekit.convert(str(onnx_path), target, dest, preprocess="imagenet")
+            kept = len((art.parity or {}).get("kept_float") or [])
+            outcome = "published" + (f" ({kept} layer(s) kept in float)" if kept else "")
+        except EdgekitError as e:
+            outcome = f"refused ({type(e).__name__}): {str(e).splitlines()[0][:160]}"
+        rows.append({"target": target, "seconds": time.perf_counter() - t0, "outcome": outcome,
+                     "load": os.getloadavg()[0]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runtimes", default="onnx,tflite,openvino,ncnn")
@@ -129,8 +181,16 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="RUNTIME:KEY=VALUE[,KEY=VALUE]",
                     help="also measure an int8 artifact converted with these -O options (repeatable), "
                          "e.g. tflite:hard_activations=decompose")
+    ap.add_argument("--mobilenet", default="", metavar="TARGETS",
+                    help="only time converting a torchvision MobileNetV2 to these targets (comma-separated)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if a.mobilenet:
+        rows = mobilenet_conversions(a.mobilenet.split(","), OUT)
+        lines = ["| target | conversion s | outcome | load |", "|---|---|---|---|"]
+        lines += [f"| {r['target']} | {r['seconds']:.0f} | {r['outcome']} | {r['load']:.1f} |" for r in rows]
+        print("\n".join(lines))
+        return
     load_start = os.getloadavg()
     plan = [(r, None) for r in a.runtimes.split(",")]
     for v in a.variant:

@@ -50,10 +50,13 @@ def _run(*args) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_tflite_int8_audit_recorded_and_required(student_artifacts):
-    """The student's int8 HardSwish/ReLU-0-to-1 ops are not taken by XNNPACK in this LiteRT build: the audit
-    recorded at conversion says so (and names the option that decomposes them), equals a fresh audit, and
-    `--require fast` fails on it (exit 8) while LiteRT's reference kernels, asked for with cpu-ref, are intended."""
-    art = student_artifacts("tflite-int8")
+    """The student's int8 HardSwish/ReLU-0-to-1 ops, kept as such (-O hard_activations=keep), are not taken by
+    XNNPACK in this LiteRT build: the audit recorded at conversion says so (and names the option that decomposes
+    them), equals a fresh audit, and `--require fast` fails on it (exit 8) while LiteRT's reference kernels, asked
+    for with cpu-ref, are intended. The default (decomposed) tflite-int8 runs every op on XNNPACK."""
+    default = Audit.from_dict(student_artifacts("tflite-int8").audit).summary()
+    assert default["off_fast_path"] == {} and default["by_unit"] == {"cpu:xnnpack": default["ops"]}
+    art = student_artifacts("tflite-int8", options={"hard_activations": "keep"})
     recorded = Audit.from_dict(art.audit)
     off = recorded.summary()["off_fast_path"]
     assert set(off) <= {"HARD_SWISH", "RELU_0_TO_1"} and off.get("HARD_SWISH", 0) > 0

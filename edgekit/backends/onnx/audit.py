@@ -6,6 +6,7 @@ compute)."""
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from edgekit.core.audit import Audit, OpRun
@@ -64,4 +65,15 @@ def audit_ort(model_path: Path, target, provider: str, delegate: str, kept_nodes
             intended = "fp32"
         out.ops.append(OpRun(index, node.op_type, node.name or node.output[0], unit,
                              f"{node.domain or 'ai.onnx'}:{node.op_type}", precision, unit, intended, why=why))
+    if target.is_quantized:
+        passes = Counter(n.op_type for n in graph.node if n.op_type in _ELEMENTWISE_INT8)
+        if passes:
+            out.limits.append(f"{sum(passes.values())} element-wise int8 kernels run as passes of their own ("
+                              + ", ".join(f"{n} {op}" for op, n in passes.most_common()) + "): ORT's QLinearConv "
+                              "fuses no activation but Relu/Clip, where its fp32 Conv fuses HardSwish/HardSigmoid "
+                              "and the like; on x86 these passes are most of what int8 pays beyond the convolutions")
     return out
+
+
+#: quantized element-wise kernels ORT runs as a pass over the tensor (no fusion into the producing convolution)
+_ELEMENTWISE_INT8 = {"QLinearAdd", "QLinearMul", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax"}

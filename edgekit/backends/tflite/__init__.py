@@ -17,8 +17,12 @@ BACKEND = Backend(
         Option("route", "converter route: onnx2tf (any source), litert-torch (PyTorch sources, fp32/int8)",
                choices=("onnx2tf", "litert-torch")),
         Option("hard_activations", "HardSwish/HardSigmoid as fused ops (keep: int8 HARD_SWISH runs on LiteRT's "
-               "reference kernels) or as Add/Clip/Mul (decompose: every op on XNNPACK, more int8 rounding)",
-               choices=("keep", "decompose"), default="keep", precisions=("int8",)),
+               "reference kernels) or as Add/Clip/Mul (decompose: every op on XNNPACK)",
+               choices=("keep", "decompose"), default="decompose", precisions=("int8",)),
+        Option("pooled_layers", "layers fed by a global pooling (squeeze-excite) in float (negligible cost; their "
+               "narrow calibrated ranges saturate on unlike inputs; quantized by ai-edge-quantizer; with "
+               "hard_activations=decompose only) or in int8",
+               choices=("float", "int8"), default="float", precisions=("int8",)),
     ),
     sources=(".tflite",), source_loader="edgekit.backends.tflite.source:load",
     source_original="edgekit.backends.tflite.source:original",

@@ -66,7 +66,8 @@ class TFLiteConverter(BaseConverter):
         if job.options.get("route", _route(job)) == "litert-torch":
             return ("convert",)
         p = job.target.precision
-        rewrite = ("rewrite",) if p == "int8" and job.options.get("hard_activations") == "decompose" else ()
+        rewrite = ("rewrite",) if p == "int8" and job.options.get("hard_activations", "decompose") == "decompose" \
+            else ()
         return (*rewrite, "layout") + ({"fp32": (), "fp16": ("fp16",)}.get(p, ("quantize",)))
 
     def keep_float_unsupported(self, job: ConversionJob) -> str | None:
@@ -123,10 +124,11 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     src = job.source
     keep_nchw = job.options.get("io_layout") == "nchw"
     onnx_in, rewritten = src.onnx_path, 0
-    if job.target.precision == "int8" and job.options.get("hard_activations") == "decompose":
+    if job.target.precision == "int8" and job.options.get("hard_activations", "decompose") == "decompose":
         # XNNPACK has no int8 HARD_SWISH / RELU_0_TO_1 kernel here: as Add/Clip/Mul (x/6 first, so that TensorFlow's
-        # converter does not fuse them back) every op stays on XNNPACK (core/rewrites.py; the audit shows it). Not
-        # the default: on the bundled student the extra int8 rounding failed the temporal gate (dtSSD 3.93 > 3.0)
+        # converter does not fuse them back) every op stays on XNNPACK (core/rewrites.py; the audit shows it). With
+        # the squeeze-excite layers quantized too it flickered (the student: dtSSD 3.93 > 3.0); with them float
+        # (pooled_layers, below) dtSSD 1.18 and 2x faster than keeping HARD_SWISH on the reference kernels
         import onnx
 
         from edgekit.core.rewrites import decompose_hard_activations
@@ -146,12 +148,21 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
         cmd += ["-kt", *nhwc]
     # onnx2tf downloads this sample file (even for float targets) unless one is in its working directory
     np.save(work / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
-    mixed = job.target.precision == "int8" and bool(job.keep_float)
+    from edgekit.backends.onnx.converter import pooled_layers
+
+    # squeeze-excite 1x1 convolutions stay float (backends/onnx/converter.py: pooled_layers): onnx2tf's int8 cannot
+    # leave a layer float, so a model that has them takes the mixed route (onnx2tf float32, then ai-edge-quantizer)
+    weighted = {n.name for n in src.model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+    # (with HARD_SWISH kept, ai-edge-quantizer's int8 of the student failed its gate: that case stays onnx2tf's)
+    pooled = tuple(n for n in pooled_layers(src.model) if n in weighted and n not in job.keep_float) \
+        if job.target.precision == "int8" and job.options.get("pooled_layers", "float") == "float" \
+        and job.options.get("hard_activations", "decompose") == "decompose" else ()
+    mixed = job.target.precision == "int8" and bool(job.keep_float or pooled)
     if job.target.is_quantized and not mixed:
         cmd += ["-oiqt", "-qt", "per-channel"]
         for spec in src.io.inputs:
             data = np.concatenate([s[spec.name] for s in job.calibration])
-            if spec.is_image and not keep_nchw:
+            if spec.is_image and not keep_nchw and spec.layout != "NHWC":  # a TFLite source's are NHWC already
                 data = data.transpose(0, 2, 3, 1)
             np.save(work / f"calib_{spec.name}.npy", data)
             cmd += ["-cind", spec.name, str(work / f"calib_{spec.name}.npy"), "[[[[0.0]]]]", "[[[[1.0]]]]"]
@@ -164,25 +175,37 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
         (work / "replace.json").write_text(json.dumps(prf))
         cmd += ["-prf", str(work / "replace.json")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    res = subprocesses.run(cmd, "onnx2tf", cwd=work, env=env)  # own process group, timeout, killed on interrupt
-    log = res.stdout + res.stderr
-    (workdir / ".onnx2tf.log").write_text(log)
-    if res.returncode != 0:
-        _raise_onnx2tf_error(log, str(job.target))
     key = (job.target.precision, io_dtype) if job.target.precision == "int8" else job.target.precision
     key = "fp32" if mixed else key
     produced = work / "tf" / f"{src.onnx_path.stem}_{ONNX2TF_FILES[key]}.tflite"
+    float32 = work / "tf" / f"{src.onnx_path.stem}_{ONNX2TF_FILES['fp32']}.tflite"
+    # the float32 model onnx2tf writes depends on the graph and the layout flags only: a keep-float retry (which
+    # re-quantizes that float model) reuses it instead of running onnx2tf again (minutes for a MobileNet)
+    reuse = _float_key(onnx_in, cmd, work, (work / "replace.json") if fixes else None)
+    if mixed and reuse in _FLOAT_CACHE:
+        produced.parent.mkdir(parents=True, exist_ok=True)
+        produced.write_bytes(_FLOAT_CACHE[reuse])
+        log = "onnx2tf: float32 model reused from the previous attempt\n"
+    else:
+        res = subprocesses.run(cmd, "onnx2tf", cwd=work, env=env)  # own process group, timeout, killed on interrupt
+        log = res.stdout + res.stderr
+        (workdir / ".onnx2tf.log").write_text(log)
+        if res.returncode != 0:
+            _raise_onnx2tf_error(log, str(job.target))
+        if job.target.precision == "int8" and float32.is_file():
+            _FLOAT_CACHE.clear()  # one model at a time: the attempts of this conversion
+            _FLOAT_CACHE[reuse] = float32.read_bytes()
     if not produced.is_file():  # onnx2tf can exit 0 without writing a variant
-        tail = "\n".join(log.strip().splitlines()[-3:])
+        noise = ("W0000", "I0000", "WARNING: All log messages")  # TensorFlow's start-up lines say nothing here
+        tail = "\n".join([ln for ln in log.strip().splitlines() if not ln.startswith(noise)][-3:])
         raise ConversionError(f"onnx2tf exited 0 but did not write {produced.name}: {_strip_ansi(tail)}")
     final = workdir / "model.tflite"
-    float32 = work / "tf" / f"{src.onnx_path.stem}_{ONNX2TF_FILES['fp32']}.tflite"
     if job.stages_dir is not None and (mixed or key != "fp32"):  # onnx2tf's float32 NHWC model, before fp16/int8
         job.keep_stage("layout", {"model": produced if mixed else float32}, "fp32",
                        native_io(produced if mixed else float32, src.io, "NCHW" if keep_nchw else "NHWC", "NHWC"))
     os.replace(produced, final)
     _remove_tree(work)
-    (workdir / ".onnx2tf.log").unlink()
+    (workdir / ".onnx2tf.log").unlink(missing_ok=True)
     perm = job.options.get("onnx2tf_perm", TRANSPOSE_PERMS[0])
     notes = [f"onnx2tf post-process transpose {perm} on {', '.join(fixes)}"] if fixes else []
     options = {"io_layout": "nchw" if keep_nchw else "nhwc", "io_dtype": io_dtype}
@@ -191,15 +214,55 @@ def _convert_onnx2tf(job: ConversionJob, workdir: Path, io_dtype: str) -> Conver
     layout = "NCHW" if keep_nchw else "NHWC"
     kept: tuple[str, ...] = ()
     if mixed:
-        options.update(quantize_keeping_float(final, job, native_io(final, src.io, layout, "NHWC")))
-        kept = tuple(options.pop("kept_float"))
-        notes.append("mixed precision: onnx2tf float32, then ai-edge-quantizer (int8 IO) with the kept layers float")
+        from dataclasses import replace
+
+        floats = quantize_keeping_float(final, replace(job, keep_float=(*job.keep_float, *pooled)),
+                                        native_io(final, src.io, layout, "NHWC"))
+        kept = tuple(n for n in floats.pop("kept_float") if n in job.keep_float)
+        options.update(floats)
+        options["io_dtype"] = "int8"
+        really_pooled = [n for n in options["float_layers"] if n in pooled]
+        if really_pooled:
+            options["pooled_float_layers"] = really_pooled
+            notes.append(f"{len(really_pooled)} layer(s) fed by a global pooling computed in float (squeeze-excite: "
+                         "negligible cost, and their narrow calibrated ranges saturate on inputs unlike the "
+                         "calibration set; -O pooled_layers=int8 quantizes them)")
+        notes.append("mixed precision: onnx2tf float32, then ai-edge-quantizer (int8 IO) with "
+                     + ("the kept layers" if kept else "those layers") + " float")
     io = native_io(final, src.io, layout, "NHWC")
     if fixes:
         options.update(onnx2tf_transpose=fixes, onnx2tf_perm=list(perm))
     return ConvertedModel(files={"model": final.name}, io=io, route="onnx2tf+ai-edge-quantizer" if mixed else "onnx2tf",
                           tools=tool_versions("onnx2tf", "tensorflow", "ai_edge_litert", "onnx"),
                           options=options, notes=notes, kept_float=kept)
+
+
+#: (graph, flags) -> onnx2tf's float32 .tflite bytes, for the keep-float retries of the conversion in progress
+_FLOAT_CACHE: dict[str, bytes] = {}
+
+
+def _float_key(onnx_in: Path, cmd: list[str], work: Path, replace: Path | None) -> str:
+    """What onnx2tf's float32 output depends on: the ONNX graph, its flags (paths and the int8 calibration flags
+    left out) and the post-process transposes."""
+    import hashlib
+
+    h = hashlib.sha256(Path(onnx_in).read_bytes())
+    skip = {"-oiqt", "-qt", "per-channel", "-cind", "-i", "-o", "-prf"}
+    flags, i = [], 3  # after [python, -m, onnx2tf]
+    while i < len(cmd):
+        if cmd[i] == "-cind":
+            i += 5
+            continue
+        if cmd[i] in ("-i", "-o", "-prf"):
+            i += 2
+            continue
+        if cmd[i] not in skip:
+            flags.append(cmd[i])
+        i += 1
+    h.update("\0".join(flags).encode())
+    if replace is not None:
+        h.update(replace.read_bytes())
+    return h.hexdigest()
 
 
 def _output_of(model, node_name: str) -> str:
