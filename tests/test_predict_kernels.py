@@ -129,9 +129,21 @@ def test_kernels_file_is_read_as_hostile_data(tmp_path):
              json.dumps({**good, "kernels": [{**good["kernels"][0], "ms": ["1"]}]}),
              json.dumps({**good, "kernels": [{**good["kernels"][0], "macs": "1e9"}]}),
              json.dumps({**good, "kernels": [{**good["kernels"][0], "ms": [float("nan")]}]}), ""]
+    # fields that are compared, hashed or sorted later (op types sorted with strings: TypeError; a list: unhashable)
+    k0 = good["kernels"][0]
+    hostile = [{**good, "kernels": [{**k0, "op": 5}]}, {**good, "kernels": [{**k0, "op": ["Conv"]}]},
+               {**good, "kernels": [{**k0, "name": 7}]}, {**good, "kernels": [{**k0, "kind": ["conv"]}]},
+               {**good, "kernels": [{**k0, "cin": 1.5}]}, {**good, "kernels": [k0, 3]}, {**good, "kernels": "x"},
+               {**good, "threads": "1"}, {**good, "threads": True}, {**good, "resolution": ["64", 64]},
+               {**good, "resolution": [64, 64, 3]}, {**good, "target": 5}, {**good, "model_sha256": ["ab"]}, [good]]
+    lines += [json.dumps(h) for h in hostile]
     path = tmp_path / "kernels.jsonl"
     path.write_text("\n".join(lines))
     notes: list[str] = []
     got = pr.load_kernels(path, notes)
     assert list(got) == [("ab", (64, 64), "onnx-fp32", "cpu", 1)] and got[list(got)[0]][0].ms == [0.1, 0.2]
-    assert notes == [f"{path}: 6 line(s) that are not kernel timings were ignored"]
+    assert notes == [f"{path}: {6 + len(hostile)} line(s) that are not kernel timings were ignored"]
+    # what is kept trains the per-kernel models without a TypeError
+    ks = got[list(got)[0]]
+    assert kp.KernelPredictor([kp.KernelSample("onnx-fp32", "cpu", 1, tuple(ks), 1.0, "ab", (64, 64))]).known(
+        "onnx-fp32", "cpu", 1)

@@ -463,6 +463,11 @@ def profile_kernels(artifact, point, out_dir: Path, notes: list[str] | None = No
     return True
 
 
+def _count(v) -> bool:
+    """An integer read from a file (a bool is not one)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def load_kernels(path: Path, notes: list[str] | None = None) -> dict[tuple, list]:
     """``{(model sha256, resolution, target, delegate, threads): [KernelTime, ...]}`` from a ``kernels.jsonl``
     (the last line of a key wins); lines that are not kernel records are skipped and counted in ``notes``."""
@@ -479,16 +484,22 @@ def load_kernels(path: Path, notes: list[str] | None = None) -> dict[tuple, list
             continue
         try:
             d = json.loads(ln)
-            h, w = d["resolution"]
+            if not isinstance(d, dict) or not isinstance(d.get("kernels"), list):
+                raise ValueError("not a kernel record")
+            res, words = d["resolution"], [d["model_sha256"], d["target"], d["delegate"]]
+            if not (isinstance(res, list) and len(res) == 2 and all(_count(v) and v > 0 for v in res)
+                    and _count(d["threads"]) and d["threads"] > 0 and all(isinstance(v, str) for v in words)):
+                raise ValueError("resolution, threads, model, target or delegate of the wrong type")
             ks = [KernelTime.from_dict(k) for k in d["kernels"]]
-            for k in ks:
-                nums = [k.macs, k.in_elems, k.out_elems, k.weight_elems, k.cin, k.cout, k.window, *k.ms]
-                if k.kind not in KINDS or not isinstance(k.ms, list) or not all(
+            for k in ks:  # names and op types are compared and sorted; counts and times summed
+                nums = [k.macs, k.in_elems, k.out_elems, k.weight_elems, k.cin, k.cout, k.window]
+                if not (isinstance(k.name, str) and isinstance(k.op, str) and isinstance(k.kind, str)
+                        and k.kind in KINDS and isinstance(k.ms, list)) or not all(
                         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                        for v in nums):
-                    raise ValueError("unknown kernel kind, or a count or time that is not a number >= 0")
-            out[(str(d["model_sha256"]), (int(h), int(w)), str(d["target"]), str(d["delegate"]),
-                 int(d["threads"]))] = ks
+                        for v in nums + k.ms) or not all(_count(v) for v in (k.cin, k.cout, k.window)):
+                    raise ValueError("a kernel's name, op or kind is not a known string, or a count or time is not "
+                                     "a number >= 0")
+            out[(d["model_sha256"], (res[0], res[1]), d["target"], d["delegate"], d["threads"])] = ks
         except (ValueError, KeyError, TypeError):
             bad += 1
     if bad and notes is not None:
