@@ -23,7 +23,8 @@ see :func:`profile_kernels`), per-kind kernel latency models are fitted on them 
 as the sum of its kernels' predictions plus a fitted per-run overhead. Its kernels' structure comes from that
 file, or from the runtime's graph of the model's artifact made on this machine. ``edgekit predict`` states the
 expected error of both methods and uses the one whose error is lower for the case at hand (a measured model:
-leave-one-out; a model never measured there: leave-one-model-out).
+leave-one-out; a model never measured there: leave-one-model-out), both errors taken on the same configurations
+(those both methods could predict: :func:`compare_methods`).
 
 **Expected error.** Leave-one-out over the device's own points (each predicted from all the others): the share
 within +-10% and the median error are printed with every prediction; with several models measured, the same
@@ -374,6 +375,44 @@ def error_summary(pairs: list[tuple[Sample, float | None]]) -> dict:
             "median_abs_error": float(np.median(errs)), "p90_abs_error": float(np.quantile(errs, 0.9))}
 
 
+def compare_methods(kernel_pairs: list[tuple], whole_pairs: list[tuple]) -> dict:
+    """Both methods' held-out errors on the same configurations: those (model, resolution, target, delegate,
+    threads) that both predicted (the per-kernel method only sees points whose kernels were timed, the whole-model
+    method only points whose artifacts are left). Returns ``{"configurations", "per_kernel", "whole_model"}``,
+    the last two :func:`error_summary` of those configurations."""
+    def key(s) -> tuple:
+        return (s.model, tuple(s.resolution), s.target, s.delegate, int(s.threads))
+
+    k = {key(s): (s, p) for s, p in kernel_pairs if p is not None}
+    w = {key(s): (s, p) for s, p in whole_pairs if p is not None}
+    common = [c for c in k if c in w]
+    return {"configurations": len(common), "per_kernel": error_summary([k[c] for c in common]),
+            "whole_model": error_summary([w[c] for c in common])}
+
+
+def choose_method(kernel_pairs: list[tuple], whole_pairs: list[tuple], unseen: bool) -> tuple[str, dict, str]:
+    """The method (``"per-kernel"`` or ``"whole-model"``) with the lower median held-out error on the
+    configurations both predicted (:func:`compare_methods`; a tie goes to per-kernel). Where they share none: the
+    one whose error is known, else (an ``unseen`` model, neither error known) per-kernel, else whole-model.
+    Returns ``(method, comparison, note)``, the note empty unless the choice was not made on errors."""
+    cmp = compare_methods(kernel_pairs, whole_pairs)
+    if cmp["configurations"]:
+        better = cmp["per_kernel"]["median_abs_error"] <= cmp["whole_model"]["median_abs_error"]
+        return ("per-kernel" if better else "whole-model"), cmp, ""
+    k_known = any(p is not None for _, p in kernel_pairs)
+    w_known = any(p is not None for _, p in whole_pairs)
+    if k_known and not w_known:
+        return "per-kernel", cmp, "the whole-model method's expected error is unknown here: per-kernel method used"
+    if k_known and w_known:
+        return "whole-model", cmp, ("the two methods' errors are not for the same configurations (points with kernel "
+                                    "timings have no artifacts left, or the reverse): the whole-model method is used")
+    if unseen and not w_known:
+        return "per-kernel", cmp, ("the per-kernel method is used for this unseen model without an error estimate "
+                                   "(measure a second model on this device to get one); on this machine's benchmark "
+                                   "it carried over to an unseen model better than whole-model features")
+    return "whole-model", cmp, ""
+
+
 # ------------------------------------------------------------------------------------- from a device's points
 
 METRICS = {"p50_ms": lambda p: p.p50_ms, "tail_ms": lambda p: p.tail_ms, "budget_tail_ms": lambda p: p.budget_tail_ms}
@@ -560,7 +599,9 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
     measured on that device (``OUT/DEVICE/points.jsonl``, any model, this edgekit version and profile content or
     not: latency does not depend on the profile's budget), with the expected error. Where the device's kernels
     were timed too (``OUT/DEVICE/kernels.jsonl``), the per-kernel method is fitted as well and the method with the
-    lower expected error for this model gives the p50 (the p90 likewise, by its own error).
+    lower expected error for this model, on the configurations both methods predicted (:func:`compare_methods`),
+    gives the p50 (the p90 likewise, by its own error). Every model's points in ``points.jsonl`` are used (keyed
+    by model sha256 and configuration).
 
     Raises:
         InputError: no profile, no model, or no usable measurements of that device under ``out_dir``.
@@ -574,7 +615,7 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
         raise InputError(f"model not found: {model}")
     folder = Path(out_dir) / prof.id
     notes: list[str] = []
-    points = list(load_points(folder / "points.jsonl", None, notes).values())
+    points = list(load_points(folder / "points.jsonl", None, notes, by_model=True).values())
     samples = {m: samples_from_points(points, m, notes if m == "p50_ms" else None, Path(out_dir) / "artifacts")
                for m in ("p50_ms", "tail_ms")}
     if not samples["p50_ms"]:
@@ -585,9 +626,11 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
     sha = sha256_file(model)
     models = {s.model for s in samples["p50_ms"]}
     whole = {m: Predictor(v) for m, v in samples.items() if v}
-    expected = {"leave_one_out": error_summary(leave_one_out(samples["p50_ms"])), "within": WITHIN}
+    w_pairs = {("p50_ms", "leave_one_out"): leave_one_out(samples["p50_ms"])}
+    expected = {"leave_one_out": error_summary(w_pairs[("p50_ms", "leave_one_out")]), "within": WITHIN}
     if len(models) > 1:
-        expected["leave_one_model_out"] = error_summary(leave_one_out(samples["p50_ms"], by_model=True))
+        w_pairs[("p50_ms", "leave_one_model_out")] = leave_one_out(samples["p50_ms"], by_model=True)
+        expected["leave_one_model_out"] = error_summary(w_pairs[("p50_ms", "leave_one_model_out")])
     else:
         notes.append("only one model was measured on this device: the error for a model it never saw is unknown "
                      "(the leave-one-out error is for configurations of a measured model)")
@@ -604,27 +647,29 @@ def predict_device(model: str | Path, device: str | Path, out_dir: str | Path = 
     use = {m: "whole-model" for m in ("p50_ms", "tail_ms")}
     if ksamples["p50_ms"]:
         kmodels = {s.model for s in ksamples["p50_ms"]}
-        per_kernel = {"leave_one_out": error_summary(kp.leave_one_out(ksamples["p50_ms"])), "points":
-                      len(ksamples["p50_ms"])}
+        k_loo = kp.leave_one_out(ksamples["p50_ms"])
+        per_kernel = {"leave_one_out": error_summary(k_loo), "points": len(ksamples["p50_ms"])}
+        k_pairs = {("p50_ms", "leave_one_out"): k_loo}
         if len(kmodels) > 1:
-            per_kernel["leave_one_model_out"] = error_summary(kp.leave_one_out(ksamples["p50_ms"], by_model=True))
+            k_pairs[("p50_ms", "leave_one_model_out")] = kp.leave_one_out(ksamples["p50_ms"], by_model=True)
+            per_kernel["leave_one_model_out"] = error_summary(k_pairs[("p50_ms", "leave_one_model_out")])
         expected["per_kernel"] = per_kernel
+        compared = {}
         for m in ("p50_ms", "tail_ms"):
             if m not in kpred:
                 continue
-            ek = (per_kernel if m == "p50_ms" else {
-                hold: error_summary(kp.leave_one_out(ksamples[m], by_model=hold != "leave_one_out"))}).get(hold)
-            ew = (expected if m == "p50_ms" else {
-                hold: error_summary(leave_one_out(samples[m], by_model=hold != "leave_one_out"))}).get(hold)
-            k_known, w_known = bool(ek and ek["n"]), bool(ew and ew["n"])
-            if k_known and (not w_known or ek["median_abs_error"] <= ew["median_abs_error"]):
-                use[m] = "per-kernel"
-            elif not k_known and not w_known and hold == "leave_one_model_out":
-                use[m] = "per-kernel"  # neither error is known: for an unseen model, kernels carry over better
-                if m == "p50_ms":
-                    notes.append("the per-kernel method is used for this unseen model without an error estimate "
-                                 "(measure a second model on this device to get one); on this machine's benchmark "
-                                 "it carried over to an unseen model better than whole-model features")
+            by_model = hold != "leave_one_out"
+            kp_m = k_pairs.get((m, hold))
+            if kp_m is None:
+                kp_m = kp.leave_one_out(ksamples[m], by_model=by_model)
+            wp_m = w_pairs.get((m, hold))
+            if wp_m is None:
+                wp_m = leave_one_out(samples[m], by_model=by_model) if samples[m] else []
+            use[m], compared["p50" if m == "p50_ms" else "p90"], why = choose_method(
+                kp_m, wp_m, hold == "leave_one_model_out")
+            if why and m == "p50_ms":
+                notes.append(why)
+        expected["compared_on"] = compared
     else:
         notes.append(f"no kernel timings of {prof.id} (profile it on this machine to take them): whole-model "
                      "method only")
@@ -700,7 +745,13 @@ def expected_error_line(expected: dict) -> str:
     if expected.get("per_kernel"):
         line += "; per-kernel method: " + ("; ".join(parts(expected["per_kernel"])) or "unknown")
     if expected.get("method"):
-        line += f" (p50 from the {expected['method']['p50']} method)"
+        line += f" (p50 from the {expected['method']['p50']} method"
+        cmp = (expected.get("compared_on") or {}).get("p50")
+        if cmp and cmp["configurations"]:
+            line += (f": median |error| {cmp['per_kernel']['median_abs_error']:.1%} per-kernel vs "
+                     f"{cmp['whole_model']['median_abs_error']:.1%} whole-model on the same {cmp['configurations']} "
+                     "configurations")
+        line += ")"
     return line
 
 

@@ -204,10 +204,11 @@ def profile_hash(profile: DeviceProfile) -> str:
 
 
 def load_points(path: Path, provenance: tuple[str, str, str] | None = None,
-                notes: list[str] | None = None) -> dict[tuple, Point]:
+                notes: list[str] | None = None, by_model: bool = False) -> dict[tuple, Point]:
     """Points of ``points.jsonl`` by key. With ``provenance``, only points measured for that (model sha256,
     profile hash, edgekit version); the others stay in the file, are ignored and counted in ``notes``, as
-    are lines that are not points (a line cut short by an interrupt)."""
+    are lines that are not points (a line cut short by an interrupt). ``by_model``: keyed by
+    ``(model sha256, *key)``, so several models' points in one file are all kept (latency prediction)."""
     if not path.is_file():
         return {}
     points, bad, foreign = {}, 0, 0
@@ -223,7 +224,7 @@ def load_points(path: Path, provenance: tuple[str, str, str] | None = None,
         if provenance is not None and p.provenance != provenance:
             foreign += 1
             continue
-        points[p.key] = p
+        points[(p.model_sha256, *p.key) if by_model else p.key] = p
     if notes is not None and foreign:
         notes.append(f"{path}: {foreign} point(s) measured for another model, device profile or edgekit version "
                      "were ignored (kept in the file, not reused)")
