@@ -196,15 +196,24 @@ def main() -> None:
     for v in a.variant:
         runtime, _, opts = v.partition(":")
         plan.append((runtime, dict(kv.split("=", 1) for kv in opts.split(","))))
+    from edgekit.errors import EdgekitError
+
+    refused = {}
     for runtime, options in plan:  # convert first (timed on its own), then measure
         for hw in RESOLUTIONS:
             artifact(f"{runtime}-fp32", hw)
-            artifact(f"{runtime}-int8", hw, options)
+            try:
+                artifact(f"{runtime}-int8", hw, options)
+            except EdgekitError as e:  # a variant the gate refuses is a row saying so, not a crash
+                refused[(runtime, repr(options), hw)] = str(e).splitlines()[0][:200]
     mac = {hw: macs(hw) for hw in RESOLUTIONS}
     ghz, peak32, peak8 = core_peaks()
     rows = []
     for runtime, options in plan:
         for hw in RESOLUTIONS:
+            if (runtime, repr(options), hw) in refused:
+                print(f"{runtime} {options} {hw}: refused: {refused[(runtime, repr(options), hw)]}", flush=True)
+                continue
             for threads in map(int, a.threads.split(",")):
                 r = row(runtime, hw, threads, a.runs, options)
                 r["gmacs"] = mac[hw] / 1e9
@@ -225,6 +234,8 @@ def main() -> None:
                      f"{r['fast_ops']} | {off} | {r['kept_float']} | {r['gate_iou']:.4f} / {dt} | "
                      f"{r['fp32_gmac_s']:.0f} / {r['int8_gmac_s']:.0f} | {r['convert_s']['fp32']:.0f} / "
                      f"{r['convert_s']['int8']:.0f} | {r['load']:.1f} |")
+    for (runtime, options, (h, w)), why in refused.items():
+        lines.append(f"| {runtime} {options} | {h}x{w} | - | refused by the gate: {why} |" + " |" * 10)
     table = "\n".join(lines)
     header = (f"# int8 against fp32, side by side ({platform.machine()}, {os.cpu_count()} cores, load average "
               f"{load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)\n\n"

@@ -41,4 +41,14 @@ def audit_ncnn(session, target, kept_layers: set[str]) -> Audit:
                              session.delegate.split(":")[0], intended, why=why))
     if unit.startswith("gpu"):
         out.limits.append("on Vulkan ncnn chooses fp16/fp32 per layer at run time; not reported per layer")
+    if int8_net:
+        layers = [ly for ly in nm.read_param(param) if ly.type not in _PLUMBING]
+        int8 = {ly.name for ly in layers if ly.type in _INT8_CAPABLE and int(ly.params.get(8, 0))}
+        between = sorted({ly.type for ly in layers if ly.name not in int8})
+        if int8:
+            out.limits.append(f"ncnn's int8 is per layer: each of the {len(int8)} int8 layers quantizes its fp32 "
+                              "input and dequantizes its output, and every other layer ("
+                              + ", ".join(between[:8]) + (" ..." if len(between) > 8 else "")
+                              + ") runs in fp32 between them; those passes and fp32 layers are what int8 pays "
+                              "beyond the convolutions")
     return out

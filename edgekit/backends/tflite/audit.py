@@ -3,6 +3,8 @@ built-in kernels, and in which precision each computed (from its tensors' types)
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from edgekit.core.audit import Audit, OpRun, intended_precision
@@ -63,4 +65,15 @@ def audit_litert(session, target, kept: bool) -> Audit:
                 if o["op_name"] in ("HARD_SWISH", "RELU_0_TO_1") else "")
         out.ops.append(OpRun(o["index"], o["op_name"], name, unit, "delegate" if taken else "builtin", precision,
                              asked, intended, fast=taken or asked == "cpu:builtin", why=why))
+    if target.precision == "int8":
+        passes = Counter(o.op for o in out.ops if o.precision == "int8" and o.op in _ELEMENTWISE)
+        if passes:
+            out.limits.append(f"{sum(passes.values())} element-wise int8 ops run as passes of their own ("
+                              + ", ".join(f"{n} {op}" for op, n in passes.most_common()) + "): an int8 "
+                              "convolution fuses only ReLU/ReLU6, where fp32 runs each HARD_SWISH as one pass and "
+                              "needs no QUANTIZE/DEQUANTIZE")
     return out
+
+
+#: element-wise ops (a pass over the tensor each, in int8 as in fp32)
+_ELEMENTWISE = {"ADD", "MUL", "SUB", "HARD_SWISH", "LOGISTIC", "RELU_0_TO_1", "QUANTIZE", "DEQUANTIZE"}
