@@ -174,7 +174,7 @@ def main() -> None:
                      f"{b['fps']:.1f} ({b['p95']:.0f}) |")
     adaptive = next(r for r in q if r["label"].startswith("adaptive, max_k 4"))
     lines += ["", "Whole frame CPU ms: every stage of a frame run one after another in one thread, in thread CPU time "
-              "(what other work on the machine does not inflate); fps: pipelined on both cores, wall clock, load "
+              "(what other work on the machine inflates least); fps: pipelined on both cores, wall clock, load "
               f"average {os.getloadavg()[0]:.1f} when the run ended.", "",
               "k over time, adaptive max_k 4 (digit = a model frame and the k it closed, . = carried): "
               f"`{adaptive['series']}`", "",
