@@ -49,7 +49,7 @@ def segmentation_quality(cfg) -> list[str]:
     ways["temporal smoothing of the model's mask + refined (previous)"] = [kernels.refine_mask(small(m), f)
                                                                           for m, f in zip(masks, frames)]
     fused = kernels.MaskSmoother()
-    ways["the same, refined in the band to a uint8 alpha (today, fused)"] = [
+    ways["the same, refined in the band to a uint8 alpha, guide from the 1/4 frame (today, fused)"] = [
         kernels.refine_band(fused(m), f, kernels.quarter(f))[0].astype(np.float32) / 255 for m, f in zip(masks, frames)]
     rows = []
     for label, alphas in ways.items():
