@@ -16,9 +16,11 @@ STRIP = 32
 
 
 class TemporalDenoiser:
-    """Call it on each BGR uint8 frame in order. ``kernel`` says how the blend runs (the outputs agree within one
-    grey level): ``"u8"`` (the default) in uint8, in strips of rows that stay in cache (the weight as 0-255 from
-    one table lookup of the blurred difference, the blend as saturating uint8 arithmetic with one rounding);
+    """Call it on each BGR uint8 frame in order. ``kernel`` says how the blend runs (each u8 step is within one grey
+    level of the float64 blend from the same previous output; over a clip the u8 and lut kernels' outputs stay within
+    2 grey levels, as each kernel's rounding is carried by the recursion): ``"u8"`` (the default) in uint8, in strips
+    of rows that stay in cache (the weight as 0-255 from one table lookup of the blurred difference, the blend as
+    saturating uint8 arithmetic with one rounding);
     ``"lut"`` the previous float weights through two lookups and ``cv2.blendLinear``; ``"float"`` the earliest
     float arithmetic (``fast=False``). The last two are kept for side-by-side benchmarks.
 
