@@ -78,3 +78,78 @@ def test_reuse_blocks_that_cannot_work_are_refused(tiny_artifact):
     bad["stages"][1]["reuse"] = "yes"
     with pytest.raises(InputError, match="reuse"):
         load_pipeline(bad, root=root)
+
+
+def test_reuse_mask_takes_one_channel_probabilities_at_the_lumas_size():
+    from edgekit.apps.pipeline.executor import reuse_mask
+
+    ok = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(1, 1, 64, 64)
+    assert reuse_mask("s", ok, (64, 64)).shape == (64, 64)
+    assert reuse_mask("s", ok.reshape(1, 64, 64, 1) * 1.0005, (64, 64)).max() > 1  # rounding slack only
+    with pytest.raises(InputError, match="2 channels"):
+        reuse_mask("s", np.zeros((1, 2, 64, 64), np.float32), (64, 64))
+    with pytest.raises(InputError, match="32x32.*1x1x64x64"):
+        reuse_mask("s", ok, (32, 32))
+    for bad in (ok * 8 - 4, ok + 0.01, np.full_like(ok, np.nan)):
+        with pytest.raises(InputError, match=r"probability mask in \[0, 1\]"):
+            reuse_mask("s", bad, (64, 64))
+
+
+class _Logits:
+    """A session whose 'mask' is logits (the channel mean x 10): not a probability."""
+
+    class io:  # noqa: N801 - the session's attribute
+        inputs = [type("T", (), {"name": "image"})]
+        outputs = [type("T", (), {"name": "mask"})]
+
+    def run(self, feeds):
+        return {"mask": feeds["image"].mean(axis=1, keepdims=True) * 10}
+
+
+@pytest.mark.parametrize("case", ["wrong size", "logits"])
+def test_a_reuse_model_that_cannot_be_thresholded_is_refused_not_failed_over(tiny_artifact, case):
+    """The luma at 32x32 for a 64x64 mask, or a model giving logits: an InputError on the first inference, both run
+    ways, and the pipelined runner moves no stage to the chain's next unit (every unit would give the same)."""
+    from edgekit.apps.pipeline.executor import PipelineRunner, StageCalls
+
+    units = {u: v for u, v in local_units().items() if u in ("cpu0", "cpu1")}
+    if len(units) < 2:
+        pytest.skip("needs two CPU units to show no fail-over")
+    doc = _pipeline(tiny_artifact.path.name, {"max_k": 4})
+    doc["stages"][-1]["units"] = ["cpu0:onnx", "cpu1:onnx"]
+    if case == "wrong size":
+        doc["stages"][1]["params"]["hw"] = [32, 32]
+    spec = load_pipeline(doc, root=tiny_artifact.path.parent)
+    p = plan(spec, {(s.name, c): 1.0 for s in spec.stages for c in s.units})
+    frames, _ = synthetic_clip(3, (120, 160), seed=5)
+    match = "32x32" if case == "wrong size" else "logits"
+
+    def calls():
+        c = StageCalls(units)
+        if case == "logits":
+            for choice in ("cpu0:onnx", "cpu1:onnx"):
+                c._sessions[("segment", choice)] = _Logits()
+        return c
+
+    with pytest.raises(InputError, match=match):
+        list(run_sequential(reset_stages(spec), p, units, frames, output="mask", calls=calls()))
+    runner = PipelineRunner(reset_stages(spec), p, units, calls=calls())
+    with pytest.raises(InputError, match=match):
+        list(runner.run(frames, output="mask"))
+    assert runner.stats.moves == [] and not runner.failed
+
+
+def test_schedule_refuses_a_reuse_luma_of_another_size_with_exit_2(tiny_artifact):
+    import json
+    import subprocess
+    import sys
+
+    doc = _pipeline(tiny_artifact.path.name, {"max_k": 4})
+    doc["stages"][1]["params"]["hw"] = [32, 32]
+    path = tiny_artifact.path.parent / "reuse-wrong-size.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    res = subprocess.run([sys.executable, "-m", "edgekit.cli", "schedule", str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "32x32" in lines[0] and "Traceback" not in res.stderr

@@ -11,14 +11,18 @@ import numpy as np
 from edgekit.apps.pipeline.definition import PipelineSpec
 from edgekit.apps.pipeline.executor import StageCalls
 from edgekit.apps.pipeline.units import Unit, unit_execution
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, InputError
 
 
 def measure_costs(spec: PipelineSpec, units: dict[str, Unit], frame: np.ndarray, repeats: int = 10,
                   calls: StageCalls | None = None) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], str]]:
     """Median ms per (stage, choice); choices that cannot run here are returned with the reason. A stage
     raising any exception on a choice makes that choice unavailable (with the exception named), never a
-    crash of the measurement."""
+    crash of the measurement, except an input error (the pipeline file's fault, the same on every unit).
+
+    Raises:
+        InputError: a stage refused what the pipeline file gives it (e.g. a reuse stage whose model gives logits).
+    """
     with unit_execution():
         return _measure(spec, units, frame, repeats, calls or StageCalls(units))
 
@@ -33,6 +37,8 @@ def _measure(spec, units, frame, repeats, calls):
                 try:
                     values.update(calls(s, choice, values, 0))
                     break
+                except InputError:
+                    raise
                 except Exception:  # noqa: BLE001 - measured (and reported) per choice below
                     continue
     costs, unavailable = {}, {}
@@ -54,6 +60,8 @@ def _measure(spec, units, frame, repeats, calls):
                         calls(s, choice, dict(inputs[s.name]), 0)
                         times.append((time.perf_counter() - t0) * 1000)
                     result["ms"] = float(np.median(times))
+                except InputError as e:
+                    result["input_error"] = e
                 except EdgekitError as e:
                     result["error"] = str(e)
                 except Exception as e:  # noqa: BLE001 - a stage failing here makes its choice unavailable
@@ -62,6 +70,8 @@ def _measure(spec, units, frame, repeats, calls):
             t = threading.Thread(target=bench)
             t.start()
             t.join()
+            if "input_error" in result:
+                raise result["input_error"]
             if "ms" in result:
                 costs[(s.name, choice)] = result["ms"]
             else:

@@ -15,7 +15,9 @@
 
 A model stage may carry its mask between frames instead of running on every one (segmentation reuse,
 :mod:`edgekit.apps.video.reuse`): ``reuse: {max_k: 4, min_iou: 0.95}`` (the app config's ``reuse`` fields),
-with the frame's luma at the model's resolution as its second input (the ``reuse_luma`` kernel makes it).
+with the frame's luma at the model's resolution as its second input (the ``reuse_luma`` kernel makes it). Its
+model must give one channel at the luma's size with values in [0, 1] (a probability, not logits): anything else is
+refused with an InputError on the first inference, not failed over to another unit.
 
 A unit name is ``UNIT`` for kernels and ``UNIT:FORMAT`` for models. The frame enters as ``frame``.
 

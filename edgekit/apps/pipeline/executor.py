@@ -23,7 +23,7 @@ import numpy as np
 from edgekit.apps.pipeline.definition import PipelineSpec, Stage
 from edgekit.apps.pipeline.placement import Plan
 from edgekit.apps.pipeline.units import Unit, unit_execution
-from edgekit.errors import DeviceError, EdgekitError
+from edgekit.errors import DeviceError, EdgekitError, InputError
 
 _STOP = object()
 
@@ -63,6 +63,8 @@ class StageCalls:
         """The stage's outputs on ``choice``.
 
         Raises:
+            InputError: a stage with reuse whose model does not give a one-channel probability mask at the
+                luma's size (the pipeline file's fault, the same on every unit).
             EdgekitError: the stage failed. An exception of any other type a kernel or runtime raises
                 becomes a :class:`~edgekit.errors.DeviceError` naming the stage, the choice and the
                 original exception (chained), so every caller treats it as that unit's failure.
@@ -97,8 +99,9 @@ class StageCalls:
 
         def infer() -> np.ndarray:
             out = session.run({session.io.inputs[0].name: args[0]})[session.io.outputs[0].name]
+            mask = reuse_mask(stage.name, out, np.shape(args[1])[:2])
             self._shapes[stage.name] = np.shape(out)
-            return np.asarray(out, np.float32).reshape(args[1].shape[:2])
+            return mask
 
         mask = stage.reuse(frame, args[1], infer)
         return mask.reshape(self._shapes.get(stage.name, mask.shape))
@@ -113,6 +116,36 @@ class StageCalls:
                 unit = self.units[stage.unit_of(choice)]
                 self._sessions[key] = load(stage.model[fmt], threads=self.threads, delegate=unit.delegate_for(fmt))
             return self._sessions[key]
+
+
+#: how far outside [0, 1] a reused mask's values may lie (float rounding of a sigmoid or a dequantized output)
+PROBABILITY_SLACK = 1e-3
+
+
+def reuse_mask(stage: str, out, hw: tuple[int, int]) -> np.ndarray:
+    """A reuse stage's model output as an (h, w) float32 probability mask, checked on every inference: one channel
+    (every other dimension 1) at the luma's size ``hw``, values finite and in [0, 1] (within
+    :data:`PROBABILITY_SLACK`), as the reuse policy's IoU thresholds its masks at 0.5.
+
+    Raises:
+        InputError: another size, more than one channel, or values that are not probabilities (logits).
+    """
+    arr = np.asarray(out)
+    dims = [d for d in arr.shape if d != 1]
+    h, w = (int(v) for v in hw)
+    if dims != [h, w]:
+        if arr.size > h * w and arr.size % (h * w) == 0:
+            why = f"{arr.size // (h * w)} channels"
+        else:
+            why = "another size"
+        raise InputError(f"stage '{stage}': reuse carries a one-channel mask at the luma's size {h}x{w}; the "
+                         f"model's output is {'x'.join(map(str, arr.shape))} ({why})")
+    mask = arr.astype(np.float32, copy=False).reshape(h, w)
+    lo, hi = float(mask.min()), float(mask.max())
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo >= -PROBABILITY_SLACK and hi <= 1 + PROBABILITY_SLACK):
+        raise InputError(f"stage '{stage}': reuse needs a probability mask in [0, 1] (its IoU thresholds at 0.5); "
+                         f"the model gave values from {lo:.4g} to {hi:.4g} (logits? end the model with a sigmoid)")
+    return mask
 
 
 def _describe(e: BaseException) -> str:
@@ -163,6 +196,9 @@ class PipelineRunner:
             t0 = time.perf_counter()
             try:
                 item.values.update(self.calls(stage, choice, item.values, item.index))
+            except InputError as e:  # the pipeline file's fault: every unit would refuse it, so no move
+                self._done.put(e)
+                continue
             except Exception as e:  # noqa: BLE001 - a unit's failure is recorded and moved, or re-raised
                 self._fail_over(item, stage, choice, e)
                 continue

@@ -50,7 +50,8 @@ def schedule(pipeline: str | Path, device: str = "local", latency_bound_ms: floa
 
     Raises:
         InputError: an unknown device or pipeline, or a pipeline file that is refused (see
-            :func:`~edgekit.apps.pipeline.definition.load_pipeline`).
+            :func:`~edgekit.apps.pipeline.definition.load_pipeline`; a reuse stage's model output that is not a
+            one-channel probability mask at the luma's size is refused when the stage first runs).
         DeviceError: a stage cannot run on any of its units here (each unit's reason is given).
     """
     if device != "local":
