@@ -166,7 +166,9 @@ def mobilenet_conversions(targets: list[str], out: Path) -> list[dict]:
             kept = len((art.parity or {}).get("kept_float") or [])
             outcome = "published" + (f" ({kept} layer(s) kept in float)" if kept else "")
         except EdgekitError as e:
-            outcome = f"refused ({type(e).__name__}): {str(e).splitlines()[0][:160]}"
+            first = str(e).splitlines()[0]
+            outcome = f"refused ({type(e).__name__}): " + (first if len(first) <= 300 else
+                                                             f"{first[:140]} ... {first[-150:]}")
         rows.append({"target": target, "seconds": time.perf_counter() - t0, "outcome": outcome,
                      "load": os.getloadavg()[0]})
         print(json.dumps(rows[-1]), flush=True)
