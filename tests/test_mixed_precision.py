@@ -7,6 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgekit
 from edgekit.core.sensitivity import rank_layers
+from edgekit.errors import ParityError
 from tests.reference import assert_agrees, random_inputs
 
 
@@ -63,10 +64,10 @@ def test_sensitivity_ranks_the_outlier_layer_first(outlier_model, tmp_path):
 
 @pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8", pytest.param("ncnn-int8", marks=pytest.mark.slow),
                                     pytest.param("tflite-int8", marks=[pytest.mark.slow, pytest.mark.xfail(
-                                        strict=True, raises=AssertionError,
-                                        reason="known defect: tflite-int8 with conv2 kept in float passes its gate "
-                                               "but agrees on 4 fresh generated inputs at mask IoU 0.944 < 0.97 "
-                                               "(README known limits)")])])
+                                        strict=True, raises=ParityError,
+                                        reason="known limit: tflite-int8 of this model fails its gate with conv2 "
+                                               "kept in float and passes only with both layers float, which is no "
+                                               "int8 model: refused (README known limits)")])])
 def test_gate_keeps_sensitive_layer_in_float(outlier_model, workdir, target):
     pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn",
                          "tflite": "ai_edge_litert"}[target.split("-")[0]])
@@ -208,12 +209,17 @@ def test_keep_float_steps_end_with_all_layers():
     assert keep_float_steps(0) == []
 
 
-def test_loop_tries_all_layers_last(monkeypatch, tmp_path):
+def test_loop_tries_all_layers_last_and_refuses_a_model_with_none_left_quantized(monkeypatch, tmp_path):
+    from edgekit.errors import ParityError
+
     names = tuple(f"L{i}" for i in range(1, 8))
     conv = _FakeConverter(_fake_io(), can_keep=names, needs={"L7"})
-    artifact, report = _loop(monkeypatch, tmp_path, conv, 7)
+    with pytest.raises(ParityError) as e:
+        _loop(monkeypatch, tmp_path, conv, 7)
     assert conv.calls == [(), names[:1], names[:2], names[:4], names]  # the old loop stopped at 4 of 7
-    assert report.passed and report.kept_float == list(names)
+    # it passed, but only with every weighted layer in float: an "int8" artifact with no int8 layer is not shipped
+    assert "passed only with every one of the 7 weighted layers asked in float" in str(e.value)
+    assert "choose a float target" in str(e.value)
 
 
 def test_loop_reports_only_layers_really_kept(monkeypatch, tmp_path):

@@ -348,6 +348,11 @@ def _convert_and_check(converter, job: ConversionJob, stage: Path, data, ref_out
         kept = report.kept_float
         missed = [n for n in job.keep_float if n not in kept]
         tried.append(f"{k} asked, {len(kept)} kept")
+        if report.passed and k == len(ranking):  # every weighted layer asked in float: no int8 layer is left
+            raise ParityError(f"parity gate failed for {job.target}: it passed only with every one of the "
+                              f"{len(ranking)} weighted layers asked in float, so no layer would run as "
+                              f"{job.target.precision} ({', '.join(tried)}); choose a float target instead",
+                              report=report)
         if report.passed:
             note = f"kept {len(kept)} layer(s) in float to pass the parity gate: {_names(kept)}"
             if missed:
