@@ -94,3 +94,39 @@ def test_a_mul_read_by_a_graph_output_is_not_folded(quantized):
 def test_pooled_layers_are_the_squeeze_excite_path():
     model, _ = decompose_hard_activations(_se_model())
     assert pooled_layers(model) == ["fc1", "relu", "fc2"]  # not the HardSigmoid's Add/Clip, nor the Mul, nor conv2
+
+
+def test_pooled_layers_read_the_pooled_value_in_float(tmp_path):
+    """A squeeze-excite's pooled value far outside its calibrated range (a flat bright input: each pixel within the
+    range calibrated on noise, their mean not) reaches fc1 unclipped: no Quantize/Dequantize between the pool and
+    the float layers. fc1's output is compared with the float model's, run by ORT."""
+    from types import SimpleNamespace
+
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+
+    from edgekit.backends.onnx.converter import _quantize
+
+    model, _ = decompose_hard_activations(_se_model())
+    onnx.save(model, tmp_path / "pre.onnx")
+    rng = np.random.default_rng(1)
+    job = SimpleNamespace(keep_float=(), options={}, calibration=[
+        {"x": rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(8)])
+    _, pooled = _quantize(quantize_static, tmp_path / "pre.onnx", tmp_path / "q.onnx", job, CalibrationMethod.MinMax,
+                          model)
+    assert pooled == ["fc1", "relu", "fc2"]
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    producer = {o: n for n in q.graph.node for o in n.output}
+    fc1 = next(n for n in q.graph.node if n.name == "fc1")
+    assert producer[fc1.input[0]].op_type == "GlobalAveragePool"  # read straight from the pool
+    flat = np.full((1, 3, 16, 16), 0.9, np.float32)
+
+    def fc1_out(m):
+        probe = onnx.ModelProto()
+        probe.CopyFrom(m)
+        probe.graph.output.append(onnx.ValueInfoProto(name=fc1.output[0]))
+        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run([fc1.output[0]], {"x": flat})[0]
+
+    want, got = fc1_out(model), fc1_out(q)
+    # only conv1's int8 rounding remains (a few %); a pooled value clipped to its calibrated range is far off
+    np.testing.assert_allclose(got, want, rtol=0.1, atol=0.05 * np.abs(want).max())
