@@ -392,3 +392,24 @@ def test_frame_timing_runs_every_stage_of_a_camera_frame():
     for bad in ("4k", "0x10", "720", "10x99999"):
         with pytest.raises(InputError, match="frame"):
             parse_frame(bad)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("audit", {"unintended": 2, "deviations": [1]}),
+    ("audit", {"unintended": -1, "deviations": {}}),
+    ("audit", "as intended"),
+    ("load", {"cpu": "many", "memory": 1}),
+    ("stages_ms", {"model": "fast"}),
+    ("sustained", {"seconds": 30, "window_s": 5, "what": "frame", "windows": [{"p90_ms": None}]}),
+])
+def test_a_points_file_with_a_nested_record_of_the_wrong_shape_is_refused(field, value):
+    from edgekit.errors import InputError
+
+    good = _point("onnx-fp32", 3.0, 3.5, load_p90=6.0).to_dict()
+    good["audit"] = {"source": "this machine's runtime", "ops": 10, "fast": 10, "deviations": {"fast": 0},
+                     "off_fast_path": {}, "unintended": 0}
+    good["sustained"] = {"what": "frame", "seconds": 30.0, "window_s": 5.0, "windows": [{"p90_ms": 7.5}],
+                         "drift_p90": 1.01}
+    assert Point.from_dict(json.loads(json.dumps(good))).audit["unintended"] == 0  # what edgekit writes loads
+    with pytest.raises(InputError, match=field):
+        Point.from_dict({**good, field: value})

@@ -186,9 +186,50 @@ class Point:
             p = cls(**{**d, "resolution": (int(h), int(w))})
             if not isinstance(p.threads, int) or not all(isinstance(v, str) for v in (p.target, p.delegate)):
                 raise ValueError("target/delegate/threads have the wrong type")
+            _check_records(p)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"not a profile point: {e}") from e
         return p
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_records(p: Point) -> None:
+    """The nested records a report and an app config read (load, stages, audit, sustained run) have the shape
+    edgekit writes: a points file is data, and a wrong shape must be one line, not a traceback later.
+
+    Raises:
+        ValueError: naming the field.
+    """
+    if p.load is not None and not (isinstance(p.load, dict) and all(_count(p.load.get(k)) for k in ("cpu", "memory"))):
+        raise ValueError("load must be {cpu: count, memory: count}")
+    if p.stages_ms is not None and not (isinstance(p.stages_ms, dict)
+                                        and all(isinstance(k, str) and _number(v) for k, v in p.stages_ms.items())):
+        raise ValueError("stages_ms must map stage names to milliseconds")
+    a = p.audit
+    if a is not None:
+        ok = isinstance(a, dict) and (a.get("unintended") is None or _count(a.get("unintended")))
+        for key in ("deviations", "off_fast_path"):
+            v = a.get(key, {}) if ok else None
+            ok = ok and isinstance(v, dict) and all(isinstance(k, str) and _count(n) for k, n in v.items())
+        ok = ok and all(isinstance(a.get(k, ""), str) for k in ("source", "error"))
+        if not ok:
+            raise ValueError("audit must be {source, unintended: count or null, deviations: {kind: count}, "
+                             "off_fast_path: {op: count}}")
+    s = p.sustained
+    if s is not None:
+        ok = isinstance(s, dict) and _number(s.get("seconds")) and _number(s.get("window_s")) \
+            and isinstance(s.get("what"), str) and isinstance(s.get("windows"), list) \
+            and all(isinstance(w, dict) and _number(w.get("p90_ms")) for w in s["windows"]) \
+            and (s.get("drift_p90") is None or _number(s.get("drift_p90")))
+        if not ok:
+            raise ValueError("sustained must be {seconds, window_s, what, windows: [{p90_ms}], drift_p90}")
 
 
 def edgekit_version() -> str:
