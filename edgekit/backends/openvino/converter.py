@@ -88,9 +88,15 @@ def _quantize(model, job: ConversionJob):
     try:
         if mode == "accuracy_control":
             reference = _reference_outputs(job)
+            from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+            # NNCF reverts one op at a time, re-validating after each: on a model that cannot pass (a random-init
+            # MobileNetV2) that ran for many minutes; edgekit's own keep-float search (1, 2, 4, ... layers) follows
             quantized = nncf.quantize_with_accuracy_control(
                 model, dataset, nncf.Dataset(list(zip(job.calibration, reference))),
-                _validation_fn(job, names), max_drop=0.01, subset_size=len(job.calibration), ignored_scope=ignored)
+                _validation_fn(job, names), max_drop=0.01, subset_size=len(job.calibration), ignored_scope=ignored,
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=AC_MAX_ITERATIONS))
         else:
             quantized = nncf.quantize(model, dataset, subset_size=len(job.calibration), ignored_scope=ignored)
     except (RuntimeError, ValueError, nncf.errors.ValidationError, nncf.errors.UnsupportedModelError) as e:
@@ -104,6 +110,9 @@ def _quantize(model, job: ConversionJob):
             options["pooled_float_layers"] = floats
     return quantized, options
 
+
+#: ops NNCF's accuracy control may revert to float before edgekit's keep-float search takes over
+AC_MAX_ITERATIONS = 8
 
 #: ops whose second input is a weight
 OV_WEIGHTED = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
