@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from edgekit.core.parity import compare_outputs
 from edgekit.core.temporal import TEMPORAL_TOLERANCES, clip_samples, compare_temporal
@@ -19,6 +20,9 @@ class Flickering:
     def __init__(self, inner, sigma: float, seed: int = 0):
         self.inner, self.sigma, self.rng = inner, sigma, np.random.default_rng(seed)
         self.io = inner.io
+
+    def __getattr__(self, name):  # anything else (verified_by, close) is the inner session's
+        return getattr(self.inner, name)
 
     def run(self, x):
         out = self.inner.run(x)
@@ -48,9 +52,9 @@ def test_flicker_that_every_frame_hides_fails_the_temporal_gate(student_artifact
     report = compare_temporal(ref_outs, cand_outs, ref.io, rgb, "int8")
     assert not report.passed
     assert report.outputs[0].excess_flicker > TEMPORAL_TOLERANCES["int8"][1]
-    per_frame.temporal = report  # as edgekit validate --temporal judges it: the whole gate fails
+    per_frame.temporal = report  # as conversion and edgekit validate --temporal judge it: the whole gate fails
     assert not per_frame.passed and any("temporal" in f for f in per_frame.failures)
-    report.enforced = False  # as int8 conversion records it for now: reported, not a refusal
+    report.enforced = False  # a report kept for information only would not fail it
     assert per_frame.passed
     # the artifact itself is as steady as its source
     steady_outs = [steady.run(s) for s in samples]
@@ -68,3 +72,40 @@ def test_conversion_records_the_temporal_check_and_validate_runs_it(tiny_onnx, t
                            "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["temporal"]["passed"]
+
+
+def test_int8_conversion_enforces_the_temporal_check(tiny_onnx, tmp_path):
+    """The tiny student's onnx-int8: its temporal report is part of the gate (enforced) and passes well under the
+    int8 tolerance."""
+    import edgekit
+
+    steady = edgekit.convert(str(tiny_onnx), "onnx-int8", tmp_path / "steady")
+    temporal = steady.parity["temporal"]
+    assert temporal["precision_class"] == "int8" and temporal["enforced"] and temporal["passed"]
+    assert temporal["outputs"][0]["dtssd"] < TEMPORAL_TOLERANCES["int8"][0] / 3
+    assert not any("temporal" in n for n in steady.notes)
+
+
+@pytest.mark.slow
+def test_an_int8_artifact_that_flickers_is_refused_at_conversion(tiny_onnx, tmp_path, monkeypatch):
+    """The tiny student's onnx-int8, whose every frame passes, with frame-to-frame flicker on the clip (the
+    :class:`Flickering` session around the real artifact, on every attempt): the gate retries keeping layers in
+    float, then refuses, and nothing is written."""
+    import edgekit
+    from edgekit.core import conversion
+    from edgekit.errors import ParityError
+
+    check = conversion._TemporalClip.check
+    calls = []
+
+    def flickering(self, candidate, precision_class, say):
+        calls.append(precision_class)
+        return check(self, Flickering(candidate, sigma=0.03), precision_class, say)
+
+    monkeypatch.setattr(conversion._TemporalClip, "check", flickering)
+    out = tmp_path / "flickers"
+    with pytest.raises(ParityError, match="temporal: (dtSSD|flicker)") as e:
+        edgekit.convert(str(tiny_onnx), "onnx-int8", out)
+    assert len(calls) > 1 and set(calls) == {"int8"}  # every attempt passed frame by frame, then flickered
+    assert "in float" in str(e.value)  # the keep-float retries ran before the refusal
+    assert not out.exists()

@@ -99,10 +99,6 @@ def convert(model: Any, target: str, output: str | Path | None = None, *, calib:
             artifact.parity = report.to_dict()
             if clip.skipped:
                 artifact.notes.append(clip.skipped)
-            if report.temporal is not None and not report.temporal.passed:  # reported, not enforced (int8)
-                artifact.notes.append("temporal check (reported, not enforced for int8 at conversion): " + "; ".join(
-                    f for o in report.temporal.outputs for f in o.failures) + "; edgekit validate --temporal "
-                    "enforces it")
             artifact.parity["data"] = gate.describe
             artifact.parity["reference"] = src.reference_label
             artifact.parity["input_check"] = [c.to_dict() for c in checks]
@@ -150,9 +146,7 @@ class _TemporalClip:
             samples, rgb = clip_samples(self.io)
             self._clip = samples, rgb, [self.reference.run(s) for s in samples]
         samples, rgb, ref_outs = self._clip
-        report = compare_temporal(ref_outs, [candidate.run(s) for s in samples], self.io, rgb, precision_class)
-        report.enforced = precision_class != "int8"  # int8: measured and reported (a note), not yet a refusal
-        return report
+        return compare_temporal(ref_outs, [candidate.run(s) for s in samples], self.io, rgb, precision_class)
 
 
 #: where ``convert --keep-stages`` puts intermediate products, inside the artifact
