@@ -159,7 +159,7 @@ def test_points_round_trip_with_load_columns():
     p.run_options = {"threads": 1, "spin": False, "settings": {}}
     q = Point.from_dict(json.loads(json.dumps(p.to_dict())))
     assert (q.load_p90_ms, q.load, q.run_options) == (6.0, {"cpu": 1, "memory": 1}, p.run_options)
-    assert q.budget_tail_ms == 6.0 and q.slowdown == pytest.approx(5.4 / 3.0)
+    assert q.budget_tail_ms == 6.0 and q.degradation == pytest.approx(max(5.4 / 3.0, 6.0 / 3.5))
 
 
 def test_report_shows_both_columns(tmp_path):

@@ -9,11 +9,16 @@ from edgekit.apps.video import kernels
 from edgekit.apps.video.synthetic_video import synthetic_clip
 
 
-@pytest.fixture(scope="module")
-def scene():
-    frames, truths = synthetic_clip(6, (360, 640), seed=8)
+def _scene(n: int, hw: tuple[int, int], seed: int):
+    """A synthetic clip, its true mattes, and model-like masks (the mattes at 256x144, softened)."""
+    frames, truths = synthetic_clip(n, hw, seed=seed)
     masks = [cv2.GaussianBlur(cv2.resize(t, (256, 144), interpolation=cv2.INTER_AREA), (5, 5), 0) for t in truths]
     return frames, truths, masks
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return _scene(6, (360, 640), 8)
 
 
 def test_refine_band_equals_the_whole_guided_filter(scene):
@@ -68,9 +73,7 @@ def _guided64(mask: np.ndarray, guide_small: np.ndarray, frame: np.ndarray, r: i
 
 @pytest.fixture(scope="module")
 def scene_720p():
-    frames, truths = synthetic_clip(12, (720, 1280), seed=11)
-    masks = [cv2.GaussianBlur(cv2.resize(t, (256, 144), interpolation=cv2.INTER_AREA), (5, 5), 0) for t in truths]
-    return frames, truths, masks
+    return _scene(12, (720, 1280), 11)
 
 
 def test_refine_band_as_process_runs_it(scene_720p):

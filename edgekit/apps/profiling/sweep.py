@@ -136,11 +136,6 @@ class Point:
         return self.budget_basis[2]
 
     @property
-    def slowdown(self) -> float | None:
-        """p50 under load / quiet p50 (None when not measured under load)."""
-        return self.load_p50_ms / self.p50_ms if self.loaded and self.p50_ms else None
-
-    @property
     def degradation(self) -> float | None:
         """How much slower the budget's latency is under load than quiet: the larger of the p50 and p90 ratios,
         of the whole frame where it was timed under load, else of the model alone (None when not measured under

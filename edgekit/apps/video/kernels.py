@@ -147,29 +147,6 @@ def blurred_background_small(small_bgr: np.ndarray, mask: np.ndarray, frame_hw: 
 # -- the fused uint8 path (``build_pipeline``'s default): alpha as uint8 0-255, blends in uint8 with cv2.multiply
 
 
-def refine_mask_u8(mask: np.ndarray, frame_bgr: np.ndarray, radius: int = 4, eps: float = 1e-3) -> np.ndarray:
-    """:func:`refine_mask` (work_scale 1) as a uint8 alpha (0-255): the same guided-filter coefficients fitted at
-    the mask's resolution, and the full-resolution ``a * I + b`` written straight to uint8 by OpenCV (saturated,
-    rounded), so the full frame is touched by one luma conversion, two coefficient upsamplings, one multiply and
-    one add, and the alpha the compositing reads is a quarter of the float one's bytes."""
-    H, W = frame_bgr.shape[:2]
-    mh, mw = mask.shape[-2:]
-    full_guide = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-    guide = cv2.resize(full_guide, (mw, mh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255.0)
-    p = np.asarray(mask, np.float32).reshape(mh, mw)
-    k = (2 * radius + 1, 2 * radius + 1)
-    mean_i, mean_p = cv2.boxFilter(guide, -1, k), cv2.boxFilter(p, -1, k)
-    cov_ip = cv2.boxFilter(guide * p, -1, k) - mean_i * mean_p
-    var_i = cv2.boxFilter(guide * guide, -1, k) - mean_i * mean_i
-    a = cov_ip / (var_i + eps)
-    b = mean_p - a * mean_i
-    # alpha * 255 = a * I + 255 b with I the 0-255 luma: the scales folded into the small maps
-    mean_a = cv2.resize(cv2.boxFilter(a, -1, k), (W, H), interpolation=cv2.INTER_LINEAR)
-    mean_b = cv2.resize(cv2.boxFilter(b, -1, k) * 255.0, (W, H), interpolation=cv2.INTER_LINEAR)
-    q = cv2.multiply(mean_a, full_guide, dtype=cv2.CV_32F)
-    return cv2.add(q, mean_b, dtype=cv2.CV_8U)
-
-
 def composite_u8(fg: np.ndarray, bg: np.ndarray, alpha8: np.ndarray) -> np.ndarray:
     """``alpha * fg + (1 - alpha) * bg`` with a uint8 alpha (0-255, one channel): two ``cv2.multiply`` (each
     rounded, so within one grey level of :func:`composite`) and a ``cv2.add``, all uint8."""
@@ -226,7 +203,8 @@ FULL_BAND = 0.5
 
 def refine_band(mask: np.ndarray, frame_bgr: np.ndarray, quarter_bgr: np.ndarray | None = None, radius: int = 4,
                 eps: float = 1e-3, strip: int = 8, gap: int = 4) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """:func:`refine_mask_u8` computed only where the alpha can be fractional: (uint8 alpha, the band).
+    """:func:`refine_mask` (work_scale 1) as a uint8 alpha, computed per pixel only where the alpha can be
+    fractional: (uint8 alpha, the band).
 
     The guided filter's full-resolution output ``A * I + B`` interpolates the coefficients bilinearly, so in a
     mask cell whose 3x3 neighbourhood bounds it at or above 254.5 (or below 0.5) for every luma 0-255 the
